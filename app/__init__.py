@@ -1,0 +1,1 @@
+"""The HTTP + WebSocket edge (Litestar), the CLI and the embedded runtime."""

@@ -1,0 +1,114 @@
+"""The ``wedsync`` command: dev, api, worker NAME, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from config.logging import configure_logging
+from config.settings import Settings, SettingsError
+
+
+async def _migrate(settings: Settings) -> int:
+    from app.connections import connect, prepare
+    from app.embedded import embedded_services
+
+    async with embedded_services(settings) as live, connect(live, name="wedsync-migrate") as c:
+        await prepare(c, live)
+    print("database schema and streams are up to date")
+    return 0
+
+
+async def _worker(settings: Settings, name: str) -> int:
+    from app.connections import connect
+    from workers.registry import WORKERS
+    from workers.runner import ConsumerRunner
+
+    if name not in WORKERS:
+        known = ", ".join(sorted(WORKERS)) or "none yet"
+        print(f"unknown worker {name!r} (available: {known})", file=sys.stderr)
+        return 2
+    definition = WORKERS[name](settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with (
+        connect(settings, name=f"wedsync-worker-{name}") as conns,
+        ConsumerRunner(
+            conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
+        ) as runner,
+    ):
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(runner.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if failed.done():
+            failed.result()
+    return 0
+
+
+def _api(settings: Settings) -> int:
+    import uvicorn
+
+    common: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": settings.log.level.lower(),
+        "ws_per_message_deflate": False,  # ~90 KB per idle connection otherwise
+        "lifespan": "on",
+    }
+    if settings.server.processes > 1:
+        uvicorn.run(
+            "app.factory:app_from_env", factory=True, workers=settings.server.processes, **common
+        )
+    else:
+        from app.factory import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wedsync", description="WedSync realtime backend")
+    sub = p.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="embedded NATS + PostgreSQL, the API and every worker")
+    dev.add_argument("--api-processes", type=int, help="API server processes (default 1)")
+    dev.add_argument("--port", type=int, help="API port (0 picks a free one)")
+    sub.add_parser("api", help="the HTTP/WebSocket API on configured NATS and PostgreSQL")
+    worker = sub.add_parser("worker", help="run one worker process")
+    worker.add_argument("name")
+    sub.add_parser("migrate", help="apply database migrations and stream declarations")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ)
+    if args.command == "dev":
+        if args.api_processes:
+            env["WEDSYNC_API_PROCESSES"] = str(args.api_processes)
+        if args.port is not None:
+            env["WEDSYNC_PORT"] = str(args.port)
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log, process=args.command)
+    if args.command == "dev":
+        from app.supervisor import run_dev
+
+        return asyncio.run(run_dev(settings))
+    if args.command == "api":
+        return _api(settings)
+    if args.command == "worker":
+        return asyncio.run(_worker(settings, args.name))
+    return asyncio.run(_migrate(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

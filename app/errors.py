@@ -1,0 +1,92 @@
+"""One error taxonomy with stable codes, mapped to HTTP in exactly one place."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from streams.schemas import ErrorBody
+
+
+class ApplicationError(Exception):
+    """Base of every error a client may see. ``code`` is stable; ``message`` is for humans."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class Unauthorized(ApplicationError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApplicationError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApplicationError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApplicationError):
+    status, code = 409, "conflict"
+
+
+class Invalid(ApplicationError):
+    status, code = 422, "invalid"
+
+
+class RateLimited(ApplicationError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(ApplicationError):
+    status, code = 503, "unavailable"
+
+
+_HTTP_CODES = {
+    400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
+    429: "rate_limited", 503: "unavailable",
+}  # fmt: skip
+
+
+def _respond(status: int, code: str, message: str, headers: dict[str, str]) -> Response[Any]:
+    return Response(
+        content=ErrorBody(code=code, message=message),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    return _respond(exc.status, exc.code, exc.message, exc.headers)
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        status = 422
+        message = (
+            "; ".join(
+                str(e.get("message", "")) + (f" ({e['key']})" if e.get("key") else "")
+                for e in (exc.extra if isinstance(exc.extra, list) else [])
+            )
+            or exc.detail
+        )
+    else:
+        message = exc.detail
+    return _respond(status, _HTTP_CODES.get(status, "error"), message, dict(exc.headers or {}))
+
+
+EXCEPTION_HANDLERS: Any = {
+    ApplicationError: application_error_handler,
+    HTTPException: http_exception_handler,
+}

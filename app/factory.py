@@ -1,0 +1,41 @@
+"""``create_app(settings)``: the Litestar application, its lifespan owning the connections."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from app.connections import connect, prepare
+from app.errors import EXCEPTION_HANDLERS
+from app.health import HealthController
+from config.logging import configure_logging
+from config.settings import Settings
+
+
+def create_app(settings: Settings) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
+            await prepare(conns, settings)
+            app.state.conns = conns
+            yield
+
+    app = Litestar(
+        route_handlers=[HealthController],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="WedSync realtime", version="0.1.0", path="/schema"),
+    )
+    app.state.settings = settings
+    return app
+
+
+def app_from_env() -> Litestar:
+    """Factory for each server process of ``wedsync api``: settings built once, here."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log, process=f"api[{os.getpid()}]")
+    return create_app(settings)

@@ -1,0 +1,162 @@
+"""Typed settings, built once from ``WEDSYNC_*`` environment variables and passed down.
+
+Nothing here reads the environment at import time: ``Settings.from_env()`` is called by the
+entry point (CLI, app factory for server workers, test fixtures) and the result is handed to
+every component explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+PREFIX = "WEDSYNC_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _setting(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": PREFIX + env, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = _setting("127.0.0.1", "HOST", "Interface the HTTP/WebSocket API binds to.")
+    port: int = _setting(8000, "PORT", "Port of the HTTP/WebSocket API (0 picks a free one).")
+    processes: int = _setting(1, "API_PROCESSES", "API server processes sharing the port.")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSettings:
+    url: str | None = _setting(
+        None, "NATS_URL", "NATS server URL(s), comma separated. Unset: embedded nats-server."
+    )
+    connect_timeout: float = _setting(5.0, "NATS_CONNECT_TIMEOUT", "Seconds to wait for NATS.")
+    replicas: int = _setting(1, "STREAM_REPLICAS", "JetStream replicas per stream (cluster).")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str | None = _setting(
+        None, "DATABASE_URL", "PostgreSQL DSN (postgresql://...). Unset: embedded PostgreSQL."
+    )
+    pool_min: int = _setting(1, "DB_POOL_MIN", "Minimum connections in each process's pool.")
+    pool_max: int = _setting(10, "DB_POOL_MAX", "Maximum connections in each process's pool.")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    jwt_secret: str | None = _setting(
+        None, "JWT_SECRET", "HS256 secret for user JWTs. Unset in dev: generated in the data dir."
+    )
+    jwt_issuer: str | None = _setting(None, "JWT_ISSUER", "Required `iss` claim, if set.")
+    jwt_audience: str | None = _setting(None, "JWT_AUDIENCE", "Required `aud` claim, if set.")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = _setting("INFO", "LOG_LEVEL", "Log level (DEBUG, INFO, WARNING, ERROR).")
+    format: str = _setting("dev", "LOG_FORMAT", "`dev` (readable) or `json` (production).")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    max_deliveries: int = _setting(
+        5, "WORKER_MAX_DELIVERIES", "Attempts per message before it goes to the dead-letter stream."
+    )
+    retry_base_delay: float = _setting(
+        1.0, "WORKER_RETRY_BASE_DELAY", "Seconds before the first redelivery; doubles each attempt."
+    )
+    retry_max_delay: float = _setting(
+        300.0, "WORKER_RETRY_MAX_DELAY", "Upper bound of the redelivery delay, in seconds."
+    )
+    ack_wait: float = _setting(
+        30.0, "WORKER_ACK_WAIT", "Seconds a delivered message may stay unacknowledged."
+    )
+    batch: int = _setting(32, "WORKER_BATCH", "Messages fetched per pull request.")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = _setting(
+        Path(".wedsync"), "DATA_DIR", "Where embedded NATS/PostgreSQL and dev secrets keep data."
+    )
+    server: ServerSettings = field(default_factory=ServerSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    @property
+    def embedded(self) -> bool:
+        """True when at least one backing service must be started in-process."""
+        return self.nats.url is None or self.database.url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        built: Settings = _build(cls, environ)
+        return built
+
+    def with_services(self, nats_url: str, database_url: str) -> Settings:
+        """A copy pointing at running services (used once embedded ones are up)."""
+        return dataclasses.replace(
+            self,
+            nats=dataclasses.replace(self.nats, url=nats_url),
+            database=dataclasses.replace(self.database, url=database_url),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process."""
+        return {env: str(value) for env, _, value in _walk(self) if value is not None}
+
+
+def _build(cls: type[Any], environ: Mapping[str, str]) -> Any:
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            values[f.name] = _build(tp, environ)  # type: ignore[arg-type]
+            continue
+        env = f.metadata["env"]
+        raw = environ.get(env)
+        if raw is None or raw == "":
+            continue
+        values[f.name] = _parse(env, raw, tp)
+    return cls(**values)
+
+
+def _parse(env: str, raw: str, tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        (tp,) = [a for a in get_args(tp) if a is not type(None)]
+    try:
+        if tp is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return tp(raw)
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {tp.__name__}") from None
+
+
+def _walk(obj: Any) -> Iterator[tuple[str, str, Any]]:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _walk(value)
+        else:
+            yield f.metadata["env"], f.metadata["help"], value
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the documentation table."""
+    return [(env, "" if d is None else str(d), h) for env, h, d in _walk(Settings())]

@@ -1,0 +1,163 @@
+"""JetStream streams and consumers declared as data, and applied idempotently at start.
+
+Applying a declaration creates what is missing and updates drifted settings, but refuses
+any change that would throw stored messages away (shorter retention, smaller limits,
+another storage type): that must be done deliberately, by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from streams.subjects import DEAD_LETTER_ROOT, EVENTS_ROOT
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+
+
+class StreamConfigError(RuntimeError):
+    """A declared stream cannot be applied without losing data or breaking its identity."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age: float = 0.0  # seconds; 0 keeps messages until removed deliberately
+    duplicate_window: float = 120.0  # seconds in which a repeated Nats-Msg-Id is stored once
+    max_msg_size: int = 1024 * 1024
+
+    def config(self, replicas: int) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            description=self.description,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age,
+            duplicate_window=self.duplicate_window,
+            max_msg_size=self.max_msg_size,
+            num_replicas=replicas,
+            allow_direct=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable pull consumer of one worker."""
+
+    durable: str
+    stream: str
+    filter_subjects: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config(
+        self, *, ack_wait: float, max_ack_pending: int, start_seq: int | None = None
+    ) -> ConsumerConfig:
+        cfg = ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            description=self.description or None,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=-1,  # the runner counts deliveries and dead-letters itself
+            max_ack_pending=max_ack_pending,
+            **self.extra,
+        )
+        if len(self.filter_subjects) == 1:
+            cfg.filter_subject = self.filter_subjects[0]
+        elif self.filter_subjects:
+            cfg.filter_subjects = list(self.filter_subjects)
+        if start_seq is not None:
+            cfg.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = start_seq
+        return cfg
+
+
+EVENTS = StreamSpec(
+    name="WEDSYNC_EVENTS",
+    subjects=(f"{EVENTS_ROOT}.>",),
+    description="Every accepted event of every wedding, in order: the history.",
+)
+DEAD_LETTERS = StreamSpec(
+    name="WEDSYNC_DLQ",
+    subjects=(f"{DEAD_LETTER_ROOT}.>",),
+    description="Messages a worker gave up on after its maximum deliveries.",
+    max_age=90 * DAY,
+)
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS)
+
+_LIMITS = ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size")
+
+
+def _shrinks(old: StreamConfig, new: StreamConfig) -> list[str]:
+    out = []
+    for name in _LIMITS:
+        before, after = getattr(old, name) or 0, getattr(new, name) or 0
+        if before <= 0:
+            before = float("inf")
+        if after <= 0:
+            after = float("inf")
+        if after < before:
+            out.append(f"{name} {before} -> {after}")
+    return out
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+    wanted = spec.config(replicas)
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("created stream %s", spec.name)
+        return
+    have = info.config
+    if have.storage != wanted.storage:
+        raise StreamConfigError(f"stream {spec.name}: storage is {have.storage}, declared file")
+    if shrunk := _shrinks(have, wanted):
+        raise StreamConfigError(
+            f"stream {spec.name}: declared limits would delete stored messages "
+            f"({', '.join(shrunk)}); change them deliberately with the nats CLI"
+        )
+    drift = {
+        k: (getattr(have, k), getattr(wanted, k))
+        for k in ("subjects", "description", "duplicate_window", "num_replicas", "max_age")
+        if getattr(have, k) != getattr(wanted, k)
+    }
+    if drift:
+        await js.update_stream(wanted)
+        log.info("updated stream %s: %s", spec.name, drift)
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    for spec in STREAMS:
+        await ensure_stream(js, spec, replicas=replicas)
+
+
+async def missing_streams(js: JetStreamContext) -> list[str]:
+    missing = []
+    for spec in STREAMS:
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            missing.append(spec.name)
+    return missing

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+from app.connections import Connections
+from streams import StreamConfigError, StreamSpec, ensure_stream
+
+pytestmark = pytest.mark.asyncio
+
+
+def spec() -> StreamSpec:
+    tag = uuid.uuid4().hex[:8]
+    return StreamSpec(name=f"T_{tag}", subjects=(f"test.{tag}.>",), description="test",
+                      max_age=3600)  # fmt: skip
+
+
+async def test_created_then_idempotent_then_drift_updated(conns: Connections) -> None:
+    s = spec()
+    try:
+        await ensure_stream(conns.js, s)
+        await conns.js.publish(s.subjects[0].replace(">", "a"), b"kept")
+        await ensure_stream(conns.js, s)
+        drifted = dataclasses.replace(s, description="changed", max_age=7200)
+        await ensure_stream(conns.js, drifted)
+        info = await conns.js.stream_info(s.name)
+        assert info.config.description == "changed"
+        assert info.config.max_age == 7200
+        assert info.state.messages == 1
+    finally:
+        await conns.js.delete_stream(s.name)
+
+
+async def test_shrinking_retention_is_refused(conns: Connections) -> None:
+    s = spec()
+    try:
+        await ensure_stream(conns.js, s)
+        with pytest.raises(StreamConfigError, match="max_age"):
+            await ensure_stream(conns.js, dataclasses.replace(s, max_age=60))
+        assert (await conns.js.stream_info(s.name)).config.max_age == 3600
+    finally:
+        await conns.js.delete_stream(s.name)
