@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -64,10 +65,8 @@ async def ready(url: str) -> int:
 def names(procs: list[psutil.Process]) -> set[str]:
     out = set()
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             out.add(p.name())
-        except psutil.NoSuchProcess:
-            pass
     return out
 
 
