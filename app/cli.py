@@ -1,4 +1,4 @@
-"""The ``wedsync`` command: dev, api, worker NAME, migrate."""
+"""The ``wedsync`` command: dev, api, worker NAME, migrate, token."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from config.logging import configure_logging
+from config.secrets import with_dev_secrets
 from config.settings import Settings, SettingsError
 
 
@@ -82,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one worker process")
     worker.add_argument("name")
     sub.add_parser("migrate", help="apply database migrations and stream declarations")
+    token = sub.add_parser("token", help="print a user JWT signed with the HS256 secret")
+    token.add_argument("--user", required=True, help="user id (the `sub` claim)")
+    token.add_argument("--name")
+    token.add_argument("--email")
+    token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default a day)")
     return p
 
 
@@ -99,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log, process=args.command)
+    if args.command in ("dev", "api", "token"):
+        settings = with_dev_secrets(settings)
+    if args.command == "token":
+        from app.auth.tokens import issue_token
+
+        print(issue_token(settings.auth, args.user, name=args.name, email=args.email,
+                          ttl=args.ttl))  # fmt: skip
+        return 0
     if args.command == "dev":
         from app.supervisor import run_dev
 

@@ -7,16 +7,24 @@ import os
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from app.auth import AuthContext, limit_by_ip, provide_identity
+from app.collaboration import CollaborationController
 from app.connections import connect, prepare
 from app.errors import EXCEPTION_HANDLERS
 from app.health import HealthController
+from app.weddings import WeddingController
 from config.logging import configure_logging
+from config.secrets import with_dev_secrets
 from config.settings import Settings
 
 
 def create_app(settings: Settings) -> Litestar:
+    """The application for ``settings`` (services must be configured: URLs and keys)."""
+    auth = AuthContext.build(settings.auth)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
@@ -25,17 +33,20 @@ def create_app(settings: Settings) -> Litestar:
             yield
 
     app = Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, WeddingController, CollaborationController],
+        dependencies={"identity": Provide(provide_identity)},
+        before_request=limit_by_ip,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="WedSync realtime", version="0.1.0", path="/schema"),
     )
     app.state.settings = settings
+    app.state.auth = auth
     return app
 
 
 def app_from_env() -> Litestar:
     """Factory for each server process of ``wedsync api``: settings built once, here."""
-    settings = Settings.from_env(os.environ)
+    settings = with_dev_secrets(Settings.from_env(os.environ))
     configure_logging(settings.log, process=f"api[{os.getpid()}]")
     return create_app(settings)

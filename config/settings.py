@@ -55,8 +55,30 @@ class AuthSettings:
     jwt_secret: str | None = _setting(
         None, "JWT_SECRET", "HS256 secret for user JWTs. Unset in dev: generated in the data dir."
     )
+    jwt_public_key: str | None = _setting(
+        None, "JWT_PUBLIC_KEY", "PEM public key (or path to one) for RS256/ES256 user JWTs."
+    )
+    jwks_url: str | None = _setting(None, "JWKS_URL", "JWKS URL for RS256/ES256 user JWTs.")
     jwt_issuer: str | None = _setting(None, "JWT_ISSUER", "Required `iss` claim, if set.")
     jwt_audience: str | None = _setting(None, "JWT_AUDIENCE", "Required `aud` claim, if set.")
+    data_key: str | None = _setting(
+        None,
+        "DATA_KEY",
+        "Fernet key(s), comma separated, newest first, encrypting contact details at rest. "
+        "Unset in dev: generated in the data dir.",
+    )
+    session_ttl: float = _setting(
+        8 * 3600.0, "SESSION_TTL", "Seconds a collaboration session lives after its last use."
+    )
+    max_sessions: int = _setting(
+        5, "MAX_SESSIONS", "Concurrent sessions per user per wedding; the oldest is ended."
+    )
+    rate_user: str = _setting(
+        "120/minute", "RATE_LIMIT_USER", "HTTP requests allowed per user (limits syntax)."
+    )
+    rate_ip: str = _setting(
+        "600/minute", "RATE_LIMIT_IP", "HTTP requests allowed per client IP (limits syntax)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

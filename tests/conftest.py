@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from cryptography.fernet import Fernet
 
 from app.connections import Connections, connect, prepare
 from app.embedded import EmbeddedNats, EmbeddedPostgres
@@ -28,7 +30,16 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="session")
 async def settings(session_dir: Path) -> AsyncIterator[Settings]:
-    base = Settings.from_env({"WEDSYNC_DATA_DIR": str(session_dir / "data")})
+    base = Settings.from_env(
+        {
+            "WEDSYNC_DATA_DIR": str(session_dir / "data"),
+            "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(32),
+            "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
+            # generous: the suite makes many requests from one user and one IP
+            "WEDSYNC_RATE_LIMIT_USER": "100000/minute",
+            "WEDSYNC_RATE_LIMIT_IP": "100000/minute",
+        }
+    )
     nats_url = os.environ.get("WEDSYNC_NATS_URL")
     db_url = os.environ.get("WEDSYNC_DATABASE_URL")
     async with contextlib.AsyncExitStack() as stack:

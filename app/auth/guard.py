@@ -1,0 +1,53 @@
+"""Who is calling: the bearer JWT verified once per request, with rate limits applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+
+from app.auth.crypto import ContactCipher
+from app.auth.ratelimit import RateLimits
+from app.auth.tokens import Identity, TokenVerifier
+from app.errors import Unauthorized
+from config.settings import AuthSettings
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Built once per process by the app factory and kept in ``app.state.auth``."""
+
+    settings: AuthSettings
+    verifier: TokenVerifier
+    cipher: ContactCipher
+    limits: RateLimits
+
+    @classmethod
+    def build(cls, auth: AuthSettings) -> AuthContext:
+        if not auth.data_key:
+            raise ValueError("no WEDSYNC_DATA_KEY configured to encrypt contact details")
+        return cls(auth, TokenVerifier(auth), ContactCipher(auth.data_key), RateLimits(auth))
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "0.0.0.0"
+
+
+async def limit_by_ip(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: every request counts against its client IP."""
+    auth: AuthContext = request.app.state.auth
+    await auth.limits.check_ip(client_ip(request))
+
+
+async def provide_identity(request: Request[Any, Any, Any], state: State) -> Identity:
+    """Dependency ``identity``: 401 unless a valid ``Authorization: Bearer <JWT>``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token")
+    auth: AuthContext = state.auth
+    identity = await auth.verifier.verify(token.strip())
+    await auth.limits.check_user(identity.user_id)
+    return identity

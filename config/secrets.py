@@ -1,0 +1,51 @@
+"""Development secrets: generated once in the data dir when none are configured.
+
+So that `wedsync dev` and `wedsync token` agree across restarts without any setup. In
+production set WEDSYNC_JWT_SECRET (or a public key / JWKS URL) and WEDSYNC_DATA_KEY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+
+from cryptography.fernet import Fernet
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FILE = "secrets.json"
+
+
+def with_dev_secrets(settings: Settings) -> Settings:
+    auth = settings.auth
+    needs_jwt = auth.jwt_secret is None and not (auth.jwt_public_key or auth.jwks_url)
+    if not needs_jwt and auth.data_key is not None:
+        return settings
+    path = settings.data_dir / FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    if "jwt_secret" not in stored:
+        stored["jwt_secret"] = secrets.token_urlsafe(48)
+        changed = True
+    if "data_key" not in stored:
+        stored["data_key"] = Fernet.generate_key().decode()
+        changed = True
+    if changed:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh)
+        log.warning("generated development secrets in %s", path)
+    return dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(
+            auth,
+            jwt_secret=stored["jwt_secret"] if needs_jwt else auth.jwt_secret,
+            data_key=auth.data_key or stored["data_key"],
+        ),
+    )
