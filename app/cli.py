@@ -60,6 +60,9 @@ def _api(settings: Settings) -> int:
         "port": settings.server.port,
         "log_level": settings.log.level.lower(),
         "ws_per_message_deflate": False,  # ~90 KB per idle connection otherwise
+        "ws_max_size": 1024 * 1024,  # larger frames close the socket (1009)
+        "ws_ping_interval": 15.0,  # protocol pings: a dead peer is dropped within ~30 s
+        "ws_ping_timeout": 15.0,
         "lifespan": "on",
     }
     if settings.server.processes > 1:

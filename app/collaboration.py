@@ -14,6 +14,7 @@ from app.connections import Connections
 from app.db import audit
 from app.db import sessions as session_store
 from app.errors import Conflict, NotFound
+from app.gateway import control
 from app.history import last_seq
 from streams.api import Collaborator, JoinResponse, SessionInfo, SessionList
 from streams.permissions import Role, WeddingStatus, permissions_for
@@ -71,7 +72,7 @@ class CollaborationController(Controller):
                     user_id=r["user_id"], role=Role(r["role"]), display_name=r["display_name"]
                 )
                 for r in others
-            ],  # fmt: skip
+            ],
             read_only=read_only,
         )
 
@@ -103,7 +104,7 @@ class CollaborationController(Controller):
                     user_agent=r["user_agent"],
                 )
                 for r in sorted(rows, key=lambda r: r["created_at"])
-            ],  # fmt: skip
+            ],
         )
 
     @delete("", summary="Leave: end the caller's sessions for this wedding", status_code=204)
@@ -118,3 +119,4 @@ class CollaborationController(Controller):
                 ended = await session_store.end(conn, wedding_id, identity.user_id, "left")
                 await audit.record(conn, wedding_id, identity.user_id, "left", client_ip(request),
                                    sessions=[str(s) for s in ended])  # fmt: skip
+        await control.sessions_ended(conns.nc, wedding_id, ended)

@@ -14,6 +14,8 @@ from app.auth import AuthContext, limit_by_ip, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
 from app.errors import EXCEPTION_HANDLERS
+from app.events import EventsController
+from app.gateway import Hub, wedding_socket
 from app.health import HealthController
 from app.weddings import WeddingController
 from config.logging import configure_logging
@@ -30,10 +32,18 @@ def create_app(settings: Settings) -> Litestar:
         async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
             await prepare(conns, settings)
             app.state.conns = conns
-            yield
+            async with Hub(conns.nc, conns.js) as hub:
+                app.state.hub = hub
+                yield
 
     app = Litestar(
-        route_handlers=[HealthController, WeddingController, CollaborationController],
+        route_handlers=[
+            HealthController,
+            WeddingController,
+            CollaborationController,
+            EventsController,
+            wedding_socket,
+        ],
         dependencies={"identity": Provide(provide_identity)},
         before_request=limit_by_ip,
         lifespan=[lifespan],

@@ -18,6 +18,7 @@ from app.db import audit
 from app.db import sessions as session_store
 from app.db import weddings as store
 from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.gateway import control
 from streams.api import (
     AuditEntry,
     AuditPage,
@@ -136,11 +137,14 @@ class WeddingController(Controller):
                     actor=identity.user_id,
                 )  # fmt: skip
                 before = None if target is None else target["role"]
-                await audit.record(conn, wedding_id, identity.user_id,
-                                   "member_added" if created else "member_changed", ip,
-                                   member=user_id, role=data.role.value, previous_role=before)  # fmt: skip
+                action = "member_added" if created else "member_changed"
+                await audit.record(conn, wedding_id, identity.user_id, action, ip,
+                                   member=user_id, role=data.role.value,
+                                   previous_role=before)  # fmt: skip
                 row = await store.member(conn, wedding_id, user_id)
         assert row is not None
+        if before is not None and before != data.role.value:
+            await control.role_changed(conns.nc, wedding_id, user_id, data.role)
         return _member(row, auth, contacts=True)
 
     @delete("/{wedding_id:uuid}/members/{user_id:str}", summary="Remove a member", status_code=204)
@@ -163,6 +167,8 @@ class WeddingController(Controller):
                 await audit.record(conn, wedding_id, identity.user_id, "member_removed", ip,
                                    member=user_id, role=target["role"],
                                    sessions_ended=len(ended))  # fmt: skip
+        await control.role_changed(conns.nc, wedding_id, user_id, None)
+        await control.sessions_ended(conns.nc, wedding_id, ended)
 
     @get("/{wedding_id:uuid}/audit", summary="Audit log, newest first (couple and planner)")
     async def audit_log(

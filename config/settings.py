@@ -82,6 +82,16 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    max_frame: int = _setting(65536, "WS_MAX_FRAME", "Largest client frame in bytes (`too_large`).")
+    rate: float = _setting(20.0, "WS_RATE", "Messages per second per connection (token bucket).")
+    burst: float = _setting(40.0, "WS_BURST", "Messages a connection may send at once.")
+    queue: int = _setting(
+        1024, "WS_QUEUE", "Frames queued for one socket before it is closed as a slow consumer."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = _setting("INFO", "LOG_LEVEL", "Log level (DEBUG, INFO, WARNING, ERROR).")
     format: str = _setting("dev", "LOG_FORMAT", "`dev` (readable) or `json` (production).")
@@ -113,6 +123,7 @@ class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     log: LogSettings = field(default_factory=LogSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 

@@ -97,6 +97,7 @@ EVENTS = StreamSpec(
     name="WEDSYNC_EVENTS",
     subjects=(f"{EVENTS_ROOT}.>",),
     description="Every accepted event of every wedding, in order: the history.",
+    duplicate_window=300.0,  # a frame re-sent within 5 min (reconnects) is stored once
 )
 DEAD_LETTERS = StreamSpec(
     name="WEDSYNC_DLQ",

@@ -1,6 +1,6 @@
 """HTTP rate limits per user and per client IP (the ``limits`` library, moving window).
 
-Counters live in each API process's memory: with N processes a client may get up to N×
+Counters live in each API process's memory: with N processes a client may get up to N times
 the limit. A shared store (limits supports Redis/Memcached) is the upgrade path.
 """
 

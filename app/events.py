@@ -1,0 +1,56 @@
+"""``GET /api/weddings/{id}/events``: a wedding's history from JetStream, permission-filtered."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from app.access import require_member
+from app.auth import Identity
+from app.connections import Connections
+from app.gateway.history import events_between
+from app.history import last_seq
+from streams.permissions import permissions_for
+from streams.protocol import EventPage
+
+
+class EventsController(Controller):
+    path = "/api/weddings/{wedding_id:uuid}/events"
+    tags = ["events"]  # noqa: RUF012
+
+    @get("", summary="Events after a seq, oldest first, only channels the caller may read")
+    async def history(
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        state: State,
+        after_seq: int = Parameter(default=0, ge=0),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> EventPage:
+        conns: Connections = state.conns
+        async with conns.pool.acquire() as conn:
+            m = await require_member(conn, wedding_id, identity)
+        readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
+        head = await last_seq(conns.js, wedding_id)
+        events: list[dict[str, Any]] = []
+        more = False
+        replay = events_between(conns.js, wedding_id, after_seq, head)
+        async with contextlib.aclosing(replay):
+            async for seq, channel, data in replay:
+                if channel not in readable:
+                    continue
+                if len(events) == limit:
+                    more = True
+                    break
+                events.append({"seq": seq, "event": msgspec.json.decode(data)})
+        return EventPage(
+            events=events,
+            last_seq=head,
+            next_after_seq=events[-1]["seq"] if more else None,
+        )

@@ -1,0 +1,93 @@
+"""One WebSocket's outgoing side: a bounded queue, ordered by seq, with a named overflow policy.
+
+Overflow policy ``disconnect``: a socket whose queue is full is closed with the
+reconnect-allowed code 4001 (it resumes from its last seq). It never blocks the room's
+fan-out and never grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from streams.permissions import Role, WeddingStatus, permissions_for
+from streams.protocol import Close
+
+OVERFLOW_POLICY = "disconnect"
+
+
+@dataclass(eq=False)
+class Connection:
+    wedding_id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: str
+    role: Role
+    status: WeddingStatus
+    queue_size: int
+    queue: asyncio.Queue[str] = field(init=False)
+    last_sent: int = 0  # highest event seq queued to this socket
+    # Live events are held (not sent) until the welcome, and during a resume.
+    replaying: bool = True
+    resuming: bool = False
+    held: list[tuple[int, str, str]] = field(default_factory=list)  # live events during replay
+    closed: bool = False
+    close_code: int = 1000
+    close_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.queue_size)
+        self.readable = self._readable()
+        self.close_requested = asyncio.Event()
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the socket's writer to close with ``code`` (first request wins)."""
+        if not self.closed:
+            self.closed = True
+            self.close_code, self.close_reason = code, reason
+            self.close_requested.set()
+
+    def _readable(self) -> frozenset[str]:
+        perms = permissions_for(self.role, self.status)
+        return frozenset(ch for ch, a in perms.items() if a.read)
+
+    def change_role(self, role: Role) -> None:
+        self.role = role
+        self.readable = self._readable()
+
+    def can_write(self, channel: str) -> bool:
+        return permissions_for(self.role, self.status)[channel].write
+
+    def send(self, frame: str) -> None:
+        """Queue a frame without waiting; overflow closes the socket (policy above)."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    def offer_event(self, seq: int, channel: str, frame: str) -> None:
+        """A live event from the room: filtered, held while replaying, never sent twice."""
+        if channel not in self.readable:
+            return
+        if self.replaying:
+            if len(self.held) >= self.queue_size:
+                self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+                return
+            self.held.append((seq, channel, frame))
+            return
+        if seq > self.last_sent:
+            self.last_sent = seq
+            self.send(frame)
+
+    async def replayed(self, seq: int, channel: str, frame: str) -> None:
+        """A historical event during resume: waits for room in the queue (only we wait)."""
+        if channel in self.readable and seq > self.last_sent and not self.closed:
+            self.last_sent = seq
+            await self.queue.put(frame)
+
+    def finish_replay(self) -> None:
+        held, self.held, self.replaying = self.held, [], False
+        for seq, channel, frame in held:
+            self.offer_event(seq, channel, frame)

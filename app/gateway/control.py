@@ -1,0 +1,26 @@
+"""Telling every gateway process about session and membership changes (core NATS)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import msgspec
+from nats.aio.client import Client as NATS
+
+from streams.permissions import Role
+from streams.protocol import ControlMessage
+from streams.subjects import control_subject
+
+
+async def sessions_ended(nc: NATS, wedding_id: uuid.UUID, session_ids: Iterable[uuid.UUID]) -> None:
+    ids = [str(s) for s in session_ids]
+    if ids:
+        msg = ControlMessage(kind="sessions_ended", session_ids=ids)
+        await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))
+
+
+async def role_changed(nc: NATS, wedding_id: uuid.UUID, user_id: str, role: Role | None) -> None:
+    """``role`` None: the member was removed."""
+    msg = ControlMessage(kind="role_changed", user_id=user_id, role=role)
+    await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))

@@ -1,0 +1,226 @@
+"""``/ws/weddings/{wedding_id}``: the WebSocket edge of a wedding room."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from app.connections import Connections
+from app.db import sessions as session_store
+from app.db import weddings as wedding_store
+from app.gateway.connection import Connection
+from app.gateway.history import events_between, fully_held
+from app.gateway.hub import Hub
+from app.history import last_seq
+from config.settings import GatewaySettings
+from streams.definitions import EVENTS
+from streams.permissions import WeddingStatus, permissions_for
+from streams.protocol import (
+    AckFrame,
+    Actor,
+    ClientFrame,
+    Close,
+    ErrorFrame,
+    Event,
+    MessageFrame,
+    PingFrame,
+    PongFrame,
+    ResumedFrame,
+    ResumeFrame,
+    WelcomeFrame,
+    event_frame,
+)
+from streams.subjects import wedding_subject
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("5b0e3c1e-2f0a-4d7e-9a51-8c8f2a6e7d10")
+
+_decode = msgspec.json.Decoder(ClientFrame)
+_encode = msgspec.json.Encoder()
+
+
+def _frame(obj: Any) -> str:
+    return _encode.encode(obj).decode()
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+async def _authenticate(
+    socket: WebSocket[Any, Any, Any], conns: Connections, wedding_id: uuid.UUID,
+    settings: GatewaySettings,
+) -> Connection | None:  # fmt: skip
+    token = socket.query_params.get("token") or ""
+    async with conns.pool.acquire() as db:
+        session = await session_store.by_token(db, token) if token else None
+        if session is None:
+            await socket.close(Close.INVALID_SESSION, "unknown, expired or ended session")
+            return None
+        m = await wedding_store.membership(db, wedding_id, session["user_id"])
+        if session["wedding_id"] != wedding_id or m is None or m.status == WeddingStatus.CANCELLED:
+            await socket.close(Close.FORBIDDEN, "this session may not open this wedding")
+            return None
+    return Connection(wedding_id=wedding_id, session_id=session["id"],
+                      user_id=session["user_id"], role=m.role, status=m.status,
+                      queue_size=settings.queue)  # fmt: skip
+
+
+@websocket("/ws/weddings/{wedding_id:uuid}")
+async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
+    conns: Connections = socket.app.state.conns
+    hub: Hub = socket.app.state.hub
+    await socket.accept()
+    settings: GatewaySettings = socket.app.state.settings.gateway
+    conn = await _authenticate(socket, conns, wedding_id, settings)
+    if conn is None:
+        return
+    await hub.join(conn)  # the room's live subscription exists from here on
+    writer = asyncio.create_task(_write(socket, conn))
+    tasks: set[asyncio.Task[None]] = set()
+    reader: asyncio.Task[None] | None = None
+    try:
+        head = await last_seq(conns.js, wedding_id)
+        conn.last_sent = head
+        conn.send(_frame(WelcomeFrame(
+            session_id=str(conn.session_id), user_id=conn.user_id, role=conn.role,
+            permissions=permissions_for(conn.role, conn.status), last_seq=head,
+        )))  # fmt: skip
+        after = socket.query_params.get("after_seq")
+        if after is not None and after.isdigit():
+            _spawn(tasks, _resume(conns, conn, int(after)))
+        else:
+            conn.finish_replay()  # live from the welcome's last_seq on
+        reader = asyncio.create_task(_read(socket, conns, conn, tasks, settings))
+        closing = asyncio.ensure_future(conn.close_requested.wait())
+        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+    finally:
+        await hub.leave(conn)
+        for t in (*tasks, *([reader] if reader else [])):
+            t.cancel()
+        conn.request_close(1000, "")
+        try:  # a writer stuck on a peer that does not read is abandoned
+            await asyncio.wait_for(writer, 2)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            writer.cancel()
+        if socket.connection_state != "disconnect":
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(conn.close_code, conn.close_reason[:120]), 2)
+
+
+def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> None:
+    t = asyncio.create_task(coro)
+    tasks.add(t)
+    t.add_done_callback(tasks.discard)
+
+
+async def _write(socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
+    """The socket's only writer: sends queued frames in order until a close is requested."""
+    closing = asyncio.ensure_future(conn.close_requested.wait())
+    try:
+        while True:
+            get = asyncio.ensure_future(conn.queue.get())
+            done, _ = await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                return
+            await socket.send_text(get.result())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        conn.request_close(1000, "")
+    finally:
+        closing.cancel()
+
+
+async def _read(
+    socket: WebSocket[Any, Any, Any], conns: Connections, conn: Connection,
+    tasks: set[asyncio.Task[None]], settings: GatewaySettings,
+) -> None:  # fmt: skip
+    bucket = TokenBucket(settings.rate, settings.burst)
+    while not conn.closed:
+        try:
+            raw = await socket.receive_data("text")
+        except WebSocketDisconnect:
+            return
+        if len(raw) > settings.max_frame:
+            too_big = f"frame over {settings.max_frame} bytes"
+            conn.send(_frame(ErrorFrame(code="too_large", message=too_big)))
+            continue
+        try:
+            frame = _decode.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            conn.send(_frame(ErrorFrame(code="invalid", message=str(exc)[:200])))
+            continue
+        if isinstance(frame, PingFrame):
+            conn.send(_frame(PongFrame()))
+        elif isinstance(frame, ResumeFrame):
+            _spawn(tasks, _resume(conns, conn, frame.after_seq))
+        elif isinstance(frame, MessageFrame):
+            if not bucket.take():
+                limit = f"over {settings.rate:g} messages per second"
+                conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
+                continue
+            await _publish(conns, conn, frame)
+
+
+async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) -> None:
+    if not conn.can_write(frame.channel):
+        conn.send(_frame(ErrorFrame(id=frame.id, code="forbidden",
+                                    message=f"{conn.role.value} may not write {frame.channel.value}")))  # fmt: skip  # noqa: E501
+        return
+    msg_id = f"{conn.session_id}:{frame.id}"
+    event = Event(
+        id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type="message", channel=frame.channel,
+        actor=Actor(user_id=conn.user_id, role=conn.role), data=frame.data, ts=time.time(),
+    )  # fmt: skip
+    try:
+        ack = await conns.js.publish(
+            wedding_subject(conn.wedding_id, frame.channel), _encode.encode(event),
+            stream=EVENTS.name, headers={"Nats-Msg-Id": msg_id},
+        )  # fmt: skip
+    except Exception as exc:  # not durable: the client must retry with the same id
+        log.warning("publish failed: %r", exc)
+        conn.send(_frame(ErrorFrame(id=frame.id, code="unavailable",
+                                    message="not stored; retry with the same id")))  # fmt: skip
+        return
+    conn.send(_frame(AckFrame(id=frame.id, seq=ack.seq)))
+
+
+async def _resume(conns: Connections, conn: Connection, after_seq: int) -> None:
+    """Replay what the client missed, then hand over to live events: no gap, no duplicate."""
+    if conn.resuming:
+        conn.send(_frame(ErrorFrame(code="invalid", message="a resume is already running")))
+        return
+    conn.resuming = conn.replaying = True  # live events are held from here
+    conn.last_sent = after_seq
+    try:
+        recovered = await fully_held(conns.js, after_seq)
+        upto = await last_seq(conns.js, conn.wedding_id)
+        async for seq, channel, data in events_between(conns.js, conn.wedding_id, after_seq, upto):
+            await conn.replayed(seq, channel, event_frame(seq, data))
+        conn.last_sent = max(conn.last_sent, upto)
+        await conn.queue.put(_frame(ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent,
+                                                 recovered=recovered)))  # fmt: skip
+    finally:
+        conn.resuming = False
+        conn.finish_replay()  # held live events after the replayed ones, none twice

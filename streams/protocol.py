@@ -1,0 +1,123 @@
+"""The WebSocket protocol and the event envelope stored on JetStream (msgspec tagged unions).
+
+Client frames and server frames are JSON objects discriminated by ``"type"``. Stored events
+are the exact bytes the gateway splices into ``event`` frames, so an event is encoded once
+when accepted and never re-encoded per receiver.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from streams.permissions import Access, Channel, Role
+
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+# -- client → server ---------------------------------------------------------------------
+
+
+class MessageFrame(msgspec.Struct, tag="message", forbid_unknown_fields=True):
+    id: ClientId
+    channel: Channel
+    data: dict[str, Any]
+
+
+class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
+    after_seq: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class PingFrame(msgspec.Struct, tag="ping", forbid_unknown_fields=True):
+    pass
+
+
+ClientFrame = MessageFrame | ResumeFrame | PingFrame
+
+
+# -- stored on JetStream -----------------------------------------------------------------
+
+
+class Actor(msgspec.Struct, frozen=True):
+    user_id: str
+    role: Role
+
+
+class Event(msgspec.Struct, frozen=True):
+    """The envelope of every event in WEDSYNC_EVENTS."""
+
+    id: str
+    type: str
+    channel: Channel
+    actor: Actor
+    data: dict[str, Any]
+    ts: float
+
+
+# -- server → client ---------------------------------------------------------------------
+
+
+class WelcomeFrame(msgspec.Struct, tag="welcome"):
+    session_id: str
+    user_id: str
+    role: Role
+    permissions: dict[str, Access]
+    last_seq: int
+
+
+class AckFrame(msgspec.Struct, tag="ack"):
+    id: str
+    seq: int
+
+
+class ErrorFrame(msgspec.Struct, tag="error"):
+    code: str
+    message: str
+    id: str | None = None
+
+
+class ResumedFrame(msgspec.Struct, tag="resumed"):
+    after_seq: int
+    last_seq: int
+    recovered: bool
+
+
+class PongFrame(msgspec.Struct, tag="pong"):
+    pass
+
+
+ServerFrame = WelcomeFrame | AckFrame | ErrorFrame | ResumedFrame | PongFrame
+
+
+def event_frame(seq: int, stored: bytes) -> str:
+    """``{"type":"event","seq":N,"event":<stored bytes>}`` without decoding the event."""
+    return '{"type":"event","seq":%d,"event":%s}' % (seq, stored.decode())  # noqa: UP031
+
+
+class EventPage(msgspec.Struct):
+    """``GET /api/weddings/{id}/events``: events after ``after_seq``, oldest first."""
+
+    events: list[dict[str, Any]]
+    last_seq: int
+    next_after_seq: int | None
+
+
+class Close:
+    """WebSocket close codes: 4000-4499 the client may reconnect (and resume); 4500-4999 not."""
+
+    GOING_AWAY = 4000  # server shutting down
+    SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
+    TRY_LATER = 4029  # too many connections for this user right now
+    INVALID_SESSION = 4500  # unknown, expired or ended session token
+    FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding
+    SESSION_ENDED = 4504  # the session was ended (leave, member removed, cap)
+
+
+class ControlMessage(msgspec.Struct, frozen=True):
+    """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
+
+    kind: str  # "sessions_ended" | "role_changed"
+    session_ids: list[str] = []
+    user_id: str | None = None
+    role: Role | None = None

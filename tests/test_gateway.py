@@ -1,0 +1,313 @@
+"""The realtime gateway with two real API processes on one NATS/PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from app.auth import issue_token
+from app.embedded.process import free_port
+from config.settings import Settings
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateways(settings: Settings) -> AsyncIterator[list[str]]:
+    """Two `wedsync api` processes; yields their base URLs."""
+    procs, urls = [], []
+    for _ in range(2):
+        port = free_port()
+        env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
+               "WEDSYNC_LOG_LEVEL": "WARNING", "WEDSYNC_WS_RATE": "100000",
+               "WEDSYNC_WS_BURST": "100000"}  # fmt: skip
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "api", env=env))  # fmt: skip
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        async with httpx.AsyncClient() as client:
+            for url in urls:
+                for _ in range(300):
+                    try:
+                        if (await client.get(f"{url}/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.05)
+                else:
+                    raise RuntimeError(f"gateway {url} not ready")
+        yield urls
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            await p.wait()
+
+
+class World:
+    """A wedding with members, driven over HTTP."""
+
+    def __init__(self, settings: Settings, base: str) -> None:
+        self.settings, self.base = settings, base
+        self.couple = "couple-" + uuid.uuid4().hex[:8]
+        self.wedding = ""
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + issue_token(self.settings.auth, user)}
+
+    async def create(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            body = {"name": "W", "date": "2027-06-12", "timezone": "UTC"}
+            r = await c.post("/api/weddings", headers=self.auth(self.couple), json=body)
+            assert r.status_code == 201, r.text
+            self.wedding = r.json()["id"]
+
+    async def add(self, role: str) -> str:
+        user = f"{role}-{uuid.uuid4().hex[:8]}"
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.put(f"/api/weddings/{self.wedding}/members/{user}",
+                            headers=self.auth(self.couple), json={"role": role})  # fmt: skip
+            assert r.status_code == 200, r.text
+        return user
+
+    async def remove(self, user: str) -> None:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.delete(f"/api/weddings/{self.wedding}/members/{user}",
+                               headers=self.auth(self.couple))  # fmt: skip
+            assert r.status_code == 204
+
+    async def join(self, user: str) -> str:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.post(f"/api/collaboration/join/{self.wedding}", headers=self.auth(user))
+            assert r.status_code == 201, r.text
+            token: str = r.json()["session_token"]
+            return token
+
+
+async def connect(
+    base: str, wedding: str, token: str, after: int | None = None
+) -> ClientConnection:
+    url = base.replace("http", "ws") + f"/ws/weddings/{wedding}?token={token}"
+    if after is not None:
+        url += f"&after_seq={after}"
+    return await websockets.connect(url, max_size=2**24)
+
+
+async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def recv_type(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    while True:
+        f = await recv(ws, timeout)
+        if f["type"] == kind:
+            return f
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    await ws.send(json.dumps(frame))
+
+
+@pytest_asyncio.fixture
+async def world(settings: Settings, gateways: list[str]) -> World:
+    w = World(settings, gateways[0])
+    await w.create()
+    return w
+
+
+async def test_message_acked_on_one_process_arrives_on_the_other(
+    world: World, gateways: list[str]
+) -> None:
+    vendor = await world.add("vendor")
+    a = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    b = await connect(gateways[1], world.wedding, await world.join(vendor))
+    try:
+        welcome = await recv(b)
+        assert welcome["type"] == "welcome" and welcome["role"] == "vendor"
+        assert welcome["permissions"]["budget"] == {"read": False, "write": False}
+        await recv(a)
+        await send(a, type="message", id="m1", channel="chat", data={"text": "hi"})
+        # The sender gets the ack and its own event (in either order: the event may
+        # reach the room before the publish acknowledgement returns).
+        mine = {f["type"]: f for f in [await recv(a), await recv(a)]}
+        ack = mine["ack"]
+        assert ack["id"] == "m1"
+        assert mine["event"]["seq"] == ack["seq"]
+        got = await recv_type(b, "event")
+        assert got["seq"] == ack["seq"]
+        assert got["event"]["data"] == {"text": "hi"}
+        assert got["event"]["actor"] == {"user_id": world.couple, "role": "couple"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_guest_sees_no_budget_and_may_not_write_it(world: World, gateways: list[str]) -> None:
+    guest = await world.add("guest")
+    a = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    g = await connect(gateways[1], world.wedding, await world.join(guest))
+    try:
+        await recv(a)
+        await recv(g)
+        await send(g, type="message", id="x", channel="budget", data={"amount": 1})
+        err = await recv_type(g, "error")
+        assert err["code"] == "forbidden" and err["id"] == "x"
+        await send(a, type="message", id="b1", channel="budget", data={"amount": 5000})
+        await send(a, type="message", id="c1", channel="chat", data={"text": "after"})
+        chat_ack = None
+        while chat_ack is None:
+            f = await recv(a)
+            if f["type"] == "ack" and f["id"] == "c1":
+                chat_ack = f
+        ev = await recv_type(g, "event")  # the first event the guest gets is the chat one
+        assert ev["event"]["channel"] == "chat" and ev["seq"] == chat_ack["seq"]
+    finally:
+        await a.close()
+        await g.close()
+
+
+async def test_same_client_id_is_stored_once_even_across_reconnect(
+    world: World, gateways: list[str]
+) -> None:
+    token = await world.join(world.couple)
+    ws = await connect(gateways[0], world.wedding, token)
+    await recv(ws)
+    await send(ws, type="message", id="dup", channel="chat", data={"n": 1})
+    first = await recv_type(ws, "ack")
+    await send(ws, type="message", id="dup", channel="chat", data={"n": 1})
+    second = await recv_type(ws, "ack")
+    await ws.close()
+    ws = await connect(gateways[1], world.wedding, token)
+    try:
+        await recv(ws)
+        await send(ws, type="message", id="dup", channel="chat", data={"n": 1})
+        third = await recv_type(ws, "ack")
+    finally:
+        await ws.close()
+    assert first["seq"] == second["seq"] == third["seq"]
+
+
+async def test_resume_gets_exactly_the_missed_events_then_live(
+    world: World, gateways: list[str]
+) -> None:
+    family = await world.add("family")
+    sender = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    await recv(sender)
+    token = await world.join(family)
+    ws = await connect(gateways[1], world.wedding, token)
+    welcome = await recv(ws)
+    start = welcome["last_seq"]
+    await ws.close()
+
+    sent: list[int] = []
+    for i in range(1000):
+        await send(sender, type="message", id=f"r{i}", channel="chat", data={"i": i})
+    while len(sent) < 1000:
+        f = await recv(sender)
+        if f["type"] == "ack":
+            sent.append(f["seq"])
+
+    async def keep_sending() -> list[int]:
+        more = []
+        for i in range(50):
+            await send(sender, type="message", id=f"live{i}", channel="chat", data={"live": i})
+        while len(more) < 50:
+            f = await recv(sender)
+            if f["type"] == "ack":
+                more.append(f["seq"])
+        return more
+
+    ws = await connect(gateways[1], world.wedding, token, after=start)
+    try:
+        live_task = asyncio.create_task(keep_sending())
+        seqs: list[int] = []
+        resumed = None
+        extra = await live_task
+        expected = sorted(sent + extra)
+        while len(seqs) < len(expected):
+            f = await recv(ws)
+            if f["type"] == "event":
+                seqs.append(f["seq"])
+            elif f["type"] == "resumed":
+                resumed = f
+        assert resumed is not None and resumed["recovered"] is True
+        assert seqs == expected  # in order, every one, none twice
+        assert seqs[:1000] == sorted(sent)
+    finally:
+        await ws.close()
+        await sender.close()
+
+
+async def test_garbage_frames_get_errors_and_the_socket_keeps_working(
+    world: World, gateways: list[str]
+) -> None:
+    ws = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    try:
+        await recv(ws)
+        for bad in ["not json", "[]", '{"type": "nope"}',
+                    '{"type": "message", "id": 5, "channel": "chat", "data": {}}',
+                    '{"type": "message", "id": "a", "channel": "moon", "data": {}}']:  # fmt: skip
+            await ws.send(bad)
+            assert (await recv_type(ws, "error"))["code"] == "invalid"
+        await send(ws, type="message", id="big", channel="chat", data={"x": "y" * 100_000})
+        assert (await recv_type(ws, "error"))["code"] == "too_large"
+        await send(ws, type="ping")
+        assert (await recv_type(ws, "pong"))["type"] == "pong"
+    finally:
+        await ws.close()
+
+
+async def test_bad_token_is_refused_with_a_terminal_code(world: World, gateways: list[str]) -> None:
+    ws = await connect(gateways[0], world.wedding, "not-a-session")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500
+
+
+async def test_removed_member_is_disconnected_on_another_process(
+    world: World, gateways: list[str]
+) -> None:
+    vendor = await world.add("vendor")
+    ws = await connect(gateways[1], world.wedding, await world.join(vendor))
+    await recv(ws)
+    await world.remove(vendor)  # through process 0
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv(ws, timeout=1.0)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code >= 4500
+
+
+async def test_history_endpoint_pages_readable_events(world: World, gateways: list[str]) -> None:
+    ws = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    try:
+        await recv(ws)
+        for i, ch in enumerate(["chat", "budget", "chat"]):
+            await send(ws, type="message", id=f"h{i}", channel=ch, data={"i": i})
+        acks = [await recv_type(ws, "ack") for _ in range(3)]
+    finally:
+        await ws.close()
+    guest = await world.add("guest")
+    async with httpx.AsyncClient(base_url=gateways[1]) as c:
+        r = await c.get(f"/api/weddings/{world.wedding}/events", params={"after_seq": 0},
+                        headers=world.auth(guest))  # fmt: skip
+        assert r.status_code == 200
+        body = r.json()
+        assert [e["seq"] for e in body["events"]] == [acks[0]["seq"], acks[2]["seq"]]
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            params={"after_seq": 0, "limit": 1},
+            headers=world.auth(world.couple),
+        )
+        assert [e["seq"] for e in r.json()["events"]] == [acks[0]["seq"]]
+        assert r.json()["next_after_seq"] == acks[0]["seq"]
