@@ -21,7 +21,7 @@ async def require_member(conn: Conn, wedding_id: uuid.UUID, who: Identity) -> st
 
 
 async def require_role(
-    conn: Conn, m: store.Membership, who: Identity, ip: str, action: str,
+    conn: Conn, m: store.Membership, who: Identity, ip: str | None, action: str,
     allowed: frozenset[Role] = ADMINS,
 ) -> None:  # fmt: skip
     if m.role not in allowed:

@@ -187,7 +187,12 @@ class WeddingController(Controller):
 
 
 async def _guard_couple(
-    conn: Any, m: store.Membership, who: Identity, ip: str, target: Any, new_role: Role | None
+    conn: Any,
+    m: store.Membership,
+    who: Identity,
+    ip: str | None,
+    target: Any,
+    new_role: Role | None,
 ) -> None:
     """Only the couple manage the couple role; a wedding always keeps one couple member."""
     touches_couple = (target is not None and target["role"] == Role.COUPLE.value) or (

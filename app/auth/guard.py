@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +32,19 @@ class AuthContext:
         return cls(auth, TokenVerifier(auth), ContactCipher(auth.data_key), RateLimits(auth))
 
 
-def client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "0.0.0.0"
+def client_ip(request: Request[Any, Any, Any]) -> str | None:
+    """The peer's IP address, or None (a Unix socket, a test transport)."""
+    host = request.client.host if request.client else ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 async def limit_by_ip(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: every request counts against its client IP."""
     auth: AuthContext = request.app.state.auth
-    await auth.limits.check_ip(client_ip(request))
+    await auth.limits.check_ip(client_ip(request) or "unknown")
 
 
 async def provide_identity(request: Request[Any, Any, Any], state: State) -> Identity:
