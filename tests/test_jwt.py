@@ -39,7 +39,11 @@ AUDIENCE = "wedsync-realtime"
 
 def claims(user: str | None = None, ttl: int = 300, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
-    out: dict[str, Any] = {"sub": uuid.uuid4().hex if user is None else user, "iat": now, "exp": now + ttl}
+    out: dict[str, Any] = {
+        "sub": uuid.uuid4().hex if user is None else user,
+        "iat": now,
+        "exp": now + ttl,
+    }
     out.update(extra)
     return out
 
@@ -421,12 +425,6 @@ async def test_jwks_rotation_is_picked_up_right_away(
     assert (await verifier.verify(signed(other_rsa_key, "k2"))).user_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/auth/tokens.py TokenVerifier: PyJWKClient(cache_keys=True) keeps every "
-    "key it ever returned in an LRU cache without expiry, so a key withdrawn from the JWKS "
-    "(e.g. after a compromise) stays trusted until the process restarts",
-)
 async def test_jwks_key_withdrawn_from_the_set_stops_verifying(
     jwks: JwksServer, rsa_key: KeyPair, other_rsa_key: KeyPair, jwks_clock: Any
 ) -> None:

@@ -36,7 +36,9 @@ class TokenVerifier:
         self._secret = auth.jwt_secret
         self._public = _pem(auth.jwt_public_key) if auth.jwt_public_key else None
         self._jwks = (
-            jwt.PyJWKClient(auth.jwks_url, cache_keys=True, lifespan=300) if auth.jwks_url else None
+            jwt.PyJWKClient(auth.jwks_url, cache_keys=False, lifespan=300)
+            if auth.jwks_url
+            else None
         )
         self._issuer = auth.jwt_issuer
         self._audience = auth.jwt_audience
