@@ -59,6 +59,12 @@ class AuthSettings:
         None, "JWT_PUBLIC_KEY", "PEM public key (or path to one) for RS256/ES256 user JWTs."
     )
     jwks_url: str | None = _setting(None, "JWKS_URL", "JWKS URL for RS256/ES256 user JWTs.")
+    jwks_refetch_cooldown: float = _setting(
+        1.0,
+        "JWKS_REFETCH_COOLDOWN",
+        "Seconds between JWK set refetches forced by an unknown `kid` (rotation pickup delay; "
+        "bounds refetch storms from forged kids).",
+    )
     jwt_issuer: str | None = _setting(None, "JWT_ISSUER", "Required `iss` claim, if set.")
     jwt_audience: str | None = _setting(None, "JWT_AUDIENCE", "Required `aud` claim, if set.")
     data_key: str | None = _setting(
@@ -193,3 +199,15 @@ def _walk(obj: Any) -> Iterator[tuple[str, str, Any]]:
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting: the documentation table."""
     return [(env, "" if d is None else str(d), h) for env, h, d in _walk(Settings())]
+
+
+def markdown_table() -> str:
+    """The README's settings table (`python -m config.settings` prints it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, meaning in describe():
+        rows.append(f"| `{env}` | {f'`{default}`' if default else '(unset)'} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -333,7 +333,9 @@ def jwks() -> Iterator[JwksServer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield state
@@ -409,19 +411,14 @@ async def test_jwks_rotation_to_a_new_kid(
     assert jwks.hits == hits + 1  # and the new set is cached
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/auth/tokens.py TokenVerifier: PyJWKClient is built without "
-    "cooldown_duration, and PyJWT>=2.11 refuses to refetch the JWK set for an unknown kid "
-    "within 30 s of the last fetch, so a freshly rotated key is refused (401) for up to 30 s",
-)
-async def test_jwks_rotation_is_picked_up_right_away(
-    jwks: JwksServer, rsa_key: KeyPair, other_rsa_key: KeyPair
+async def test_jwks_rotation_is_picked_up_within_the_refetch_cooldown(
+    jwks: JwksServer, rsa_key: KeyPair, other_rsa_key: KeyPair, jwks_clock: Any
 ) -> None:
     jwks.keys = [jwk(rsa_key, "k1", "RS256")]
     verifier = TokenVerifier(AuthSettings(jwks_url=jwks.url))
     assert (await verifier.verify(signed(rsa_key, "k1"))).user_id
     jwks.keys = [jwk(other_rsa_key, "k2", "RS256")]
+    jwks_clock(1.1)  # WEDSYNC_JWKS_REFETCH_COOLDOWN defaults to 1 s (PyJWT's own is 30 s)
     assert (await verifier.verify(signed(other_rsa_key, "k2"))).user_id
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, SettingsError, describe
+from config.settings import Settings, SettingsError, describe, markdown_table
 
 
 def test_defaults_need_no_environment() -> None:
@@ -42,3 +42,5 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [env for env, _, _ in describe() if f"`{env}`" not in readme]
     assert missing == []
+    # defaults and meanings too: regenerate with `python -m config.settings`
+    assert markdown_table() in readme

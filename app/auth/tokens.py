@@ -36,7 +36,12 @@ class TokenVerifier:
         self._secret = auth.jwt_secret
         self._public = _pem(auth.jwt_public_key) if auth.jwt_public_key else None
         self._jwks = (
-            jwt.PyJWKClient(auth.jwks_url, cache_keys=False, lifespan=300)
+            jwt.PyJWKClient(
+                auth.jwks_url,
+                cache_keys=False,
+                lifespan=300,
+                cooldown_duration=auth.jwks_refetch_cooldown,
+            )
             if auth.jwks_url
             else None
         )
