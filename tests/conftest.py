@@ -21,6 +21,7 @@ from cryptography.fernet import Fernet
 from app.connections import Connections, connect, prepare
 from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import Settings, WorkerSettings
+from tests.world import World, running_gateways
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +84,24 @@ def fast_retries() -> WorkerSettings:
 @pytest.fixture
 def uid() -> Iterator[str]:
     yield uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="module")
+def gateway_env() -> dict[str, str]:
+    """Extra environment for the module's gateway processes (override per module)."""
+    return {}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateways(settings: Settings, gateway_env: dict[str, str]) -> AsyncIterator[list[str]]:
+    """Two `wedsync api` processes sharing the session's NATS and PostgreSQL."""
+    async with running_gateways(settings, 2, gateway_env) as urls:
+        yield urls
+
+
+@pytest_asyncio.fixture
+async def world(settings: Settings, gateways: list[str]) -> World:
+    """A new wedding created by its couple through the first gateway."""
+    w = World(settings, gateways[0])
+    await w.create()
+    return w

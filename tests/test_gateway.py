@@ -3,128 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import websockets
-from websockets.asyncio.client import ClientConnection
 
-from app.auth import issue_token
-from app.embedded.process import free_port
-from config.settings import Settings
+from tests.world import World, connect, recv, recv_type, send
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture(scope="module")
-async def gateways(settings: Settings) -> AsyncIterator[list[str]]:
-    """Two `wedsync api` processes; yields their base URLs."""
-    procs, urls = [], []
-    for _ in range(2):
-        port = free_port()
-        env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
-               "WEDSYNC_LOG_LEVEL": "WARNING", "WEDSYNC_WS_RATE": "100000",
-               "WEDSYNC_WS_BURST": "100000"}  # fmt: skip
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "api", env=env))  # fmt: skip
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        async with httpx.AsyncClient() as client:
-            for url in urls:
-                for _ in range(300):
-                    try:
-                        if (await client.get(f"{url}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.05)
-                else:
-                    raise RuntimeError(f"gateway {url} not ready")
-        yield urls
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            await p.wait()
-
-
-class World:
-    """A wedding with members, driven over HTTP."""
-
-    def __init__(self, settings: Settings, base: str) -> None:
-        self.settings, self.base = settings, base
-        self.couple = "couple-" + uuid.uuid4().hex[:8]
-        self.wedding = ""
-
-    def auth(self, user: str) -> dict[str, str]:
-        return {"Authorization": "Bearer " + issue_token(self.settings.auth, user)}
-
-    async def create(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base) as c:
-            body = {"name": "W", "date": "2027-06-12", "timezone": "UTC"}
-            r = await c.post("/api/weddings", headers=self.auth(self.couple), json=body)
-            assert r.status_code == 201, r.text
-            self.wedding = r.json()["id"]
-
-    async def add(self, role: str) -> str:
-        user = f"{role}-{uuid.uuid4().hex[:8]}"
-        async with httpx.AsyncClient(base_url=self.base) as c:
-            r = await c.put(f"/api/weddings/{self.wedding}/members/{user}",
-                            headers=self.auth(self.couple), json={"role": role})  # fmt: skip
-            assert r.status_code == 200, r.text
-        return user
-
-    async def remove(self, user: str) -> None:
-        async with httpx.AsyncClient(base_url=self.base) as c:
-            r = await c.delete(f"/api/weddings/{self.wedding}/members/{user}",
-                               headers=self.auth(self.couple))  # fmt: skip
-            assert r.status_code == 204
-
-    async def join(self, user: str) -> str:
-        async with httpx.AsyncClient(base_url=self.base) as c:
-            r = await c.post(f"/api/collaboration/join/{self.wedding}", headers=self.auth(user))
-            assert r.status_code == 201, r.text
-            token: str = r.json()["session_token"]
-            return token
-
-
-async def connect(
-    base: str, wedding: str, token: str, after: int | None = None
-) -> ClientConnection:
-    url = base.replace("http", "ws") + f"/ws/weddings/{wedding}?token={token}"
-    if after is not None:
-        url += f"&after_seq={after}"
-    return await websockets.connect(url, max_size=2**24)
-
-
-async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return frame
-
-
-async def recv_type(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
-    while True:
-        f = await recv(ws, timeout)
-        if f["type"] == kind:
-            return f
-
-
-async def send(ws: ClientConnection, **frame: Any) -> None:
-    await ws.send(json.dumps(frame))
-
-
-@pytest_asyncio.fixture
-async def world(settings: Settings, gateways: list[str]) -> World:
-    w = World(settings, gateways[0])
-    await w.create()
-    return w
 
 
 async def test_message_acked_on_one_process_arrives_on_the_other(

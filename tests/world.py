@@ -1,0 +1,126 @@
+"""Driving the realtime gateway as outside clients do: real `wedsync api` processes,
+weddings and members over HTTP, raw WebSocket frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from app.auth import issue_token
+from app.embedded.process import free_port
+from config.settings import Settings
+
+# the suite sends fast from one connection; per-test modules raise or lower what they probe
+FAST_SENDERS = {"WEDSYNC_WS_RATE": "100000", "WEDSYNC_WS_BURST": "100000"}
+
+
+@contextlib.asynccontextmanager
+async def running_gateways(
+    settings: Settings, count: int = 2, env: dict[str, str] | None = None
+) -> AsyncIterator[list[str]]:
+    """``count`` `wedsync api` processes on free ports; yields their base URLs once ready."""
+    procs, urls = [], []
+    for _ in range(count):
+        port = free_port()
+        child_env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
+                     "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **(env or {})}  # fmt: skip
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "api", env=child_env))  # fmt: skip
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        async with httpx.AsyncClient() as client:
+            for url in urls:
+                await wait_ready(client, url)
+        yield urls
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in procs:
+            await p.wait()
+
+
+async def wait_ready(client: httpx.AsyncClient, url: str, attempts: int = 300) -> None:
+    for _ in range(attempts):
+        try:
+            if (await client.get(f"{url}/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"gateway {url} not ready")
+
+
+class World:
+    """A wedding with members, driven over HTTP."""
+
+    def __init__(self, settings: Settings, base: str) -> None:
+        self.settings, self.base = settings, base
+        self.couple = "couple-" + uuid.uuid4().hex[:8]
+        self.wedding = ""
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + issue_token(self.settings.auth, user)}
+
+    async def create(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            body = {"name": "W", "date": "2027-06-12", "timezone": "UTC"}
+            r = await c.post("/api/weddings", headers=self.auth(self.couple), json=body)
+            assert r.status_code == 201, r.text
+            self.wedding = r.json()["id"]
+
+    async def add(self, role: str) -> str:
+        user = f"{role}-{uuid.uuid4().hex[:8]}"
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.put(f"/api/weddings/{self.wedding}/members/{user}",
+                            headers=self.auth(self.couple), json={"role": role})  # fmt: skip
+            assert r.status_code == 200, r.text
+        return user
+
+    async def remove(self, user: str) -> None:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.delete(f"/api/weddings/{self.wedding}/members/{user}",
+                               headers=self.auth(self.couple))  # fmt: skip
+            assert r.status_code == 204
+
+    async def join(self, user: str) -> str:
+        async with httpx.AsyncClient(base_url=self.base) as c:
+            r = await c.post(f"/api/collaboration/join/{self.wedding}", headers=self.auth(user))
+            assert r.status_code == 201, r.text
+            token: str = r.json()["session_token"]
+            return token
+
+
+async def connect(
+    base: str, wedding: str, token: str, after: int | None = None
+) -> ClientConnection:
+    url = base.replace("http", "ws") + f"/ws/weddings/{wedding}?token={token}"
+    if after is not None:
+        url += f"&after_seq={after}"
+    return await websockets.connect(url, max_size=2**24)
+
+
+async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def recv_type(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    while True:
+        f = await recv(ws, timeout)
+        if f["type"] == kind:
+            return f
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    await ws.send(json.dumps(frame))
