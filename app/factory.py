@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> Litestar:
         async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
             await prepare(conns, settings)
             app.state.conns = conns
-            async with Hub(conns.nc, conns.js) as hub:
+            async with Hub(conns.nc, conns.js, settings.gateway.max_per_user) as hub:
                 app.state.hub = hub
                 yield
 

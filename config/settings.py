@@ -95,6 +95,9 @@ class GatewaySettings:
     queue: int = _setting(
         1024, "WS_QUEUE", "Frames queued for one socket before it is closed as a slow consumer."
     )
+    max_per_user: int = _setting(
+        8, "WS_MAX_PER_USER", "Open sockets per user per wedding in one gateway process (4029)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ class MessageFrame(msgspec.Struct, tag="message", forbid_unknown_fields=True):
 
 class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
     after_seq: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: str | None = None  # from the welcome; another epoch means seqs were reset
 
 
 class PingFrame(msgspec.Struct, tag="ping", forbid_unknown_fields=True):
@@ -64,6 +65,7 @@ class WelcomeFrame(msgspec.Struct, tag="welcome"):
     role: Role
     permissions: dict[str, Access]
     last_seq: int
+    epoch: str  # identifies the event stream's life: seqs are comparable within one epoch
 
 
 class AckFrame(msgspec.Struct, tag="ack"):
@@ -81,13 +83,21 @@ class ResumedFrame(msgspec.Struct, tag="resumed"):
     after_seq: int
     last_seq: int
     recovered: bool
+    epoch: str
+
+
+class EventFrame(msgspec.Struct, tag="event"):
+    """Built by :func:`event_frame` on the server (no re-encoding); decoded by clients."""
+
+    seq: int
+    event: Event
 
 
 class PongFrame(msgspec.Struct, tag="pong"):
     pass
 
 
-ServerFrame = WelcomeFrame | AckFrame | ErrorFrame | ResumedFrame | PongFrame
+ServerFrame = WelcomeFrame | EventFrame | AckFrame | ErrorFrame | ResumedFrame | PongFrame
 
 
 def event_frame(seq: int, stored: bytes) -> str:

@@ -95,7 +95,9 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
     conn = await _authenticate(socket, conns, wedding_id, settings)
     if conn is None:
         return
-    await hub.join(conn)  # the room's live subscription exists from here on
+    if not await hub.join(conn):  # the room's live subscription exists from here on
+        await socket.close(Close.TRY_LATER, "too many open connections for this user")
+        return
     writer = asyncio.create_task(_write(socket, conn))
     tasks: set[asyncio.Task[None]] = set()
     reader: asyncio.Task[None] | None = None
@@ -104,14 +106,14 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
         conn.last_sent = head
         conn.send(_frame(WelcomeFrame(
             session_id=str(conn.session_id), user_id=conn.user_id, role=conn.role,
-            permissions=permissions_for(conn.role, conn.status), last_seq=head,
+            permissions=permissions_for(conn.role, conn.status), last_seq=head, epoch=hub.epoch,
         )))  # fmt: skip
         after = socket.query_params.get("after_seq")
         if after is not None and after.isdigit():
-            _spawn(tasks, _resume(conns, conn, int(after)))
+            _spawn(tasks, _resume(conns, hub, conn, int(after), socket.query_params.get("epoch")))
         else:
             conn.finish_replay()  # live from the welcome's last_seq on
-        reader = asyncio.create_task(_read(socket, conns, conn, tasks, settings))
+        reader = asyncio.create_task(_read(socket, conns, hub, conn, tasks, settings))
         closing = asyncio.ensure_future(conn.close_requested.wait())
         await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
         closing.cancel()
@@ -153,7 +155,7 @@ async def _write(socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
 
 
 async def _read(
-    socket: WebSocket[Any, Any, Any], conns: Connections, conn: Connection,
+    socket: WebSocket[Any, Any, Any], conns: Connections, hub: Hub, conn: Connection,
     tasks: set[asyncio.Task[None]], settings: GatewaySettings,
 ) -> None:  # fmt: skip
     bucket = TokenBucket(settings.rate, settings.burst)
@@ -174,7 +176,7 @@ async def _read(
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))
         elif isinstance(frame, ResumeFrame):
-            _spawn(tasks, _resume(conns, conn, frame.after_seq))
+            _spawn(tasks, _resume(conns, hub, conn, frame.after_seq, frame.epoch))
         elif isinstance(frame, MessageFrame):
             if not bucket.take():
                 limit = f"over {settings.rate:g} messages per second"
@@ -206,21 +208,33 @@ async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) ->
     conn.send(_frame(AckFrame(id=frame.id, seq=ack.seq)))
 
 
-async def _resume(conns: Connections, conn: Connection, after_seq: int) -> None:
-    """Replay what the client missed, then hand over to live events: no gap, no duplicate."""
+async def _resume(
+    conns: Connections, hub: Hub, conn: Connection, after_seq: int, epoch: str | None
+) -> None:
+    """Replay what the client missed, then hand over to live events: no gap, no duplicate.
+
+    A position from another epoch of the stream (it was recreated) means nothing here:
+    nothing is replayed and ``recovered`` is false, so the client reloads state over HTTP.
+    """
     if conn.resuming:
         conn.send(_frame(ErrorFrame(code="invalid", message="a resume is already running")))
         return
     conn.resuming = conn.replaying = True  # live events are held from here
-    conn.last_sent = after_seq
     try:
-        recovered = await fully_held(conns.js, after_seq)
         upto = await last_seq(conns.js, conn.wedding_id)
-        async for seq, channel, data in events_between(conns.js, conn.wedding_id, after_seq, upto):
-            await conn.replayed(seq, channel, event_frame(seq, data))
+        if epoch not in (None, hub.epoch) or after_seq > upto:
+            recovered = False  # a position from a recreated stream: skip to now
+        else:
+            recovered = await fully_held(conns.js, after_seq)
+            conn.last_sent = after_seq
+            async for seq, channel, data in events_between(
+                conns.js, conn.wedding_id, after_seq, upto
+            ):
+                await conn.replayed(seq, channel, event_frame(seq, data))
         conn.last_sent = max(conn.last_sent, upto)
-        await conn.queue.put(_frame(ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent,
-                                                 recovered=recovered)))  # fmt: skip
+        done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
+                            epoch=hub.epoch)  # fmt: skip
+        await conn.queue.put(_frame(done))
     finally:
         conn.resuming = False
         conn.finish_replay()  # held live events after the replayed ones, none twice

@@ -43,7 +43,16 @@ async def events_between(
         await sub.unsubscribe()
 
 
+async def stream_epoch(js: JetStreamContext) -> str:
+    """The events stream's creation time: a recreated stream restarts its seqs."""
+    info = await js.stream_info(EVENTS.name)
+    return info.created.isoformat() if info.created else "0"
+
+
 async def fully_held(js: JetStreamContext, after_seq: int) -> bool:
-    """Whether JetStream still holds everything after ``after_seq`` (nothing purged)."""
+    """Whether JetStream still holds everything after ``after_seq`` (nothing purged) and
+    ``after_seq`` is a position this stream has reached."""
     state = (await js.stream_info(EVENTS.name)).state
+    if after_seq > state.last_seq:
+        return False  # from a longer, older life of the stream
     return after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq)

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from app.gateway.connection import Connection
+from app.gateway.history import stream_epoch
 from streams.definitions import EVENTS
 from streams.protocol import Close, ControlMessage, event_frame
 from streams.subjects import CONTROL_ROOT, wedding_wildcard
@@ -44,14 +45,18 @@ class Room:
 
 
 class Hub:
-    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, max_per_user: int = 8) -> None:
         self.nc = nc
         self.js = js
+        self.max_per_user = max_per_user
         self.rooms: dict[uuid.UUID, Room] = {}
+        self.epoch = ""
+        self._per_user: dict[tuple[uuid.UUID, str], int] = {}
         self._lock = asyncio.Lock()
         self._control: Subscription | None = None
 
     async def __aenter__(self) -> Hub:
+        self.epoch = await stream_epoch(self.js)
         self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
         return self
 
@@ -70,9 +75,16 @@ class Hub:
     def connection_count(self) -> int:
         return sum(len(r.connections) for r in self.rooms.values())
 
-    async def join(self, conn: Connection) -> None:
-        """Add a socket; the room's subscription exists when this returns."""
+    async def join(self, conn: Connection) -> bool:
+        """Add a socket; the room's subscription exists when this returns.
+
+        False (and nothing added) when the user already has ``max_per_user`` sockets on
+        this wedding in this process.
+        """
+        key = (conn.wedding_id, conn.user_id)
         async with self._lock:
+            if self._per_user.get(key, 0) >= self.max_per_user:
+                return False
             room = self.rooms.get(conn.wedding_id)
             if room is None:
                 room = Room(conn.wedding_id)
@@ -85,13 +97,20 @@ class Hub:
                 )
                 self.rooms[conn.wedding_id] = room
             room.connections.add(conn)
+            self._per_user[key] = self._per_user.get(key, 0) + 1
+            return True
 
     async def leave(self, conn: Connection) -> None:
         async with self._lock:
             room = self.rooms.get(conn.wedding_id)
-            if room is None:
+            if room is None or conn not in room.connections:
                 return
             room.connections.discard(conn)
+            key = (conn.wedding_id, conn.user_id)
+            if self._per_user[key] <= 1:
+                del self._per_user[key]
+            else:
+                self._per_user[key] -= 1
             if not room.connections:
                 del self.rooms[conn.wedding_id]
                 await self._drop(room)
