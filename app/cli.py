@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -38,17 +39,24 @@ async def _worker(settings: Settings, name: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with (
-        connect(settings, name=f"wedsync-worker-{name}") as conns,
-        ConsumerRunner(
-            conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
-        ) as runner,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        conns = await stack.enter_async_context(
+            connect(settings, name=f"wedsync-worker-{name}")
+        )
+        if definition.service is not None:
+            running: Any = await stack.enter_async_context(definition.service(conns))
+        else:
+            assert definition.consumer is not None and definition.handler is not None
+            running = await stack.enter_async_context(ConsumerRunner(
+                conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
+            ))  # fmt: skip
         stopped = asyncio.ensure_future(stop.wait())
-        failed = asyncio.ensure_future(runner.wait())
+        failed = asyncio.ensure_future(running.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         if failed.done():
             failed.result()
+        else:
+            failed.cancel()
     return 0
 
 

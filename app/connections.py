@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from app.db import migrate
+from app.presence.table import presence_bucket
 from config.settings import Settings
 from streams import ensure_streams
 
@@ -68,3 +69,4 @@ async def prepare(conns: Connections, settings: Settings) -> None:
     async with conns.pool.acquire() as conn:
         await migrate(conn)
     await ensure_streams(conns.js, replicas=settings.nats.replicas)
+    await presence_bucket(conns.js, replicas=settings.nats.replicas)

@@ -17,6 +17,7 @@ from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
 from app.gateway import Hub, wedding_socket
 from app.health import HealthController
+from app.presence_api import PresenceController
 from app.weddings import WeddingController
 from config.logging import configure_logging
 from config.secrets import with_dev_secrets
@@ -32,7 +33,7 @@ def create_app(settings: Settings) -> Litestar:
         async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
             await prepare(conns, settings)
             app.state.conns = conns
-            async with Hub(conns.nc, conns.js, settings.gateway.max_per_user) as hub:
+            async with Hub(conns.nc, conns.js, settings) as hub:
                 app.state.hub = hub
                 yield
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> Litestar:
             WeddingController,
             CollaborationController,
             EventsController,
+            PresenceController,
             wedding_socket,
         ],
         dependencies={"identity": Provide(provide_identity)},

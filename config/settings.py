@@ -101,6 +101,30 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    batch: float = _setting(
+        0.05, "PRESENCE_BATCH", "Seconds presence diffs of a busy room are batched over."
+    )
+    idle_after: float = _setting(
+        120.0, "PRESENCE_IDLE_AFTER", "Seconds without activity before a member shows `idle`."
+    )
+    away_after: float = _setting(
+        600.0, "PRESENCE_AWAY_AFTER", "Seconds without activity before a member shows `away`."
+    )
+    grace: float = _setting(
+        5.0, "PRESENCE_GRACE", "Seconds after a disconnect before the leave (a reconnect cancels)."
+    )
+    ttl: float = _setting(
+        15.0,
+        "PRESENCE_TTL",
+        "Seconds without a gateway heartbeat before its connections are expired by the worker.",
+    )
+    heartbeat: float = _setting(
+        3.0, "PRESENCE_HEARTBEAT", "Seconds between a gateway process's presence heartbeats."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = _setting("INFO", "LOG_LEVEL", "Log level (DEBUG, INFO, WARNING, ERROR).")
     format: str = _setting("dev", "LOG_FORMAT", "`dev` (readable) or `json` (production).")
@@ -133,6 +157,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
     log: LogSettings = field(default_factory=LogSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 

@@ -23,7 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from streams.subjects import DEAD_LETTER_ROOT, EVENTS_ROOT
+from streams.subjects import DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,14 @@ DEAD_LETTERS = StreamSpec(
     description="Messages a worker gave up on after its maximum deliveries.",
     max_age=90 * DAY,
 )
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS)
+PRESENCE_LOG = StreamSpec(
+    name="WEDSYNC_PRESENCE_LOG",
+    subjects=(f"{PRESENCE_ROOT}.>",),
+    description="presence.joined / presence.left of every device, for workers and last-seen.",
+    max_age=30 * DAY,
+    duplicate_window=300.0,
+)
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG)
 
 _LIMITS = ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size")
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from streams.permissions import Access, Channel, Role
+from streams.presence import Editing, Status, UserPresence
 
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -34,7 +35,17 @@ class PingFrame(msgspec.Struct, tag="ping", forbid_unknown_fields=True):
     pass
 
 
-ClientFrame = MessageFrame | ResumeFrame | PingFrame
+class PresenceFrame(msgspec.Struct, tag="presence", forbid_unknown_fields=True):
+    """Update your own presence; absent fields are unchanged, ``editing: null`` clears."""
+
+    status: Status | msgspec.UnsetType = msgspec.UNSET
+    location: Annotated[str, msgspec.Meta(max_length=256)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    editing: Editing | msgspec.UnsetType | None = msgspec.UNSET
+
+
+ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame
 
 
 # -- stored on JetStream -----------------------------------------------------------------
@@ -66,6 +77,7 @@ class WelcomeFrame(msgspec.Struct, tag="welcome"):
     permissions: dict[str, Access]
     last_seq: int
     epoch: str  # identifies the event stream's life: seqs are comparable within one epoch
+    presence: list[UserPresence] = []  # who is here, as this member may see it
 
 
 class AckFrame(msgspec.Struct, tag="ack"):
@@ -97,7 +109,37 @@ class PongFrame(msgspec.Struct, tag="pong"):
     pass
 
 
-ServerFrame = WelcomeFrame | EventFrame | AckFrame | ErrorFrame | ResumedFrame | PongFrame
+class PresenceDiffFrame(msgspec.Struct, tag="presence_diff"):
+    """Changes since the last diff; each entry lists only the connections concerned."""
+
+    joins: list[UserPresence]
+    leaves: list[UserPresence]
+    updates: list[UserPresence]
+
+
+class EditingPeer(msgspec.Struct):
+    user_id: str
+    display_name: str | None
+    connection_id: str
+
+
+class EditingConflictFrame(msgspec.Struct, tag="editing_conflict"):
+    """Advisory: someone else is editing the same field right now."""
+
+    editing: Editing
+    peers: list[EditingPeer]
+
+
+ServerFrame = (
+    WelcomeFrame
+    | EventFrame
+    | AckFrame
+    | ErrorFrame
+    | ResumedFrame
+    | PongFrame
+    | PresenceDiffFrame
+    | EditingConflictFrame
+)
 
 
 def event_frame(seq: int, stored: bytes) -> str:

@@ -12,6 +12,7 @@ ROOT = "wedsync"
 EVENTS_ROOT = f"{ROOT}.wedding"
 DEAD_LETTER_ROOT = f"{ROOT}.dlq"
 CONTROL_ROOT = f"{ROOT}.control"
+PRESENCE_ROOT = f"{ROOT}.presence"
 
 
 def _token(value: str) -> str:
@@ -38,3 +39,8 @@ def dead_letter_subject(consumer: str) -> str:
 def control_subject(wedding_id: uuid.UUID | str) -> str:
     """Core-NATS (not stored) control messages for one wedding, e.g. session revocation."""
     return f"{CONTROL_ROOT}.{_token(str(wedding_id))}"
+
+
+def presence_subject(wedding_id: uuid.UUID | str, kind: str) -> str:
+    """Durable presence log: ``wedsync.presence.<id>.<joined|left>``."""
+    return f"{PRESENCE_ROOT}.{_token(str(wedding_id))}.{_token(kind)}"

@@ -12,6 +12,7 @@ from client import Backoff, ClientClosed, ServerError, State, WeddingClient
 from streams.protocol import ResumedFrame
 from tests.world import World
 
+
 def test_backoff_is_exponential_with_full_jitter() -> None:
     b = Backoff(base=0.1, cap=5.0, rng=random.Random(7))
     assert [b.ceiling(n) for n in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]

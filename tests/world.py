@@ -25,10 +25,10 @@ FAST_SENDERS = {"WEDSYNC_WS_RATE": "100000", "WEDSYNC_WS_BURST": "100000"}
 
 
 @contextlib.asynccontextmanager
-async def running_gateways(
+async def gateway_processes(
     settings: Settings, count: int = 2, env: dict[str, str] | None = None
-) -> AsyncIterator[list[str]]:
-    """``count`` `wedsync api` processes on free ports; yields their base URLs once ready."""
+) -> AsyncIterator[list[tuple[str, asyncio.subprocess.Process]]]:
+    """``count`` `wedsync api` processes on free ports: (base URL, process) once ready."""
     procs, urls = [], []
     for _ in range(count):
         port = free_port()
@@ -41,13 +41,39 @@ async def running_gateways(
         async with httpx.AsyncClient() as client:
             for url in urls:
                 await wait_ready(client, url)
-        yield urls
+        yield list(zip(urls, procs, strict=True))
     finally:
         for p in procs:
             if p.returncode is None:
                 p.terminate()
         for p in procs:
             await p.wait()
+
+
+@contextlib.asynccontextmanager
+async def running_gateways(
+    settings: Settings, count: int = 2, env: dict[str, str] | None = None
+) -> AsyncIterator[list[str]]:
+    """``count`` `wedsync api` processes on free ports; yields their base URLs once ready."""
+    async with gateway_processes(settings, count, env) as started:
+        yield [url for url, _ in started]
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    settings: Settings, name: str, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`wedsync worker NAME` on the session's services, stopped afterwards."""
+    child_env = {**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING",
+                 **(env or {})}  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "worker", name, env=child_env)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
 
 
 async def wait_ready(client: httpx.AsyncClient, url: str, attempts: int = 300) -> None:

@@ -1,25 +1,48 @@
 """The workers this build ships, by the name `wedsync worker NAME` takes.
 
-Each entry builds the worker's consumer spec and handler from the settings; `wedsync dev`
-starts one process for each. Later issues register conflicts, notifications, presence and
-retention here.
+A worker is either a JetStream consumer (a consumer spec and a handler, run by the shared
+ConsumerRunner) or a service: an async context manager with ``wait()`` built from the
+process's connections (e.g. the presence expiry, which watches a KV bucket). `wedsync dev`
+starts one process for each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
+from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import ConsumerSpec
 from workers.runner import Handler
 
 
+class Service(Protocol):
+    async def wait(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerDefinition:
     name: str
-    consumer: ConsumerSpec
-    handler: Handler
+    consumer: ConsumerSpec | None = None
+    handler: Handler | None = None
+    service: Callable[[Connections], AbstractAsyncContextManager[Service]] | None = None
 
 
-WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {}
+def _presence(settings: Settings) -> WorkerDefinition:
+    from app.presence import presence_bucket
+    from workers.presence import PresenceExpiry
+
+    @contextlib.asynccontextmanager
+    async def service(conns: Connections) -> AsyncIterator[Service]:
+        kv = await presence_bucket(conns.js, replicas=settings.nats.replicas)
+        async with PresenceExpiry(conns.js, kv, settings.presence) as worker:
+            yield worker
+
+    return WorkerDefinition("presence", service=service)
+
+
+WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {"presence": _presence}

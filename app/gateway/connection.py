@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 
+from app.presence import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
 from streams.protocol import Close
 
@@ -32,6 +33,8 @@ class Connection:
     resuming: bool = False
     held: list[tuple[int, str, str]] = field(default_factory=list)  # live events during replay
     closed: bool = False
+    welcomed: bool = False  # presence diffs only after the welcome (its snapshot)
+    presence: Presence | None = None
     close_code: int = 1000
     close_reason: str = ""
 

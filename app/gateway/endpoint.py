@@ -20,9 +20,11 @@ from app.gateway.connection import Connection
 from app.gateway.history import events_between, fully_held
 from app.gateway.hub import Hub
 from app.history import last_seq
+from app.presence import Presence
 from config.settings import GatewaySettings
 from streams.definitions import EVENTS
 from streams.permissions import WeddingStatus, permissions_for
+from streams.presence import UserPresence, can_see, group_by_user
 from streams.protocol import (
     AckFrame,
     Actor,
@@ -33,6 +35,7 @@ from streams.protocol import (
     MessageFrame,
     PingFrame,
     PongFrame,
+    PresenceFrame,
     ResumedFrame,
     ResumeFrame,
     WelcomeFrame,
@@ -81,9 +84,20 @@ async def _authenticate(
         if session["wedding_id"] != wedding_id or m is None or m.status == WeddingStatus.CANCELLED:
             await socket.close(Close.FORBIDDEN, "this session may not open this wedding")
             return None
-    return Connection(wedding_id=wedding_id, session_id=session["id"],
+    conn = Connection(wedding_id=wedding_id, session_id=session["id"],
                       user_id=session["user_id"], role=m.role, status=m.status,
                       queue_size=settings.queue)  # fmt: skip
+    conn.presence = Presence(str(wedding_id), str(session["id"]), conn.user_id, m.role,
+                             m.display_name)  # fmt: skip
+    return conn
+
+
+def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
+    """The room's presence as this member may see it (its own record included)."""
+    records = {r.connection_id: r for r in hub.presence_of(conn.wedding_id)}
+    if conn.presence is not None and conn.presence.record is not None:
+        records[conn.presence.connection_id] = conn.presence.record
+    return group_by_user([r for r in records.values() if can_see(conn.role, r.role)])
 
 
 @websocket("/ws/weddings/{wedding_id:uuid}")
@@ -101,13 +115,18 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
     writer = asyncio.create_task(_write(socket, conn))
     tasks: set[asyncio.Task[None]] = set()
     reader: asyncio.Task[None] | None = None
+    tracker = hub.tracker
+    assert tracker is not None and conn.presence is not None
     try:
-        head = await last_seq(conns.js, wedding_id)
+        head, _ = await asyncio.gather(last_seq(conns.js, wedding_id),
+                                       tracker.connect(conn.presence))  # fmt: skip
         conn.last_sent = head
         conn.send(_frame(WelcomeFrame(
             session_id=str(conn.session_id), user_id=conn.user_id, role=conn.role,
             permissions=permissions_for(conn.role, conn.status), last_seq=head, epoch=hub.epoch,
+            presence=_snapshot(hub, conn),
         )))  # fmt: skip
+        conn.welcomed = True
         after = socket.query_params.get("after_seq")
         if after is not None and after.isdigit():
             _spawn(tasks, _resume(conns, hub, conn, int(after), socket.query_params.get("epoch")))
@@ -121,6 +140,10 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
         await hub.leave(conn)
         for t in (*tasks, *([reader] if reader else [])):
             t.cancel()
+        try:
+            await tracker.disconnect(conn.presence)
+        except Exception as exc:  # NATS gone: the expiry worker removes the record
+            log.warning("presence disconnect failed: %r", exc)
         conn.request_close(1000, "")
         try:  # a writer stuck on a peer that does not read is abandoned
             await asyncio.wait_for(writer, 2)
@@ -175,6 +198,8 @@ async def _read(
             continue
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))
+        elif isinstance(frame, PresenceFrame):
+            await _presence(hub, conn, frame)
         elif isinstance(frame, ResumeFrame):
             _spawn(tasks, _resume(conns, hub, conn, frame.after_seq, frame.epoch))
         elif isinstance(frame, MessageFrame):
@@ -183,6 +208,22 @@ async def _read(
                 conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
                 continue
             await _publish(conns, conn, frame)
+            if hub.tracker is not None and conn.presence is not None:
+                await hub.tracker.activity(conn.presence)
+
+
+async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
+    fields = {k: v for k, v in msgspec.structs.asdict(frame).items() if v is not msgspec.UNSET}
+    if hub.tracker is None or conn.presence is None:
+        return
+    try:
+        if fields:
+            await hub.tracker.change(conn.presence, **fields)
+        else:
+            await hub.tracker.activity(conn.presence)
+    except Exception as exc:
+        log.warning("presence update failed: %r", exc)
+        conn.send(_frame(ErrorFrame(code="unavailable", message="presence not updated; retry")))
 
 
 async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) -> None:

@@ -4,6 +4,8 @@ Every event of a wedding reaches this process once (an ordered JetStream consume
 ``wedsync.wedding.<id>.>``, delivering only new events), is turned into its ``event`` frame
 once, and is offered to each local socket of that wedding. Control messages on
 ``wedsync.control.>`` (sessions ended, roles changed) reach every process at once.
+Presence changes come from one watch of the presence bucket per process (app/presence),
+batched per room and encoded once per viewer role.
 """
 
 from __future__ import annotations
@@ -23,18 +25,48 @@ from nats.js.api import DeliverPolicy
 
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
+from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, diff_frame
+from app.presence.table import presence_bucket
+from config.settings import Settings
 from streams.definitions import EVENTS
-from streams.protocol import Close, ControlMessage, event_frame
+from streams.presence import Record
+from streams.protocol import (
+    Close,
+    ControlMessage,
+    EditingConflictFrame,
+    EditingPeer,
+    event_frame,
+)
 from streams.subjects import CONTROL_ROOT, wedding_wildcard
+
+_encode = msgspec.json.Encoder()
 
 log = logging.getLogger(__name__)
 
 
 class Room:
-    def __init__(self, wedding_id: uuid.UUID) -> None:
+    def __init__(self, wedding_id: uuid.UUID, batch_window: float) -> None:
         self.wedding_id = wedding_id
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
+        self.presence = DiffBatcher(batch_window, self.on_presence)
+
+    def on_presence(self, changes: list[Change]) -> None:
+        """A batch of presence changes: one encoding per (viewer role, own connection)."""
+        frames: dict[tuple[str, str], str | None] = {}
+        for conn in list(self.connections):
+            if not conn.welcomed:
+                continue  # its welcome snapshot will include these
+            key = (conn.role.value, str(conn.session_id))
+            if key not in frames:
+                frame = diff_frame(changes, conn.role, str(conn.session_id))
+                frames[key] = None if frame is None else _encode.encode(frame).decode()
+            text = frames[key]
+            if text is not None:
+                conn.send(text)
+
+    def local(self, connection_id: str) -> list[Connection]:
+        return [c for c in self.connections if str(c.session_id) == connection_id]
 
     async def on_event(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -45,19 +77,30 @@ class Room:
 
 
 class Hub:
-    def __init__(self, nc: NATS, js: JetStreamContext, max_per_user: int = 8) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, settings: Settings) -> None:
         self.nc = nc
         self.js = js
-        self.max_per_user = max_per_user
+        self.settings = settings
+        self.max_per_user = settings.gateway.max_per_user
         self.rooms: dict[uuid.UUID, Room] = {}
         self.epoch = ""
         self._per_user: dict[tuple[uuid.UUID, str], int] = {}
         self._lock = asyncio.Lock()
         self._control: Subscription | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self.mirror: Mirror | None = None
+        self.tracker: PresenceTracker | None = None
 
     async def __aenter__(self) -> Hub:
         self.epoch = await stream_epoch(self.js)
-        self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
+        kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
+        async with contextlib.AsyncExitStack() as stack:
+            self.mirror = await stack.enter_async_context(Mirror(kv, self._on_presence))
+            self.tracker = await stack.enter_async_context(
+                PresenceTracker(self.js, kv, self.mirror.table, self.settings.presence)
+            )
+            self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -66,10 +109,42 @@ class Hub:
         for room in list(self.rooms.values()):
             for conn in list(room.connections):
                 conn.request_close(Close.GOING_AWAY, "server restarting")
+            room.presence.cancel()
             await self._drop(room)
         if self._control is not None:
             with contextlib.suppress(Exception):
                 await self._control.unsubscribe()
+        await self._stack.aclose()  # presence: records marked disconnected, heartbeat gone
+
+    def presence_of(self, wedding_id: uuid.UUID) -> list[Record]:
+        assert self.mirror is not None, "Hub not entered"
+        return self.mirror.table.room(str(wedding_id))
+
+    def _on_presence(self, change: Change) -> None:
+        room = self.rooms.get(uuid.UUID(change.record.wedding_id))
+        if room is None:
+            return
+        room.presence.add(change)
+        r = change.record
+        if change.kind is Kind.LEAVE or r.editing is None:
+            return
+        if change.previous is not None and change.previous.editing == r.editing:
+            return
+        others = [o for o in self.presence_of(room.wedding_id)
+                  if o.editing == r.editing and o.user_id != r.user_id]  # fmt: skip
+        if not others:
+            return
+
+        def peer(x: Record) -> EditingPeer:
+            return EditingPeer(x.user_id, x.display_name, x.connection_id)
+
+        frame = EditingConflictFrame(editing=r.editing, peers=[peer(o) for o in others])
+        for conn in room.local(r.connection_id):
+            conn.send(_encode.encode(frame).decode())
+        told = _encode.encode(EditingConflictFrame(editing=r.editing, peers=[peer(r)])).decode()
+        for o in others:
+            for conn in room.local(o.connection_id):
+                conn.send(told)
 
     @property
     def connection_count(self) -> int:
@@ -87,7 +162,7 @@ class Hub:
                 return False
             room = self.rooms.get(conn.wedding_id)
             if room is None:
-                room = Room(conn.wedding_id)
+                room = Room(conn.wedding_id, self.settings.presence.batch)
                 room.sub = await self.js.subscribe(
                     wedding_wildcard(conn.wedding_id),
                     stream=EVENTS.name,
@@ -113,6 +188,7 @@ class Hub:
                 self._per_user[key] -= 1
             if not room.connections:
                 del self.rooms[conn.wedding_id]
+                room.presence.cancel()
                 await self._drop(room)
 
     async def _drop(self, room: Room) -> None:

@@ -1,0 +1,89 @@
+"""Batching a room's presence changes into ``presence_diff`` frames.
+
+A lone change goes out at once (leading edge); changes arriving within ``window`` of the
+last flush are coalesced per connection and sent together at the end of the window, so a
+busy room does not storm. Coalescing keeps what members would conclude anyway: a join then
+a leave inside one window shows nothing; a leave then a join (a quick reconnect) shows at
+most an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from app.presence.table import Change, Kind
+from streams.permissions import Role
+from streams.presence import can_see, group_by_user
+from streams.protocol import PresenceDiffFrame
+
+
+def coalesce(prev: Change | None, new: Change) -> Change | None:
+    """One change standing for ``prev`` followed by ``new`` (same connection)."""
+    if prev is None:
+        return new
+    if prev.kind is Kind.JOIN:
+        return None if new.kind is Kind.LEAVE else Change(Kind.JOIN, new.record)
+    if prev.kind is Kind.UPDATE:
+        if new.kind is Kind.LEAVE:
+            return Change(Kind.LEAVE, new.record)
+        return Change(Kind.UPDATE, new.record, prev.previous)
+    # prev is a leave
+    if new.kind is Kind.JOIN:
+        if prev.record.public() == new.record.public():
+            return None
+        return Change(Kind.UPDATE, new.record, prev.record)
+    return new
+
+
+def diff_frame(
+    changes: list[Change], viewer: Role, exclude: str | None
+) -> PresenceDiffFrame | None:
+    """The diff ``viewer`` may see, without its own connection; None if nothing is left."""
+    seen = [c for c in changes if can_see(viewer, c.record.role)
+            and c.record.connection_id != exclude]  # fmt: skip
+    if not seen:
+        return None
+    return PresenceDiffFrame(
+        joins=group_by_user([c.record for c in seen if c.kind is Kind.JOIN]),
+        leaves=group_by_user([c.record for c in seen if c.kind is Kind.LEAVE]),
+        updates=group_by_user([c.record for c in seen if c.kind is Kind.UPDATE]),
+    )
+
+
+class DiffBatcher:
+    def __init__(self, window: float, deliver: Callable[[list[Change]], None]) -> None:
+        self.window = window
+        self._deliver = deliver
+        self._pending: dict[str, Change] = {}
+        self._last_flush = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, change: Change) -> None:
+        cid = change.record.connection_id
+        merged = coalesce(self._pending.get(cid), change)
+        if merged is None:
+            self._pending.pop(cid, None)
+        else:
+            self._pending[cid] = merged
+        if self._timer is not None:
+            return  # goes out with the batch already scheduled
+        loop = asyncio.get_running_loop()
+        since = loop.time() - self._last_flush
+        if since >= self.window:
+            self.flush()
+        else:
+            self._timer = loop.call_later(self.window - since, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        self._last_flush = asyncio.get_running_loop().time()
+        changes = list(self._pending.values())
+        self._pending.clear()
+        if changes:
+            self._deliver(changes)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

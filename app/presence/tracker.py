@@ -1,0 +1,230 @@
+"""A gateway process's side of presence: it writes the records of its own sockets.
+
+- connect: the socket's record is put in the bucket (created: a join, logged durably;
+  already there, e.g. a reconnect within the grace: just taken over, no join);
+- activity and ``presence`` frames update it; a sweep demotes quiet sockets to ``idle``
+  then ``away`` (only while the status is the server's to choose);
+- disconnect: the record is marked disconnected (nothing visible), and deleted after the
+  grace unless a new socket of the same session took it over meanwhile (the delete is
+  conditional on the revision, so it cannot remove a newer record): then the leave;
+- a heartbeat key ``gw.<gateway_id>`` tells the expiry worker this process is alive; if it
+  dies, the worker removes its records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from app.presence.table import PresenceTable
+from config.settings import PresenceSettings
+from streams.definitions import PRESENCE_LOG
+from streams.permissions import Role
+from streams.presence import GATEWAY_PREFIX, Editing, PresenceLogEvent, Record, Status
+from streams.subjects import presence_subject
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder(Record)
+
+
+def auto_status(quiet: float, settings: PresenceSettings) -> Status:
+    """The status the server shows after ``quiet`` seconds without activity."""
+    if quiet >= settings.away_after:
+        return Status.AWAY
+    if quiet >= settings.idle_after:
+        return Status.IDLE
+    return Status.ACTIVE
+
+
+def record_key(wedding_id: str, connection_id: str) -> str:
+    return f"{wedding_id}.{connection_id}"
+
+
+@dataclass(eq=False)
+class Presence:
+    """What one socket knows of its own presence."""
+
+    wedding_id: str
+    connection_id: str  # the session: one per device
+    user_id: str
+    role: Role
+    display_name: str | None
+    socket: str = field(default_factory=lambda: uuid.uuid4().hex)
+    record: Record | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> str:
+        return record_key(self.wedding_id, self.connection_id)
+
+
+async def publish_log(
+    js: JetStreamContext, kind: str, record: Record, revision: int, last_seen: float
+) -> None:
+    """The durable ``presence.joined``/``presence.left`` event (stored once per revision)."""
+    event = PresenceLogEvent(
+        type=f"presence.{kind}", wedding_id=record.wedding_id, user_id=record.user_id,
+        role=record.role, connection_id=record.connection_id, at=time.time(),
+        last_seen=last_seen,
+    )  # fmt: skip
+    msg_id = f"{record_key(record.wedding_id, record.connection_id)}:{kind}:{revision}"
+    await js.publish(presence_subject(record.wedding_id, kind), _encode.encode(event),
+                     stream=PRESENCE_LOG.name, headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+
+
+async def expire(js: JetStreamContext, kv: KeyValue, key: str, revision: int) -> bool:
+    """Delete a record if it is still at ``revision``; on success log the leave."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return False
+    if entry.revision != revision or entry.value is None:
+        return False
+    record = _decode.decode(entry.value)
+    try:
+        await kv.delete(key, last=revision)
+    except Exception:  # changed meanwhile (a reconnect took it over): not ours to remove
+        return False
+    await publish_log(js, "left", record, revision, record.disconnected_at or time.time())
+    return True
+
+
+class PresenceTracker:
+    def __init__(
+        self, js: JetStreamContext, kv: KeyValue, table: PresenceTable, settings: PresenceSettings
+    ) -> None:
+        self.js, self.kv, self.table, self.settings = js, kv, table, settings
+        self.gateway = uuid.uuid4().hex
+        self.local: set[Presence] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> PresenceTracker:
+        await self._beat()
+        self._loops = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._sweeps())]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for t in self._loops:
+            t.cancel()
+        for p in list(self.local):  # reconnects elsewhere take these over within the grace
+            with contextlib.suppress(Exception):
+                await self.disconnect(p, expire_later=False)
+        for t in list(self._tasks):
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await self.kv.delete(f"{GATEWAY_PREFIX}.{self.gateway}")
+
+    # -- one socket --------------------------------------------------------------------
+
+    async def connect(self, p: Presence) -> Record:
+        now = time.time()
+        existing = self.table.record(p.wedding_id, p.connection_id)
+        base = existing.record if existing is not None else None
+        record = Record(
+            wedding_id=p.wedding_id, user_id=p.user_id, display_name=p.display_name,
+            role=p.role, connection_id=p.connection_id,
+            status=base.status if base and not base.auto else Status.ACTIVE,
+            location=base.location if base else None, editing=base.editing if base else None,
+            connected_at=base.connected_at if base else now, last_active_at=now,
+            auto=base.auto if base else True, gateway=self.gateway, owner=p.socket,
+        )  # fmt: skip
+        data = _encode.encode(record)
+        self.local.add(p)
+        p.record = record
+        if base is None:
+            try:
+                revision = await self.kv.create(p.key, data)
+            except Exception:  # someone else created it meanwhile: take it over
+                await self.kv.put(p.key, data)
+            else:
+                await publish_log(self.js, "joined", record, revision, now)
+        else:
+            await self.kv.put(p.key, data)
+        return record
+
+    async def change(self, p: Presence, **fields: Any) -> None:
+        """Update public fields of this socket's record (``status=...`` is the user's)."""
+        if p.record is None:
+            return
+        if "status" in fields:
+            fields["auto"] = fields["status"] == Status.ACTIVE
+        new = msgspec.structs.replace(p.record, last_active_at=time.time(), **fields)
+        p.record = new
+        p.last_activity = time.monotonic()
+        await self.kv.put(p.key, _encode.encode(new))
+
+    async def activity(self, p: Presence) -> None:
+        """The socket did something: back to ``active`` if the server had demoted it."""
+        p.last_activity = time.monotonic()
+        r = p.record
+        if r is not None and r.auto and r.status is not Status.ACTIVE:
+            await self.change(p, status=Status.ACTIVE)
+
+    async def edit(self, p: Presence, editing: Editing | None) -> None:
+        await self.change(p, editing=editing)
+
+    async def disconnect(self, p: Presence, *, expire_later: bool = True) -> None:
+        self.local.discard(p)
+        stored = self.table.record(p.wedding_id, p.connection_id)
+        if p.record is None or (stored is not None and stored.record.owner != p.socket):
+            return  # another socket of this session owns the record now
+        gone = msgspec.structs.replace(p.record, disconnected_at=time.time())
+        p.record = None
+        revision = await self.kv.put(p.key, _encode.encode(gone))
+        if expire_later:
+            task = asyncio.create_task(self._expire_after_grace(p.key, revision))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _expire_after_grace(self, key: str, revision: int) -> None:
+        await asyncio.sleep(self.settings.grace)
+        try:
+            await expire(self.js, self.kv, key, revision)
+        except Exception as exc:  # the worker will do it
+            log.warning("presence expiry of %s failed: %r", key, exc)
+
+    # -- the process -------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        await self.kv.put(f"{GATEWAY_PREFIX}.{self.gateway}", str(time.time()).encode())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                await self._beat()
+            except Exception as exc:
+                log.warning("presence heartbeat failed: %r", exc)
+
+    async def _sweeps(self) -> None:
+        """Demote quiet sockets: active → idle → away (only server-chosen statuses)."""
+        every = max(0.05, min(self.settings.idle_after, self.settings.away_after) / 4)
+        while True:
+            await asyncio.sleep(min(every, 5.0))
+            now = time.monotonic()
+            for p in list(self.local):
+                r = p.record
+                if r is None or not r.auto:
+                    continue
+                wanted = auto_status(now - p.last_activity, self.settings)
+                if wanted is not r.status:
+                    with contextlib.suppress(Exception):
+                        new = msgspec.structs.replace(r, status=wanted)
+                        p.record = new
+                        await self.kv.put(p.key, _encode.encode(new))
