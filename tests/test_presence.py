@@ -13,7 +13,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from websockets.asyncio.client import ClientConnection
 
 from app.connections import Connections
-from app.presence import Change, Kind, auto_status, coalesce
+from app.presence import Change, DiffBatcher, Kind, auto_status, coalesce
 from config.settings import PresenceSettings
 from streams.permissions import Role
 from streams.presence import Record, Status
@@ -220,3 +220,23 @@ def test_coalescing_within_a_batch() -> None:
     assert coalesce(leave, Change(Kind.JOIN, r1)) is None  # a quick reconnect: no flap
     assert coalesce(leave, Change(Kind.JOIN, r2)) == Change(Kind.UPDATE, r2, r1)
     assert coalesce(update, leave) == Change(Kind.LEAVE, r1)
+
+
+async def test_a_busy_room_is_batched_but_a_quiet_one_is_not() -> None:
+    delivered: list[tuple[float, list[str]]] = []
+    loop = asyncio.get_running_loop()
+    got = asyncio.Event()
+
+    def deliver(changes: list[Change]) -> None:
+        delivered.append((loop.time(), [c.record.connection_id for c in changes]))
+        got.set()
+
+    batcher = DiffBatcher(0.2, deliver, burst=2)
+    start = loop.time()
+    for i in range(6):  # a storm: 2 go out at once, the other 4 together after the window
+        batcher.add(Change(Kind.JOIN, _record(connection_id=f"c{i}")))
+    assert [ids for _, ids in delivered] == [["c0"], ["c1"]]
+    got.clear()
+    await asyncio.wait_for(got.wait(), 2)
+    when, ids = delivered[-1]
+    assert ids == ["c2", "c3", "c4", "c5"] and when - start >= 0.19

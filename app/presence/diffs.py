@@ -1,15 +1,17 @@
 """Batching a room's presence changes into ``presence_diff`` frames.
 
-A lone change goes out at once (leading edge); changes arriving within ``window`` of the
-last flush are coalesced per connection and sent together at the end of the window, so a
-busy room does not storm. Coalescing keeps what members would conclude anyway: a join then
-a leave inside one window shows nothing; a leave then a join (a quick reconnect) shows at
-most an update.
+A change goes out at once while the room has sent fewer than ``burst`` diffs in the last
+``window`` (so a lone change, or a few, are never delayed); beyond that, changes are
+coalesced per connection and sent together when the window allows again, so a busy room
+sends at most ``burst`` diffs per window however many changes it sees. Coalescing keeps
+what members would conclude anyway: a join then a leave inside one window shows nothing;
+a leave then a join (a quick reconnect) shows at most an update.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from app.presence.table import Change, Kind
@@ -52,11 +54,13 @@ def diff_frame(
 
 
 class DiffBatcher:
-    def __init__(self, window: float, deliver: Callable[[list[Change]], None]) -> None:
+    def __init__(
+        self, window: float, deliver: Callable[[list[Change]], None], burst: int = 4
+    ) -> None:
         self.window = window
         self._deliver = deliver
         self._pending: dict[str, Change] = {}
-        self._last_flush = float("-inf")
+        self._flushes: deque[float] = deque(maxlen=max(1, burst))  # times of recent flushes
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, change: Change) -> None:
@@ -69,15 +73,16 @@ class DiffBatcher:
         if self._timer is not None:
             return  # goes out with the batch already scheduled
         loop = asyncio.get_running_loop()
-        since = loop.time() - self._last_flush
-        if since >= self.window:
+        full = len(self._flushes) == self._flushes.maxlen
+        wait = self._flushes[0] + self.window - loop.time() if full else 0.0
+        if wait <= 0:
             self.flush()
         else:
-            self._timer = loop.call_later(self.window - since, self.flush)
+            self._timer = loop.call_later(wait, self.flush)
 
     def flush(self) -> None:
         self._timer = None
-        self._last_flush = asyncio.get_running_loop().time()
+        self._flushes.append(asyncio.get_running_loop().time())
         changes = list(self._pending.values())
         self._pending.clear()
         if changes:

@@ -1,0 +1,178 @@
+"""Presence propagation: time from a member's `presence` frame to each other member's diff.
+
+    python bench/presence.py --users 1000 --room 10 --rate 200 --duration 20
+    python bench/presence.py --users 10000 --room 10 --rate 200 --duration 20 --loaders 3
+
+Starts embedded NATS + PostgreSQL and `--gateways` API processes, creates users/rooms over
+the HTTP API, holds one WebSocket per user from `--loaders` load processes, then sends
+`--rate` presence updates per second (random members; the location carries the send time)
+and records, for every other member of the room who receives the diff, the latency in an
+HdrHistogram. Same machine, same clock. Writes a JSON result file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hdrh.histogram import HdrHistogram  # noqa: E402
+
+from bench.system import Seat, populate, raise_fd_limit, running_system  # noqa: E402
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, 60_000_000, 3)  # microseconds, up to a minute
+
+
+async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: float) -> None:
+    import websockets
+
+    hist = new_histogram()
+    sockets: list[Any] = []
+    sem = asyncio.Semaphore(64)
+    received = 0
+
+    async def open_one(seat: Seat) -> None:
+        url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?" + urlencode(
+            {"token": seat.token})  # fmt: skip
+        async with sem:
+            ws = await websockets.connect(url, compression=None, max_size=2**24,
+                                          open_timeout=120)  # fmt: skip
+            await ws.recv()  # welcome
+        sockets.append(ws)
+
+    async def read(ws: Any) -> None:
+        nonlocal received
+        try:
+            async for raw in ws:
+                if '"presence_diff"' not in raw or '"t:' not in raw:
+                    continue
+                now = time.time()
+                for user in json.loads(raw)["updates"]:
+                    for c in user["connections"]:
+                        loc = c.get("location") or ""
+                        if loc.startswith("t:"):
+                            hist.record_value(max(1, int((now - float(loc[2:])) * 1e6)))
+                            received += 1
+        except Exception:
+            return
+
+    started = time.perf_counter()
+    await asyncio.gather(*(open_one(s) for s in seats))
+    readers = [asyncio.create_task(read(ws)) for ws in sockets]
+    pipe.send(("connected", time.perf_counter() - started))
+    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "go"
+    sent = 0
+    interval = 1.0 / rate if rate > 0 else duration
+    t0 = time.perf_counter()
+    next_at = t0
+    while time.perf_counter() - t0 < duration:
+        ws = random.choice(sockets)
+        frame = json.dumps({"type": "presence", "location": f"t:{time.time():.6f}"})
+        try:
+            await ws.send(frame)
+            sent += 1
+        except Exception:
+            pass
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    await asyncio.sleep(1.0)  # in-flight diffs
+    for t in readers:
+        t.cancel()
+    pipe.send(("done", sent, received, hist.encode()))
+    for ws in sockets:
+        await ws.close()
+
+
+def loader_main(seats: list[Seat], pipe: Connection, rate: float, duration: float) -> None:
+    raise_fd_limit()
+    asyncio.run(_load(seats, pipe, rate, duration))
+
+
+def percentiles(hist: HdrHistogram) -> dict[str, float]:
+    out = {f"p{p:g}_ms": hist.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)}
+    out["max_ms"] = hist.get_max_value() / 1000
+    out["mean_ms"] = hist.get_mean_value() / 1000
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = {"WEDSYNC_PRESENCE_BATCH": str(args.batch)}
+    async with running_system(args.gateways, env) as system:
+        t = time.perf_counter()
+        seats = await populate(system, args.users // args.room, args.room,
+                               ("planner", "family"))  # fmt: skip
+        print(f"populated {len(seats)} members in {time.perf_counter() - t:.1f}s", flush=True)
+        rss_before = system.gateway_rss()
+        ctx = mp.get_context("spawn")
+        pipes, procs = [], []
+        for i in range(args.loaders):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=loader_main, daemon=True,
+                            args=(seats[i :: args.loaders], child, args.rate / args.loaders,
+                                  args.duration))  # fmt: skip
+            p.start()
+            pipes.append(parent)
+            procs.append(p)
+        loop = asyncio.get_running_loop()
+        connect_times = [(await loop.run_in_executor(None, p.recv))[1] for p in pipes]
+        rss_connected = system.gateway_rss()
+        print(f"{len(seats)} sockets open in {max(connect_times):.1f}s; "
+              f"gateway RSS {rss_connected / 2**20:.0f} MiB", flush=True)  # fmt: skip
+        for p in pipes:
+            p.send("go")
+        hist = new_histogram()
+        sent = received = 0
+        for p in pipes:
+            _, s, r, encoded = await loop.run_in_executor(None, p.recv)
+            sent += s
+            received += r
+            hist.decode_and_add(encoded)
+        for p in procs:
+            p.join(30)
+    result = {
+        "scenario": "presence",
+        "users": len(seats), "room": args.room, "gateways": args.gateways,
+        "loaders": args.loaders, "rate_per_s": args.rate, "duration_s": args.duration,
+        "batch_s": args.batch, "updates_sent": sent, "diffs_received": received,
+        "expected_receipts": sent * (args.room - 1),
+        "connect_s": max(connect_times),
+        "gateway_rss_mib_idle_before": rss_before / 2**20,
+        "gateway_rss_mib_connected": rss_connected / 2**20,
+        "latency": percentiles(hist),
+    }  # fmt: skip
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--room", type=int, default=10, help="members per wedding room")
+    ap.add_argument("--gateways", type=int, default=2)
+    ap.add_argument("--loaders", type=int, default=2)
+    ap.add_argument("--rate", type=float, default=200, help="presence updates per second")
+    ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--batch", type=float, default=0.05, help="WEDSYNC_PRESENCE_BATCH")
+    ap.add_argument("--out", type=Path, help="JSON result file")
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

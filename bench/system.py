@@ -1,0 +1,151 @@
+"""Start the system under test for a benchmark, and populate weddings with members.
+
+Embedded NATS + PostgreSQL in a temporary data dir (or the ones WEDSYNC_NATS_URL /
+WEDSYNC_DATABASE_URL point at), K `wedsync api` processes on free ports, all stopped on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import secrets
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+from cryptography.fernet import Fernet
+
+from app.auth import issue_token
+from app.connections import connect, prepare
+from app.embedded import embedded_services
+from app.embedded.process import free_port
+from config.settings import Settings
+
+# the load generator is one "user" per socket but many requests from one address
+OPEN_LIMITS = {
+    "WEDSYNC_RATE_LIMIT_USER": "1000000/minute",
+    "WEDSYNC_RATE_LIMIT_IP": "100000000/minute",
+    "WEDSYNC_WS_RATE": "1000",
+    "WEDSYNC_WS_BURST": "1000",
+    "WEDSYNC_LOG_LEVEL": "WARNING",
+}
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@dataclass
+class System:
+    settings: Settings
+    urls: list[str]
+    procs: list[asyncio.subprocess.Process]
+
+    def gateway_rss(self) -> int:
+        total = 0
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(p.pid)
+                total += proc.memory_info().rss
+                total += sum(c.memory_info().rss for c in proc.children(recursive=True))
+        return total
+
+
+@contextlib.asynccontextmanager
+async def running_system(gateways: int, env: dict[str, str] | None = None) -> AsyncIterator[System]:
+    raise_fd_limit()
+    with tempfile.TemporaryDirectory(prefix="wedsync-bench-") as tmp:
+        base = Settings.from_env({
+            **{k: v for k, v in os.environ.items() if k.startswith("WEDSYNC_")},
+            "WEDSYNC_DATA_DIR": str(Path(tmp) / "data"),
+            "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(48),
+            "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
+            **OPEN_LIMITS, **(env or {}),
+        })  # fmt: skip
+        async with embedded_services(base) as live:
+            async with connect(live, name="bench") as conns:
+                await prepare(conns, live)
+            procs, urls = [], []
+            for _ in range(gateways):
+                port = free_port()
+                child_env = {**os.environ, **live.to_env(), "WEDSYNC_PORT": str(port),
+                             **OPEN_LIMITS, **(env or {})}  # fmt: skip
+                procs.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "app.cli", "api", env=child_env,
+                    preexec_fn=raise_fd_limit))  # fmt: skip
+                urls.append(f"http://127.0.0.1:{port}")
+            try:
+                async with httpx.AsyncClient() as client:
+                    for url in urls:
+                        for _ in range(600):
+                            with contextlib.suppress(httpx.HTTPError):
+                                if (await client.get(f"{url}/readyz")).status_code == 200:
+                                    break
+                            await asyncio.sleep(0.05)
+                        else:
+                            raise RuntimeError(f"gateway {url} not ready")
+                yield System(live, urls, procs)
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    await p.wait()
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One member's socket: where to connect and with which session."""
+
+    url: str
+    wedding: str
+    user: str
+    token: str
+
+
+async def populate(system: System, weddings: int, members: int, roles: tuple[str, ...],
+                   concurrency: int = 32) -> list[Seat]:  # fmt: skip
+    """``weddings`` weddings of ``members`` members each (couple + ``roles`` cycling), each
+    joined once; seats spread over the gateways round-robin."""
+    auth = system.settings.auth
+    sem = asyncio.Semaphore(concurrency)
+    seats: list[Seat] = []
+
+    def hdr(user: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + issue_token(auth, user)}
+
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        async with sem:
+            couple = f"c{i}-{uuid.uuid4().hex[:6]}"
+            r = await client.post("/api/weddings", headers=hdr(couple),
+                                  json={"name": f"W{i}", "date": "2027-06-12", "timezone": "UTC"})
+            r.raise_for_status()
+            wid = r.json()["id"]
+            users = [couple]
+            for j in range(members - 1):
+                user = f"m{i}-{j}-{uuid.uuid4().hex[:6]}"
+                r = await client.put(f"/api/weddings/{wid}/members/{user}", headers=hdr(couple),
+                                     json={"role": roles[j % len(roles)]})  # fmt: skip
+                r.raise_for_status()
+                users.append(user)
+            for k, user in enumerate(users):
+                r = await client.post(f"/api/collaboration/join/{wid}", headers=hdr(user))
+                r.raise_for_status()
+                url = system.urls[(i * members + k) % len(system.urls)]
+                seats.append(Seat(url, wid, user, r.json()["session_token"]))
+
+    clients = [httpx.AsyncClient(base_url=u, timeout=60) for u in system.urls]
+    try:
+        await asyncio.gather(*(one(i, clients[i % len(clients)]) for i in range(weddings)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    return seats
