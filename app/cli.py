@@ -72,6 +72,8 @@ def _api(settings: Settings) -> int:
         "ws_ping_interval": 15.0,  # protocol pings: a dead peer is dropped within ~30 s
         "ws_ping_timeout": 15.0,
         "lifespan": "on",
+        # a peer that stopped reading never lets its socket flush: do not wait for it forever
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout,
     }
     if settings.server.processes > 1:
         uvicorn.run(

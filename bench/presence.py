@@ -26,9 +26,9 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hdrh.histogram import HdrHistogram  # noqa: E402
+from hdrh.histogram import HdrHistogram
 
-from bench.system import Seat, populate, raise_fd_limit, running_system  # noqa: E402
+from bench.system import Seat, populate, raise_fd_limit, running_system
 
 
 def new_histogram() -> HdrHistogram:
@@ -42,14 +42,23 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     sockets: list[Any] = []
     sem = asyncio.Semaphore(64)
     received = 0
+    failures: list[str] = []
 
     async def open_one(seat: Seat) -> None:
         url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?" + urlencode(
             {"token": seat.token})  # fmt: skip
         async with sem:
-            ws = await websockets.connect(url, compression=None, max_size=2**24,
-                                          open_timeout=120)  # fmt: skip
-            await ws.recv()  # welcome
+            for attempt in range(5):
+                try:
+                    ws = await websockets.connect(url, compression=None, max_size=2**24,
+                                                  open_timeout=120)  # fmt: skip
+                    await ws.recv()  # welcome
+                    break
+                except Exception as exc:
+                    failures.append(repr(exc)[:200])
+                    await asyncio.sleep(0.5 * 2**attempt * random.random())
+            else:
+                return
         sockets.append(ws)
 
     async def read(ws: Any) -> None:
@@ -71,7 +80,8 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     started = time.perf_counter()
     await asyncio.gather(*(open_one(s) for s in seats))
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
-    pipe.send(("connected", time.perf_counter() - started))
+    pipe.send(("connected", time.perf_counter() - started, len(sockets), failures[:5],
+               len(failures)))  # fmt: skip
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "go"
     sent = 0
     interval = 1.0 / rate if rate > 0 else duration
@@ -126,9 +136,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pipes.append(parent)
             procs.append(p)
         loop = asyncio.get_running_loop()
-        connect_times = [(await loop.run_in_executor(None, p.recv))[1] for p in pipes]
+        reports = [await loop.run_in_executor(None, p.recv) for p in pipes]
+        connect_times = [r[1] for r in reports]
+        opened = sum(r[2] for r in reports)
+        retries = sum(r[4] for r in reports)
+        for r in reports:
+            for failure in r[3]:
+                print("connect retry:", failure, flush=True)
         rss_connected = system.gateway_rss()
-        print(f"{len(seats)} sockets open in {max(connect_times):.1f}s; "
+        print(f"{opened}/{len(seats)} sockets open in {max(connect_times):.1f}s "
+              f"({retries} retried); "
               f"gateway RSS {rss_connected / 2**20:.0f} MiB", flush=True)  # fmt: skip
         for p in pipes:
             p.send("go")
@@ -147,7 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "loaders": args.loaders, "rate_per_s": args.rate, "duration_s": args.duration,
         "batch_s": args.batch, "updates_sent": sent, "diffs_received": received,
         "expected_receipts": sent * (args.room - 1),
-        "connect_s": max(connect_times),
+        "connect_s": max(connect_times), "sockets_open": opened, "connect_retries": retries,
         "gateway_rss_mib_idle_before": rss_before / 2**20,
         "gateway_rss_mib_connected": rss_connected / 2**20,
         "latency": percentiles(hist),

@@ -30,6 +30,11 @@ class ServerSettings:
     host: str = _setting("127.0.0.1", "HOST", "Interface the HTTP/WebSocket API binds to.")
     port: int = _setting(8000, "PORT", "Port of the HTTP/WebSocket API (0 picks a free one).")
     processes: int = _setting(1, "API_PROCESSES", "API server processes sharing the port.")
+    shutdown_timeout: float = _setting(
+        3.0,
+        "SHUTDOWN_TIMEOUT",
+        "Seconds a stopping API process waits for open connections before closing them hard.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

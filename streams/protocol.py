@@ -160,6 +160,7 @@ class Close:
 
     GOING_AWAY = 4000  # server shutting down
     SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
+    SERVER_ERROR = 4002  # unexpected server failure: reconnect (with backoff) and resume
     TRY_LATER = 4029  # too many connections for this user right now
     INVALID_SESSION = 4500  # unknown, expired or ended session token
     FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding

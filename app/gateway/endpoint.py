@@ -19,7 +19,6 @@ from app.db import weddings as wedding_store
 from app.gateway.connection import Connection
 from app.gateway.history import events_between, fully_held
 from app.gateway.hub import Hub
-from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
 from streams.definitions import EVENTS
@@ -102,6 +101,18 @@ def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
 
 @websocket("/ws/weddings/{wedding_id:uuid}")
 async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
+    """Unexpected failures close with 4002 (reconnect and resume), never with Litestar's
+    default 4500, which our protocol reserves for an invalid session (terminal)."""
+    try:
+        await _serve(socket, wedding_id)
+    except Exception:
+        log.exception("websocket handler failed")
+        if socket.connection_state != "disconnect":
+            with contextlib.suppress(Exception):
+                await socket.close(Close.SERVER_ERROR, "internal error: reconnect and resume")
+
+
+async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
     conns: Connections = socket.app.state.conns
     hub: Hub = socket.app.state.hub
     await socket.accept()
@@ -118,8 +129,8 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
     tracker = hub.tracker
     assert tracker is not None and conn.presence is not None
     try:
-        head, _ = await asyncio.gather(last_seq(conns.js, wedding_id),
-                                       tracker.connect(conn.presence))  # fmt: skip
+        await tracker.connect(conn.presence)
+        head = hub.head(wedding_id)
         conn.last_sent = head
         conn.send(_frame(WelcomeFrame(
             session_id=str(conn.session_id), user_id=conn.user_id, role=conn.role,
@@ -136,6 +147,9 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
         closing = asyncio.ensure_future(conn.close_requested.wait())
         await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
         closing.cancel()
+    except Exception:
+        log.exception("websocket session failed")
+        conn.request_close(Close.SERVER_ERROR, "internal error: reconnect and resume")
     finally:
         await hub.leave(conn)
         for t in (*tasks, *([reader] if reader else [])):
@@ -262,7 +276,7 @@ async def _resume(
         return
     conn.resuming = conn.replaying = True  # live events are held from here
     try:
-        upto = await last_seq(conns.js, conn.wedding_id)
+        upto = hub.head(conn.wedding_id)  # later events are held while we replay
         if epoch not in (None, hub.epoch) or after_seq > upto:
             recovered = False  # a position from a recreated stream: skip to now
         else:

@@ -25,6 +25,7 @@ from nats.js.api import DeliverPolicy
 
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
+from app.history import last_seq
 from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, diff_frame
 from app.presence.table import presence_bucket
 from config.settings import Settings
@@ -50,6 +51,9 @@ class Room:
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
         self.presence = DiffBatcher(batch_window, self.on_presence)
+        # the wedding's newest event seq: looked up once when the room opens, then
+        # advanced by the room's own subscription (so a welcome costs no NATS request)
+        self.head = 0
 
     def on_presence(self, changes: list[Change]) -> None:
         """A batch of presence changes: one encoding per (viewer role, own connection)."""
@@ -70,6 +74,7 @@ class Room:
 
     async def on_event(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
+        self.head = max(self.head, seq)
         channel = msg.subject.rsplit(".", 1)[1]
         frame = event_frame(seq, msg.data)  # encoded once for every local receiver
         for conn in list(self.connections):
@@ -115,6 +120,10 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self._control.unsubscribe()
         await self._stack.aclose()  # presence: records marked disconnected, heartbeat gone
+
+    def head(self, wedding_id: uuid.UUID) -> int:
+        """The newest event seq of a wedding with local sockets (joined rooms only)."""
+        return self.rooms[wedding_id].head
 
     def presence_of(self, wedding_id: uuid.UUID) -> list[Record]:
         assert self.mirror is not None, "Hub not entered"
@@ -170,6 +179,8 @@ class Hub:
                     deliver_policy=DeliverPolicy.NEW,
                     cb=room.on_event,
                 )
+                # after subscribing: older events are in the lookup, newer reach on_event
+                room.head = max(room.head, await last_seq(self.js, conn.wedding_id))
                 self.rooms[conn.wedding_id] = room
             room.connections.add(conn)
             self._per_user[key] = self._per_user.get(key, 0) + 1
