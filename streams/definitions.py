@@ -42,6 +42,10 @@ class StreamSpec:
     max_age: float = 0.0  # seconds; 0 keeps messages until removed deliberately
     duplicate_window: float = 120.0  # seconds in which a repeated Nats-Msg-Id is stored once
     max_msg_size: int = 1024 * 1024
+    # nats-server 2.15 caps every stream at 1000 consumers unless the stream says
+    # otherwise (and -1 no longer means unlimited). The gateway holds one ordered consumer
+    # per (wedding room, process), plus one per resume/history read in progress.
+    max_consumers: int = 1_000_000
 
     def config(self, replicas: int) -> StreamConfig:
         return StreamConfig(
@@ -56,6 +60,7 @@ class StreamSpec:
             max_msg_size=self.max_msg_size,
             num_replicas=replicas,
             allow_direct=True,
+            max_consumers=self.max_consumers,
         )
 
 
@@ -148,7 +153,8 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         )
     drift = {
         k: (getattr(have, k), getattr(wanted, k))
-        for k in ("subjects", "description", "duplicate_window", "num_replicas", "max_age")
+        for k in ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
+                  "max_consumers")  # fmt: skip
         if getattr(have, k) != getattr(wanted, k)
     }
     if drift:
