@@ -19,6 +19,7 @@ from app.db import weddings as wedding_store
 from app.gateway.connection import Connection
 from app.gateway.history import events_between, fully_held
 from app.gateway.hub import Hub
+from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
 from streams.definitions import EVENTS
@@ -276,7 +277,9 @@ async def _resume(
         return
     conn.resuming = conn.replaying = True  # live events are held from here
     try:
-        upto = hub.head(conn.wedding_id)  # later events are held while we replay
+        # what is stored now (the room's cached head may name a since-purged event);
+        # anything newer is held while we replay
+        upto = await last_seq(conns.js, conn.wedding_id)
         if epoch not in (None, hub.epoch) or after_seq > upto:
             recovered = False  # a position from a recreated stream: skip to now
         else:
