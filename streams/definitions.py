@@ -119,6 +119,8 @@ PRESENCE_LOG = StreamSpec(
 )
 STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG)
 
+_UPDATABLE = ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
+              "max_consumers")  # fmt: skip
 _LIMITS = ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size")
 
 
@@ -153,8 +155,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         )
     drift = {
         k: (getattr(have, k), getattr(wanted, k))
-        for k in ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
-                  "max_consumers")  # fmt: skip
+        for k in _UPDATABLE
         if getattr(have, k) != getattr(wanted, k)
     }
     if drift:
