@@ -43,7 +43,8 @@ async def _spawn(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def _wait_ready(base_url: str, children: list[asyncio.subprocess.Process]) -> None:
+async def wait_ready(base_url: str, children: list[asyncio.subprocess.Process]) -> None:
+    """Poll ``/readyz`` until 200; fails if one of ``children`` exits first."""
     async with httpx.AsyncClient(timeout=2) as client:
         delay = 0.02
         while True:
@@ -73,7 +74,7 @@ async def run_dev(settings: Settings) -> int:
         children += [await _spawn(env, "worker", name) for name in WORKERS]
         base_url = f"http://{live.server.host}:{live.server.port}"
         try:
-            ready = asyncio.ensure_future(_wait_ready(base_url, children))
+            ready = asyncio.ensure_future(wait_ready(base_url, children))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():

@@ -26,6 +26,7 @@ from app.auth import issue_token
 from app.connections import connect, prepare
 from app.embedded import embedded_services
 from app.embedded.process import free_port
+from app.supervisor import wait_ready
 from config.settings import Settings
 
 # the load generator is one "user" per socket but many requests from one address
@@ -84,15 +85,8 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
                     preexec_fn=raise_fd_limit))  # fmt: skip
                 urls.append(f"http://127.0.0.1:{port}")
             try:
-                async with httpx.AsyncClient() as client:
-                    for url in urls:
-                        for _ in range(600):
-                            with contextlib.suppress(httpx.HTTPError):
-                                if (await client.get(f"{url}/readyz")).status_code == 200:
-                                    break
-                            await asyncio.sleep(0.05)
-                        else:
-                            raise RuntimeError(f"gateway {url} not ready")
+                for url in urls:
+                    await asyncio.wait_for(wait_ready(url, procs), 60)
                 yield System(live, urls, procs)
             finally:
                 for p in procs:

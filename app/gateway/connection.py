@@ -26,6 +26,7 @@ class Connection:
     role: Role
     status: WeddingStatus
     queue_size: int
+    presence: Presence  # this socket's own presence record
     queue: asyncio.Queue[str] = field(init=False)
     last_sent: int = 0  # highest event seq queued to this socket
     # Live events are held (not sent) until the welcome, and during a resume.
@@ -34,7 +35,6 @@ class Connection:
     held: list[tuple[int, str, str]] = field(default_factory=list)  # live events during replay
     closed: bool = False
     welcomed: bool = False  # presence diffs only after the welcome (its snapshot)
-    presence: Presence | None = None
     close_code: int = 1000
     close_reason: str = ""
 

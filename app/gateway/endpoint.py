@@ -84,18 +84,17 @@ async def _authenticate(
         if session["wedding_id"] != wedding_id or m is None or m.status == WeddingStatus.CANCELLED:
             await socket.close(Close.FORBIDDEN, "this session may not open this wedding")
             return None
-    conn = Connection(wedding_id=wedding_id, session_id=session["id"],
+    presence = Presence(str(wedding_id), str(session["id"]), session["user_id"], m.role,
+                        m.display_name)  # fmt: skip
+    return Connection(wedding_id=wedding_id, session_id=session["id"],
                       user_id=session["user_id"], role=m.role, status=m.status,
-                      queue_size=settings.queue)  # fmt: skip
-    conn.presence = Presence(str(wedding_id), str(session["id"]), conn.user_id, m.role,
-                             m.display_name)  # fmt: skip
-    return conn
+                      queue_size=settings.queue, presence=presence)  # fmt: skip
 
 
 def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
     """The room's presence as this member may see it (its own record included)."""
     records = {r.connection_id: r for r in hub.presence_of(conn.wedding_id)}
-    if conn.presence is not None and conn.presence.record is not None:
+    if conn.presence.record is not None:
         records[conn.presence.connection_id] = conn.presence.record
     return group_by_user([r for r in records.values() if can_see(conn.role, r.role)])
 
@@ -128,7 +127,6 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
     tasks: set[asyncio.Task[None]] = set()
     reader: asyncio.Task[None] | None = None
     tracker = hub.tracker
-    assert tracker is not None and conn.presence is not None
     try:
         await tracker.connect(conn.presence)
         head = hub.head(wedding_id)
@@ -223,14 +221,11 @@ async def _read(
                 conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
                 continue
             await _publish(conns, conn, frame)
-            if hub.tracker is not None and conn.presence is not None:
-                await hub.tracker.activity(conn.presence)
+            await hub.tracker.activity(conn.presence)
 
 
 async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
     fields = {k: v for k, v in msgspec.structs.asdict(frame).items() if v is not msgspec.UNSET}
-    if hub.tracker is None or conn.presence is None:
-        return
     try:
         if fields:
             await hub.tracker.change(conn.presence, **fields)

@@ -94,14 +94,14 @@ class Hub:
         self._control: Subscription | None = None
         self._stack = contextlib.AsyncExitStack()
         self.mirror: Mirror | None = None
-        self.tracker: PresenceTracker | None = None
+        self._tracker: PresenceTracker | None = None
 
     async def __aenter__(self) -> Hub:
         self.epoch = await stream_epoch(self.js)
         kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
         async with contextlib.AsyncExitStack() as stack:
             self.mirror = await stack.enter_async_context(Mirror(kv, self._on_presence))
-            self.tracker = await stack.enter_async_context(
+            self._tracker = await stack.enter_async_context(
                 PresenceTracker(self.js, kv, self.mirror.table, self.settings.presence)
             )
             self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
@@ -120,6 +120,11 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self._control.unsubscribe()
         await self._stack.aclose()  # presence: records marked disconnected, heartbeat gone
+
+    @property
+    def tracker(self) -> PresenceTracker:
+        assert self._tracker is not None, "Hub not entered"
+        return self._tracker
 
     def head(self, wedding_id: uuid.UUID) -> int:
         """The newest event seq of a wedding with local sockets (joined rooms only)."""
