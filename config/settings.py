@@ -127,6 +127,9 @@ class PresenceSettings:
     heartbeat: float = _setting(
         3.0, "PRESENCE_HEARTBEAT", "Seconds between a gateway process's presence heartbeats."
     )
+    sample_every: float = _setting(
+        30.0, "PRESENCE_SAMPLE_EVERY", "Seconds between presence analytics samples (minutes)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,21 +13,10 @@ import pytest
 from app.connections import Connections
 from config.settings import WorkerSettings
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, dead_letter_subject, wedding_subject
+from tests.world import eventually
 from workers.runner import ConsumerRunner, Delivery, retry_delay
 
 pytestmark = pytest.mark.asyncio
-
-
-async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    """Poll an async predicate until it is truthy (condition wait, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def spec_for(subject: str) -> ConsumerSpec:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -19,6 +21,8 @@ from websockets.asyncio.client import ClientConnection
 from app.auth import issue_token
 from app.embedded.process import free_port
 from config.settings import Settings
+
+T = TypeVar("T")
 
 # the suite sends fast from one connection (and reads its acks only afterwards, so queues
 # must absorb a burst on a loaded 2-core machine); modules override what they probe
@@ -76,6 +80,21 @@ async def worker_process(
         if proc.returncode is None:
             proc.terminate()
         await proc.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 10.0) -> T:
+    """Poll a predicate (sync or async) until it is truthy; its value. A condition wait
+    with a deadline, for state that has no event to wait on (a mirror, a table)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 async def wait_ready(client: httpx.AsyncClient, url: str, attempts: int = 300) -> None:

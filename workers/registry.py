@@ -8,6 +8,7 @@ starts one process for each.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -32,15 +33,37 @@ class WorkerDefinition:
     service: Callable[[Connections], AbstractAsyncContextManager[Service]] | None = None
 
 
+class Together:
+    """Services run side by side in one worker: ``wait`` ends when the first one ends."""
+
+    def __init__(self, *parts: Service) -> None:
+        self.parts = parts
+
+    async def wait(self) -> None:
+        tasks = [asyncio.ensure_future(p.wait()) for p in self.parts]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+
 def _presence(settings: Settings) -> WorkerDefinition:
-    from app.presence import presence_bucket
-    from workers.presence import PresenceExpiry
+    from app.presence import Mirror, presence_bucket
+    from workers.presence import PresenceAnalytics, PresenceExpiry
 
     @contextlib.asynccontextmanager
     async def service(conns: Connections) -> AsyncIterator[Service]:
         kv = await presence_bucket(conns.js, replicas=settings.nats.replicas)
-        async with PresenceExpiry(conns.js, kv, settings.presence) as worker:
-            yield worker
+        p = settings.presence
+        async with (
+            Mirror(kv, lambda change: None) as mirror,
+            PresenceExpiry(conns.js, kv, mirror, p) as expiry,
+            PresenceAnalytics(mirror.table, conns.pool, p.sample_every) as analytics,
+        ):
+            yield Together(expiry, analytics)
 
     return WorkerDefinition("presence", service=service)
 

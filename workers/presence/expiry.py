@@ -34,19 +34,22 @@ SLACK = 2.0  # seconds past the grace, so the owning gateway normally does it fi
 
 
 class PresenceExpiry:
-    """``async with PresenceExpiry(js, kv, settings) as w: await w.wait()``."""
+    """``async with PresenceExpiry(js, kv, mirror, settings) as w: await w.wait()``.
+
+    ``mirror`` is an entered mirror of ``kv``, shared with the analytics sampler.
+    """
 
     def __init__(
-        self, js: JetStreamContext, kv: KeyValue, settings: PresenceSettings, every: float = 1.0
-    ) -> None:
+        self, js: JetStreamContext, kv: KeyValue, mirror: Mirror, settings: PresenceSettings,
+        every: float = 1.0,
+    ) -> None:  # fmt: skip
         self.js, self.kv, self.settings, self.every = js, kv, settings, every
-        self.mirror = Mirror(kv, lambda change: None)
+        self.mirror = mirror
         self.expired = 0
         self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PresenceExpiry:
-        await self.mirror.__aenter__()
         self._started = time.monotonic()
         self._task = asyncio.create_task(self._loop())
         return self
@@ -58,7 +61,6 @@ class PresenceExpiry:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.mirror.__aexit__(et, e, tb)
 
     async def wait(self) -> None:
         assert self._task is not None
