@@ -18,6 +18,7 @@ from app.events import EventsController
 from app.gateway import Hub, wedding_socket
 from app.health import HealthController
 from app.presence_api import PresenceController
+from app.state_api import StateController
 from app.weddings import WeddingController
 from config.logging import configure_logging
 from config.secrets import with_dev_secrets
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> Litestar:
             CollaborationController,
             EventsController,
             PresenceController,
+            StateController,
             wedding_socket,
         ],
         dependencies={"identity": Provide(provide_identity)},

@@ -156,6 +156,30 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConflictSettings:
+    partitions: int = _setting(
+        4, "CONFLICT_PARTITIONS",
+        "Partitions of the changes stream (change only with the workers drained).",
+    )
+    own_partitions: str = _setting(
+        "", "CONFLICT_OWN_PARTITIONS",
+        "Comma-separated partitions this conflicts worker applies (empty: all).",
+    )
+    approval_threshold: int = _setting(
+        50000, "APPROVAL_THRESHOLD",
+        "Budget amount move (minor units) above which a non-couple change needs approval.",
+    )
+    approval_ttl: float = _setting(
+        172800.0, "APPROVAL_TTL", "Seconds before an undecided budget approval expires."
+    )
+
+    def owned(self) -> list[int]:
+        if not self.own_partitions.strip():
+            return list(range(self.partitions))
+        return sorted({int(p) for p in self.own_partitions.split(",") if p.strip()})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = _setting(
         Path(".wedsync"), "DATA_DIR", "Where embedded NATS/PostgreSQL and dev secrets keep data."
@@ -168,6 +192,7 @@ class Settings:
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     log: LogSettings = field(default_factory=LogSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    conflicts: ConflictSettings = field(default_factory=ConflictSettings)
 
     @property
     def embedded(self) -> bool:

@@ -23,7 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from streams.subjects import DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
+from streams.subjects import CHANGES_ROOT, DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class ConsumerSpec:
     stream: str
     filter_subjects: tuple[str, ...] = ()
     description: str = ""
+    max_ack_pending: int | None = None  # None: from the worker settings' batch size
+    batch: int | None = None  # messages per fetch; None: the worker settings' batch
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(
@@ -117,7 +119,14 @@ PRESENCE_LOG = StreamSpec(
     max_age=30 * DAY,
     duplicate_window=300.0,
 )
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG)
+CHANGES = StreamSpec(
+    name="WEDSYNC_CHANGES",
+    subjects=(f"{CHANGES_ROOT}.>",),
+    description="Requested changes to wedding state, per partition, for the conflicts worker.",
+    max_age=30 * DAY,
+    duplicate_window=300.0,  # a change re-sent within 5 min (reconnects) is stored once
+)
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG, CHANGES)
 
 _UPDATABLE = ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
               "max_consumers")  # fmt: skip

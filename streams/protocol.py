@@ -13,6 +13,7 @@ import msgspec
 
 from streams.permissions import Access, Channel, Role
 from streams.presence import Editing, Status, UserPresence
+from streams.state import EntityId, EntityKind, Op
 
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -45,7 +46,19 @@ class PresenceFrame(msgspec.Struct, tag="presence", forbid_unknown_fields=True):
     editing: Editing | msgspec.UnsetType | None = msgspec.UNSET
 
 
-ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame
+class ChangeFrame(msgspec.Struct, tag="change", forbid_unknown_fields=True):
+    """Create, update or delete one entity; ``base_version`` is the version the author
+    saw (null on create). Acked once stored on WEDSYNC_CHANGES; applied by the worker."""
+
+    id: ClientId
+    entity: EntityKind
+    entity_id: EntityId
+    op: Op
+    fields: dict[str, Any] = {}
+    base_version: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFrame
 
 
 # -- stored on JetStream -----------------------------------------------------------------

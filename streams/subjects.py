@@ -13,6 +13,7 @@ EVENTS_ROOT = f"{ROOT}.wedding"
 DEAD_LETTER_ROOT = f"{ROOT}.dlq"
 CONTROL_ROOT = f"{ROOT}.control"
 PRESENCE_ROOT = f"{ROOT}.presence"
+CHANGES_ROOT = f"{ROOT}.changes"
 
 
 def _token(value: str) -> str:

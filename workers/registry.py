@@ -68,4 +68,25 @@ def _presence(settings: Settings) -> WorkerDefinition:
     return WorkerDefinition("presence", service=service)
 
 
-WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {"presence": _presence}
+def _conflicts(settings: Settings) -> WorkerDefinition:
+    from workers.conflicts import ApprovalExpiry, ConflictHandler, consumer
+    from workers.runner import ConsumerRunner
+
+    @contextlib.asynccontextmanager
+    async def service(conns: Connections) -> AsyncIterator[Service]:
+        handler = ConflictHandler(conns.js, settings.conflicts)
+        async with contextlib.AsyncExitStack() as stack:
+            parts: list[Service] = [await stack.enter_async_context(
+                ConsumerRunner(conns.js, conns.pool, consumer(p), handler, settings.worker)
+            ) for p in settings.conflicts.owned()]  # fmt: skip
+            parts.append(await stack.enter_async_context(
+                ApprovalExpiry(conns.js, conns.pool, settings.conflicts)))  # fmt: skip
+            yield Together(*parts)
+
+    return WorkerDefinition("conflicts", service=service)
+
+
+WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {
+    "presence": _presence,
+    "conflicts": _conflicts,
+}

@@ -51,6 +51,12 @@ class Delivery:
 Handler = Callable[[Delivery, Conn], Awaitable[None]]
 
 
+class Unfinished(Exception):
+    """Raised by a handler that failed after an external side effect (e.g. a publish):
+    the message is retried, never dead-lettered, so the effect is completed, not orphaned.
+    A failed commit after a handler returned is treated the same way."""
+
+
 def retry_delay(num_delivered: int, settings: WorkerSettings) -> float:
     """Delay before redelivery number ``num_delivered + 1``: base * 2^(n-1), capped."""
     return float(
@@ -128,7 +134,7 @@ class ConsumerRunner:
                         start or 1)  # fmt: skip
         cfg = self.spec.config(
             ack_wait=self.settings.ack_wait,
-            max_ack_pending=max(self.settings.batch * 4, 64),
+            max_ack_pending=self.spec.max_ack_pending or max(self.settings.batch * 4, 64),
             start_seq=start,
         )
         await self.js.add_consumer(self.spec.stream, cfg)
@@ -152,7 +158,8 @@ class ConsumerRunner:
         idle_checks = 0
         while not self._stopping.is_set():
             assert self._sub is not None
-            fetch = asyncio.ensure_future(self._sub.fetch(self.settings.batch, timeout=1.0))
+            batch = self.spec.batch or self.settings.batch
+            fetch = asyncio.ensure_future(self._sub.fetch(batch, timeout=1.0))
             stop = asyncio.ensure_future(self._stopping.wait())
             done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
             if fetch not in done:
@@ -196,6 +203,7 @@ class ConsumerRunner:
             stream_seq=meta.sequence.stream,
             num_delivered=meta.num_delivered,
         )
+        handled = False
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 first = await conn.fetchval(
@@ -205,9 +213,10 @@ class ConsumerRunner:
                 )  # fmt: skip
                 if first:
                     await self.handler(delivery, conn)
+                handled = True
         except Exception as exc:
             try:
-                await self._failed(msg, delivery, exc)
+                await self._failed(msg, delivery, exc, retry_only=handled)
             except Exception:  # NATS trouble: the message comes back after ack_wait
                 log.exception("consumer %s: could not settle failed seq %d",
                               self.spec.durable, delivery.stream_seq)  # fmt: skip
@@ -218,9 +227,12 @@ class ConsumerRunner:
             log.exception("consumer %s: ack of seq %d failed", self.spec.durable,
                           delivery.stream_seq)  # fmt: skip
 
-    async def _failed(self, msg: Msg, d: Delivery, exc: Exception) -> None:
+    async def _failed(
+        self, msg: Msg, d: Delivery, exc: Exception, *, retry_only: bool = False
+    ) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:500]
-        if d.num_delivered >= self.settings.max_deliveries:
+        retry_only = retry_only or isinstance(exc, Unfinished)
+        if d.num_delivered >= self.settings.max_deliveries and not retry_only:
             log.error("consumer %s: seq %d failed %d times, dead-lettered: %s",
                       self.spec.durable, d.stream_seq, d.num_delivered, reason)  # fmt: skip
             headers = {

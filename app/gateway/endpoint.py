@@ -22,12 +22,14 @@ from app.gateway.hub import Hub
 from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
-from streams.definitions import EVENTS
+from streams.changes import ChangeRequest, change_subject
+from streams.definitions import CHANGES, EVENTS
 from streams.permissions import WeddingStatus, permissions_for
 from streams.presence import UserPresence, can_see, group_by_user
 from streams.protocol import (
     AckFrame,
     Actor,
+    ChangeFrame,
     ClientFrame,
     Close,
     ErrorFrame,
@@ -41,6 +43,7 @@ from streams.protocol import (
     WelcomeFrame,
     event_frame,
 )
+from streams.state import CHANNEL_OF, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
 
 log = logging.getLogger(__name__)
@@ -215,12 +218,15 @@ async def _read(
             await _presence(hub, conn, frame)
         elif isinstance(frame, ResumeFrame):
             _spawn(tasks, _resume(conns, hub, conn, frame.after_seq, frame.epoch))
-        elif isinstance(frame, MessageFrame):
+        elif isinstance(frame, MessageFrame | ChangeFrame):
             if not bucket.take():
                 limit = f"over {settings.rate:g} messages per second"
                 conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
                 continue
-            await _publish(conns, conn, frame)
+            if isinstance(frame, MessageFrame):
+                await _publish(conns, conn, frame)
+            else:
+                await _change(conns, conn, frame, socket.app.state.settings.conflicts.partitions)
             await hub.tracker.activity(conn.presence)
 
 
@@ -241,22 +247,61 @@ async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) ->
         conn.send(_frame(ErrorFrame(id=frame.id, code="forbidden",
                                     message=f"{conn.role.value} may not write {frame.channel.value}")))  # fmt: skip  # noqa: E501
         return
-    msg_id = f"{conn.session_id}:{frame.id}"
     event = Event(
-        id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type="message", channel=frame.channel,
-        actor=Actor(user_id=conn.user_id, role=conn.role), data=frame.data, ts=time.time(),
+        id=str(uuid.uuid5(EVENT_NAMESPACE, f"{conn.session_id}:{frame.id}")), type="message",
+        channel=frame.channel, actor=Actor(user_id=conn.user_id, role=conn.role),
+        data=frame.data, ts=time.time(),
     )  # fmt: skip
+    subject = wedding_subject(conn.wedding_id, frame.channel)
+    await _store(conns, conn, frame.id, subject, EVENTS.name, _encode.encode(event))
+
+
+async def _store(conns: Connections, conn: Connection, frame_id: str, subject: str, stream: str,
+                 payload: bytes) -> None:  # fmt: skip
+    """Publish, and ack the client only once JetStream has stored it (deduplicated by the
+    session and frame id, so a frame re-sent after a reconnect is stored once)."""
     try:
-        ack = await conns.js.publish(
-            wedding_subject(conn.wedding_id, frame.channel), _encode.encode(event),
-            stream=EVENTS.name, headers={"Nats-Msg-Id": msg_id},
-        )  # fmt: skip
+        msg_id = f"{conn.session_id}:{frame_id}"
+        ack = await conns.js.publish(subject, payload, stream=stream,
+                                     headers={"Nats-Msg-Id": msg_id})  # fmt: skip
     except Exception as exc:  # not durable: the client must retry with the same id
         log.warning("publish failed: %r", exc)
-        conn.send(_frame(ErrorFrame(id=frame.id, code="unavailable",
+        conn.send(_frame(ErrorFrame(id=frame_id, code="unavailable",
                                     message="not stored; retry with the same id")))  # fmt: skip
         return
-    conn.send(_frame(AckFrame(id=frame.id, seq=ack.seq)))
+    conn.send(_frame(AckFrame(id=frame_id, seq=ack.seq)))
+
+
+async def _change(
+    conns: Connections, conn: Connection, frame: ChangeFrame, partitions: int
+) -> None:
+    """Validate a state change at the edge and queue it for the conflicts worker."""
+
+    def refuse(code: str, message: str) -> None:
+        conn.send(_frame(ErrorFrame(id=frame.id, code=code, message=message[:200])))
+
+    channel = CHANNEL_OF[frame.entity]
+    if not conn.can_write(channel):
+        return refuse("forbidden", f"{conn.role.value} may not write {channel.value}")
+    if (frame.op is Op.CREATE) != (frame.base_version is None):
+        return refuse("invalid", "base_version is null on create and required otherwise")
+    try:
+        if frame.op is Op.DELETE:
+            if frame.fields:
+                raise FieldError("a delete carries no fields")
+            fields: dict[str, Any] = {}
+        else:
+            fields = validate_fields(frame.entity, frame.op, frame.fields)
+    except FieldError as exc:
+        return refuse("invalid", str(exc))
+    wedding = str(conn.wedding_id)
+    change = ChangeRequest(
+        client_id=frame.id, wedding_id=wedding, actor=Actor(user_id=conn.user_id, role=conn.role),
+        entity=frame.entity, entity_id=frame.entity_id, op=frame.op, fields=fields,
+        base_version=frame.base_version, ts=time.time(),
+    )  # fmt: skip
+    await _store(conns, conn, frame.id, change_subject(wedding, partitions), CHANGES.name,
+                 _encode.encode(change))  # fmt: skip
 
 
 async def _resume(

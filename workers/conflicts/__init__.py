@@ -1,0 +1,7 @@
+"""``wedsync worker conflicts``: the authoritative wedding state and its conflict rules."""
+
+from workers.conflicts.engine import Entity, Outcome, Rules, View, apply_change, policy
+from workers.conflicts.worker import ApprovalExpiry, ConflictHandler, consumer
+
+__all__ = ["ApprovalExpiry", "ConflictHandler", "Entity", "Outcome", "Rules", "View",
+           "apply_change", "consumer", "policy"]  # fmt: skip

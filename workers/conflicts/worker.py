@@ -1,0 +1,174 @@
+"""``wedsync worker conflicts``: applies every change, in order, and publishes the result.
+
+One JetStream consumer per partition of WEDSYNC_CHANGES, each with at most one message in
+flight, so one wedding's changes are applied strictly in stream order by one worker at a
+time — however many worker processes run (extra ones are hot standbys, or own other
+partitions with ``WEDSYNC_CONFLICT_OWN_PARTITIONS``).
+
+Per change, inside the runner's transaction (which also records the message as consumed):
+lock the wedding's state row, load, apply the rules, write, publish the resulting events
+(deduplicated by change seq and index), record the last event seq, commit, ack. A crash
+before the commit redelivers the change into unchanged state: the same outcome, the same
+event ids, stored once. A crash after the commit finds the message already consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from types import TracebackType
+
+import asyncpg
+import msgspec
+from nats.js import JetStreamContext
+
+from app.db.types import Conn
+from config.settings import ConflictSettings
+from streams.changes import (
+    ChangeMessage,
+    ChangeRequest,
+    Decision,
+    Verdict,
+    change_subject,
+    partition_filter,
+)
+from streams.definitions import CHANGES, EVENTS, ConsumerSpec
+from streams.permissions import Channel, Role
+from streams.protocol import Actor, Event
+from streams.subjects import wedding_subject
+from workers.conflicts import store
+from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change
+from workers.runner import Delivery, Unfinished
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("0f5d8e2a-6c3b-4a1f-9e7d-5b2c8a4f6e13")
+SYSTEM = Actor(user_id="system", role=Role.PLANNER)
+
+_decode = msgspec.json.Decoder(ChangeMessage)
+_encode = msgspec.json.Encoder()
+
+
+def consumer(partition: int) -> ConsumerSpec:
+    return ConsumerSpec(
+        durable=f"conflicts-p{partition}", stream=CHANGES.name,
+        filter_subjects=(partition_filter(partition),),
+        description=f"conflicts worker, partition {partition}: one change in flight",
+        max_ack_pending=1, batch=1,
+    )  # fmt: skip
+
+
+class ConflictHandler:
+    def __init__(self, js: JetStreamContext, settings: ConflictSettings) -> None:
+        self.js = js
+        self.rules = Rules(settings.approval_threshold, settings.approval_ttl)
+
+    async def __call__(self, d: Delivery, conn: Conn) -> None:
+        try:
+            msg = _decode.decode(d.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("skipped malformed change %s:%d: %s", d.stream, d.stream_seq, exc)
+            return
+        wedding_id = uuid.UUID(msg.wedding_id)
+        status = await store.lock_wedding(conn, wedding_id)
+        if status is None:
+            return  # the wedding was deleted
+        if isinstance(msg, ChangeRequest):
+            view = View(await store.load(conn, wedding_id, msg))
+            out = apply_change(msg, d.stream_seq, view, status, self.rules)
+        else:
+            out = await self._decide(conn, wedding_id, msg, d.stream_seq, status)
+        await store.save(conn, wedding_id, out, d.stream_seq)
+        actor = msg.actor
+        last = await self._publish(wedding_id, out.events, actor, msg.ts, d)
+        if last:
+            await store.set_seq(conn, wedding_id, last)
+
+    async def _decide(self, conn: Conn, wedding_id: uuid.UUID, msg: Decision, seq: int,
+                      status: object) -> Outcome:  # fmt: skip
+        held = await store.pending_approval(conn, wedding_id, msg.approval_id)
+        if held is None:
+            return Outcome()  # decided or expired already: the first decision stands
+        verdict = {Verdict.GRANT: "granted", Verdict.DENY: "denied", Verdict.EXPIRE: "expired"}
+        result = verdict[msg.verdict]
+        await store.decide(conn, msg.approval_id, result, msg.actor.user_id, msg.ts)
+        emit = Emit(f"approval.{result}", Channel.BUDGET, {
+            "approval_id": msg.approval_id, "entity": held.entity.value,
+            "entity_id": held.entity_id, "by": msg.actor.user_id,
+            "requested_by": held.actor.user_id,
+        })  # fmt: skip
+        if msg.verdict is not Verdict.GRANT:
+            return Outcome(events=[emit])
+        view = View(await store.load(conn, wedding_id, held))
+        # the held change, applied now under the usual conflict rules (e.g. deleted since)
+        out = apply_change(held, seq, view, status, self.rules, approved=True)  # type: ignore[arg-type]
+        out.events.insert(0, emit)
+        return out
+
+    async def _publish(self, wedding_id: uuid.UUID, events: list[Emit], actor: Actor, ts: float,
+                       d: Delivery) -> int:  # fmt: skip
+        last = 0
+        try:
+            for i, e in enumerate(events):
+                msg_id = f"{d.stream}:{d.stream_seq}:{i}"
+                event = Event(id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type=e.type,
+                              channel=e.channel, actor=actor, data=e.data, ts=ts)  # fmt: skip
+                ack = await self.js.publish(
+                    wedding_subject(wedding_id, e.channel), _encode.encode(event),
+                    stream=EVENTS.name, headers={"Nats-Msg-Id": msg_id},
+                )  # fmt: skip
+                last = ack.seq
+        except Exception as exc:
+            raise Unfinished(f"publishing results failed: {exc!r}") from exc
+        return last
+
+
+class ApprovalExpiry:
+    """Publishes an ``expire`` decision for each overdue approval, into the same ordered
+    stream as the changes (stored once however many workers notice)."""
+
+    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, settings: ConflictSettings,
+                 every: float = 30.0) -> None:  # fmt: skip
+        self.js, self.pool, self.settings, self.every = js, pool, settings, every
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ApprovalExpiry:
+        self._task = asyncio.create_task(self._loop(), name="approval-expiry")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self) -> None:
+        assert self._task is not None
+        await self._task
+
+    async def sweep(self, now: dt.datetime | None = None) -> int:
+        async with self.pool.acquire() as conn:
+            due = await store.due_approvals(conn, now or dt.datetime.now(dt.UTC))
+        for approval_id, wedding_id in due:
+            decision = Decision(wedding_id=str(wedding_id), approval_id=str(approval_id),
+                                verdict=Verdict.EXPIRE, actor=SYSTEM, ts=time.time())  # fmt: skip
+            await self.js.publish(
+                change_subject(str(wedding_id), self.settings.partitions),
+                _encode.encode(decision), stream=CHANGES.name,
+                headers={"Nats-Msg-Id": f"expire:{approval_id}"},
+            )  # fmt: skip
+        return len(due)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("approval expiry sweep failed")
+            await asyncio.sleep(self.every)
