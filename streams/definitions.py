@@ -74,6 +74,7 @@ class ConsumerSpec:
     description: str = ""
     max_ack_pending: int | None = None  # None: from the worker settings' batch size
     batch: int | None = None  # messages per fetch; None: the worker settings' batch
+    ack_wait: float | None = None  # None: the worker settings' ack wait
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(

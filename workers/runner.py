@@ -133,7 +133,7 @@ class ConsumerRunner:
             log.warning("consumer %s was deleted; re-creating from seq %s", self.spec.durable,
                         start or 1)  # fmt: skip
         cfg = self.spec.config(
-            ack_wait=self.settings.ack_wait,
+            ack_wait=self.spec.ack_wait or self.settings.ack_wait,
             max_ack_pending=self.spec.max_ack_pending or max(self.settings.batch * 4, 64),
             start_seq=start,
         )

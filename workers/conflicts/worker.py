@@ -58,7 +58,10 @@ def consumer(partition: int) -> ConsumerSpec:
         durable=f"conflicts-p{partition}", stream=CHANGES.name,
         filter_subjects=(partition_filter(partition),),
         description=f"conflicts worker, partition {partition}: one change in flight",
-        max_ack_pending=1, batch=1,
+        # one in flight: a crashed worker's change blocks its partition until redelivered,
+        # so the ack wait is short (a redelivery racing a slow first attempt is harmless:
+        # the consumed-record and the wedding row lock let only one of them apply it)
+        max_ack_pending=1, batch=1, ack_wait=5.0,
     )  # fmt: skip
 
 
