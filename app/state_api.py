@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from app.access import require_member, require_role
 from app.auth import Identity, client_ip
 from app.connections import Connections
+from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, Unavailable
 from app.gateway import Hub
 from app.history import last_seq
@@ -58,6 +59,16 @@ class Queued(msgspec.Struct):
     seq: int  # position in the changes stream; the outcome arrives as events
 
 
+async def _settled(conn: Conn, wedding_id: uuid.UUID) -> None:
+    """Within a transaction: wait until no worker is between publishing a change's events
+    and committing them, and keep it so until commit. The worker holds the wedding's state
+    row FOR UPDATE over that span; sharing it here means every event published so far is
+    reflected in what this transaction reads, and none is published meanwhile."""
+    await conn.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                       wedding_id)  # fmt: skip
+    await conn.execute("SELECT 1 FROM wedding_state WHERE wedding_id = $1 FOR SHARE", wedding_id)
+
+
 class StateController(Controller):
     path = "/api/weddings/{wedding_id:uuid}"
     tags = ["state"]  # noqa: RUF012
@@ -70,12 +81,7 @@ class StateController(Controller):
             m = await require_member(conn, wedding_id, identity)
             readable = [k.value for k in EntityKind
                         if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read]  # fmt: skip
-            # the worker holds this row FOR UPDATE while it publishes and commits: with it
-            # shared, every event published so far is in the rows read below
-            await conn.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1) "
-                               "ON CONFLICT DO NOTHING", wedding_id)  # fmt: skip
-            await conn.execute("SELECT 1 FROM wedding_state WHERE wedding_id = $1 FOR SHARE",
-                               wedding_id)  # fmt: skip
+            await _settled(conn, wedding_id)
             seq = await last_seq(conns.js, wedding_id)
             rows = await conn.fetch(
                 """SELECT kind, entity_id, version, fields::text AS fields FROM entities
@@ -98,11 +104,15 @@ class StateController(Controller):
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, client_ip(request), "read_approvals")
-            rows = await conn.fetch(
-                """SELECT * FROM approvals WHERE wedding_id = $1
-                   ORDER BY status <> 'pending', requested_at DESC LIMIT 200""",
-                wedding_id,
-            )  # fmt: skip
+            async with conn.transaction():
+                # as in /state: wait for a worker publishing a decision to commit it, so a
+                # client that saw approval.granted/denied never reads it as still pending
+                await _settled(conn, wedding_id)
+                rows = await conn.fetch(
+                    """SELECT * FROM approvals WHERE wedding_id = $1
+                       ORDER BY status <> 'pending', requested_at DESC LIMIT 200""",
+                    wedding_id,
+                )  # fmt: skip
         out = []
         for r in rows:
             change = msgspec.json.decode(r["change"])
@@ -125,10 +135,12 @@ class StateController(Controller):
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, client_ip(request), "decide_approvals",
                                frozenset({Role.COUPLE}))  # fmt: skip
-            status = await conn.fetchval(
-                "SELECT status FROM approvals WHERE id = $1 AND wedding_id = $2",
-                approval_id, wedding_id,
-            )  # fmt: skip
+            async with conn.transaction():  # as in approvals(): a decision seen is decided
+                await _settled(conn, wedding_id)
+                status = await conn.fetchval(
+                    "SELECT status FROM approvals WHERE id = $1 AND wedding_id = $2",
+                    approval_id, wedding_id,
+                )  # fmt: skip
         if status is None:
             raise NotFound("no such approval")
         if status != "pending":

@@ -36,8 +36,11 @@ def _entity(r: Any) -> Entity:
 async def load(conn: Conn, wedding_id: uuid.UUID, change: ChangeRequest) -> list[Entity]:
     """What the change may touch: the entity, or the whole timeline for timeline changes."""
     if change.entity is EntityKind.TIMELINE:
-        rows = await conn.fetch("SELECT * FROM entities WHERE wedding_id = $1 AND kind = $2",
-                                wedding_id, change.entity.value)  # fmt: skip
+        # ordered: the outcome (and so each event's dedup id) must not depend on row order
+        rows = await conn.fetch(
+            "SELECT * FROM entities WHERE wedding_id = $1 AND kind = $2 ORDER BY entity_id",
+            wedding_id, change.entity.value,
+        )  # fmt: skip
     else:
         rows = await conn.fetch(
             "SELECT * FROM entities WHERE wedding_id = $1 AND kind = $2 AND entity_id = $3",

@@ -37,7 +37,7 @@ from streams.changes import (
     partition_filter,
 )
 from streams.definitions import CHANGES, EVENTS, ConsumerSpec
-from streams.permissions import Channel, Role
+from streams.permissions import Channel, Role, WeddingStatus
 from streams.protocol import Actor, Event
 from streams.subjects import wedding_subject
 from workers.conflicts import store
@@ -92,7 +92,7 @@ class ConflictHandler:
             await store.set_seq(conn, wedding_id, last)
 
     async def _decide(self, conn: Conn, wedding_id: uuid.UUID, msg: Decision, seq: int,
-                      status: object) -> Outcome:  # fmt: skip
+                      status: WeddingStatus) -> Outcome:  # fmt: skip
         held = await store.pending_approval(conn, wedding_id, msg.approval_id)
         if held is None:
             return Outcome()  # decided or expired already: the first decision stands
@@ -108,7 +108,7 @@ class ConflictHandler:
             return Outcome(events=[emit])
         view = View(await store.load(conn, wedding_id, held))
         # the held change, applied now under the usual conflict rules (e.g. deleted since)
-        out = apply_change(held, seq, view, status, self.rules, approved=True)  # type: ignore[arg-type]
+        out = apply_change(held, seq, view, status, self.rules, approved=True)
         out.events.insert(0, emit)
         return out
 
