@@ -14,13 +14,10 @@ event ids, stored once. A crash after the commit finds the message already consu
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
 import uuid
-from types import TracebackType
 
 import asyncpg
 import msgspec
@@ -42,6 +39,7 @@ from streams.protocol import Actor, Event
 from streams.subjects import wedding_subject
 from workers.conflicts import store
 from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change
+from workers.periodic import Periodic
 from workers.runner import Delivery, Unfinished
 
 log = logging.getLogger(__name__)
@@ -130,30 +128,17 @@ class ConflictHandler:
         return last
 
 
-class ApprovalExpiry:
+class ApprovalExpiry(Periodic):
     """Publishes an ``expire`` decision for each overdue approval, into the same ordered
     stream as the changes (stored once however many workers notice)."""
 
     def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, settings: ConflictSettings,
                  every: float = 30.0) -> None:  # fmt: skip
         self.js, self.pool, self.settings, self.every = js, pool, settings, every
-        self._task: asyncio.Task[None] | None = None
+        self.name = "approval expiry"
 
-    async def __aenter__(self) -> ApprovalExpiry:
-        self._task = asyncio.create_task(self._loop(), name="approval-expiry")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def wait(self) -> None:
-        assert self._task is not None
-        await self._task
+    async def tick(self) -> int:
+        return await self.sweep()
 
     async def sweep(self, now: dt.datetime | None = None) -> int:
         async with self.pool.acquire() as conn:
@@ -167,11 +152,3 @@ class ApprovalExpiry:
                 headers={"Nats-Msg-Id": f"expire:{approval_id}"},
             )  # fmt: skip
         return len(due)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("approval expiry sweep failed")
-            await asyncio.sleep(self.every)

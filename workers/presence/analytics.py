@@ -10,12 +10,9 @@ counts a minute twice. While no presence worker runs, minutes are not counted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import uuid
-from types import TracebackType
 
 import asyncpg
 
@@ -23,6 +20,7 @@ from app.db import presence_minutes
 from app.db.presence_minutes import Sample
 from app.presence import PresenceTable
 from streams.presence import Status
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +45,15 @@ def samples(table: PresenceTable) -> list[Sample]:
     return out
 
 
-class PresenceAnalytics:
+class PresenceAnalytics(Periodic):
     """``async with PresenceAnalytics(table, pool, every) as a: await a.wait()``."""
 
     def __init__(self, table: PresenceTable, pool: asyncpg.Pool, every: float) -> None:
         self.table, self.pool, self.every = table, pool, every
-        self._task: asyncio.Task[None] | None = None
+        self.name = "presence analytics"
 
-    async def __aenter__(self) -> PresenceAnalytics:
-        self._task = asyncio.create_task(self._loop(), name="presence-analytics")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def wait(self) -> None:
-        assert self._task is not None
-        await self._task
+    async def tick(self) -> int:
+        return await self.sample()
 
     async def sample(self, at: dt.datetime | None = None) -> int:
         """Record the minute containing ``at`` (default now); the members counted."""
@@ -76,11 +61,3 @@ class PresenceAnalytics:
         async with self.pool.acquire() as conn:
             await presence_minutes.record(conn, at or dt.datetime.now(dt.UTC), taken)
         return len(taken)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sample()
-            except Exception:
-                log.exception("presence analytics sample failed")
-            await asyncio.sleep(self.every)

@@ -15,11 +15,10 @@ the worker's own monotonic clock for heartbeats, so gateway clocks do not matter
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from types import TracebackType
+from typing import Self
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -27,13 +26,14 @@ from nats.js.kv import KeyValue
 from app.presence import Mirror, expire
 from config.settings import PresenceSettings
 from streams.presence import GATEWAY_PREFIX
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
 SLACK = 2.0  # seconds past the grace, so the owning gateway normally does it first
 
 
-class PresenceExpiry:
+class PresenceExpiry(Periodic):
     """``async with PresenceExpiry(js, kv, mirror, settings) as w: await w.wait()``.
 
     ``mirror`` is an entered mirror of ``kv``, shared with the analytics sampler.
@@ -44,35 +44,17 @@ class PresenceExpiry:
         every: float = 1.0,
     ) -> None:  # fmt: skip
         self.js, self.kv, self.settings, self.every = js, kv, settings, every
+        self.name = "presence expiry"
         self.mirror = mirror
         self.expired = 0
         self._started = time.monotonic()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> PresenceExpiry:
+    async def __aenter__(self) -> Self:
         self._started = time.monotonic()
-        self._task = asyncio.create_task(self._loop())
-        return self
+        return await super().__aenter__()
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def wait(self) -> None:
-        assert self._task is not None
-        await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("presence sweep failed")
-            await asyncio.sleep(self.every)
+    async def tick(self) -> int:
+        return await self.sweep()
 
     def _due(self, gateway: str, disconnected_at: float | None) -> bool:
         if disconnected_at is not None:

@@ -1,0 +1,48 @@
+"""A service that runs one step every few seconds until stopped (sweeps, samplers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """``async with Sub(...) as s: await s.wait()`` runs ``s.tick()`` every ``s.every``
+    seconds; a failing tick is logged and the next one runs as usual."""
+
+    every: float = 1.0
+    name: str = "periodic"
+
+    _task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> object:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self) -> None:
+        assert self._task is not None, "not started: use `async with`"
+        await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("%s failed", self.name)
+            await asyncio.sleep(self.every)
