@@ -17,8 +17,10 @@ from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
 from app.gateway import Hub, wedding_socket
 from app.health import HealthController
+from app.notifications_api import InboxController, WeddingNotificationsController
 from app.presence_api import PresenceController
 from app.state_api import StateController
+from app.webhooks_api import WebhooksController
 from app.weddings import WeddingController
 from config.logging import configure_logging
 from config.secrets import with_dev_secrets
@@ -46,6 +48,9 @@ def create_app(settings: Settings) -> Litestar:
             EventsController,
             PresenceController,
             StateController,
+            InboxController,
+            WeddingNotificationsController,
+            WebhooksController,
             wedding_socket,
         ],
         dependencies={"identity": Provide(provide_identity)},

@@ -13,6 +13,8 @@ import os
 import secrets
 
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from config.settings import Settings
 
@@ -24,7 +26,8 @@ FILE = "secrets.json"
 def with_dev_secrets(settings: Settings) -> Settings:
     auth = settings.auth
     needs_jwt = auth.jwt_secret is None and not (auth.jwt_public_key or auth.jwks_url)
-    if not needs_jwt and auth.data_key is not None:
+    needs_vapid = settings.notify.vapid_private_key is None
+    if not needs_jwt and auth.data_key is not None and not needs_vapid:
         return settings
     path = settings.data_dir / FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -36,13 +39,25 @@ def with_dev_secrets(settings: Settings) -> Settings:
     if "data_key" not in stored:
         stored["data_key"] = Fernet.generate_key().decode()
         changed = True
+    if "vapid_private_key" not in stored:
+        key = ec.generate_private_key(ec.SECP256R1())
+        stored["vapid_private_key"] = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        changed = True
     if changed:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(stored, fh)
         log.warning("generated development secrets in %s", path)
+    notify = settings.notify
     return dataclasses.replace(
         settings,
+        notify=dataclasses.replace(
+            notify, vapid_private_key=notify.vapid_private_key or stored["vapid_private_key"]
+        ),
         auth=dataclasses.replace(
             auth,
             jwt_secret=stored["jwt_secret"] if needs_jwt else auth.jwt_secret,

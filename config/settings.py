@@ -179,6 +179,69 @@ class ConflictSettings:
         return sorted({int(p) for p in self.own_partitions.split(",") if p.strip()})
 
 
+def _seconds_list(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    smtp_host: str | None = _setting(None, "SMTP_HOST", "SMTP server for email. Unset: no email.")
+    smtp_port: int = _setting(587, "SMTP_PORT", "SMTP server port.")
+    smtp_starttls: bool = _setting(True, "SMTP_STARTTLS", "Upgrade the SMTP connection (STARTTLS).")
+    smtp_username: str | None = _setting(None, "SMTP_USERNAME", "SMTP login, if required.")
+    smtp_password: str | None = _setting(None, "SMTP_PASSWORD", "SMTP password, if required.")
+    smtp_from: str = _setting(
+        "WedSync <notifications@wedsync.invalid>", "SMTP_FROM", "From address of every email."
+    )
+    sms_base_url: str | None = _setting(
+        None, "SMS_BASE_URL",
+        "Twilio-compatible REST API base (https://api.twilio.com). Unset: no SMS.",
+    )
+    sms_account_sid: str = _setting("", "SMS_ACCOUNT_SID", "SMS provider account SID.")
+    sms_auth_token: str = _setting("", "SMS_AUTH_TOKEN", "SMS provider auth token.")
+    sms_from: str = _setting("", "SMS_FROM", "Sender number (E.164) of every SMS.")
+    vapid_private_key: str | None = _setting(
+        None, "VAPID_PRIVATE_KEY",
+        "PEM EC P-256 key signing Web Push (VAPID). Unset in dev: generated in the data dir.",
+    )
+    vapid_subject: str = _setting(
+        "mailto:ops@wedsync.invalid", "VAPID_SUBJECT", "VAPID `sub` claim (mailto: or https:)."
+    )
+    send_timeout: float = _setting(
+        10.0, "NOTIFY_SEND_TIMEOUT", "Seconds one provider call may take."
+    )
+    concurrency: int = _setting(
+        8, "NOTIFY_CONCURRENCY", "Sends in flight per notifications worker."
+    )
+    unseen_after: float = _setting(
+        300.0, "NOTIFY_UNSEEN_AFTER",
+        "Seconds an in-app notice to a member active in the room may stay unread before "
+        "its email/SMS/push goes out.",
+    )
+    escalate_every: float = _setting(
+        300.0, "NOTIFY_ESCALATE_EVERY",
+        "Seconds between emergency SMS rounds to couple and planner until acknowledged.",
+    )
+    escalate_rounds: int = _setting(12, "NOTIFY_ESCALATE_ROUNDS", "Most emergency SMS rounds.")
+    retry: str = _setting(
+        "30,120,600,1800", "NOTIFY_RETRY",
+        "Seconds before each retry of a failed email/SMS/push; then it is dead-lettered.",
+    )
+    webhook_retry: str = _setting(
+        "5,300,1800,7200,18000,36000", "WEBHOOK_RETRY",
+        "Seconds before each webhook retry; after the last the endpoint is disabled.",
+    )
+    digest_hour: int = _setting(
+        18, "NOTIFY_DIGEST_HOUR", "Local hour (wedding time zone) of the daily email digest."
+    )
+
+    def retry_schedule(self) -> tuple[float, ...]:
+        return _seconds_list(self.retry)
+
+    def webhook_schedule(self) -> tuple[float, ...]:
+        return _seconds_list(self.webhook_retry)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = _setting(
@@ -193,6 +256,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     conflicts: ConflictSettings = field(default_factory=ConflictSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def embedded(self) -> bool:

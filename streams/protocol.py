@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from streams.notifications import Notification, NotificationFrame
 from streams.permissions import Access, Channel, Role
 from streams.presence import Editing, Status, UserPresence
 from streams.state import EntityId, EntityKind, Op
@@ -152,6 +153,7 @@ ServerFrame = (
     | PongFrame
     | PresenceDiffFrame
     | EditingConflictFrame
+    | NotificationFrame
 )
 
 
@@ -183,7 +185,8 @@ class Close:
 class ControlMessage(msgspec.Struct, frozen=True):
     """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
 
-    kind: str  # "sessions_ended" | "role_changed"
+    kind: str  # "sessions_ended" | "role_changed" | "notification"
     session_ids: list[str] = []
     user_id: str | None = None
     role: Role | None = None
+    notification: Notification | None = None  # for ``user_id``'s sockets in the wedding

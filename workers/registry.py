@@ -86,7 +86,32 @@ def _conflicts(settings: Settings) -> WorkerDefinition:
     return WorkerDefinition("conflicts", service=service)
 
 
+def _notifications(settings: Settings) -> WorkerDefinition:
+    from app.auth.crypto import ContactCipher
+    from app.presence import Mirror, presence_bucket
+    from workers.notifications import CONSUMER, Dispatcher, Escalator, Planner
+    from workers.runner import ConsumerRunner
+
+    @contextlib.asynccontextmanager
+    async def service(conns: Connections) -> AsyncIterator[Service]:
+        assert settings.auth.data_key is not None, "contact details need WEDSYNC_DATA_KEY"
+        cipher = ContactCipher(settings.auth.data_key)
+        kv = await presence_bucket(conns.js, replicas=settings.nats.replicas)
+        n = settings.notify
+        async with (
+            Mirror(kv, lambda change: None) as mirror,
+            ConsumerRunner(conns.js, conns.pool, CONSUMER, Planner(n, mirror.table),
+                           settings.worker) as planner,
+            Dispatcher(conns.pool, conns.nc, conns.js, n, cipher) as dispatcher,
+            Escalator(conns.pool, n) as escalator,
+        ):  # fmt: skip
+            yield Together(planner, dispatcher, escalator)
+
+    return WorkerDefinition("notifications", service=service)
+
+
 WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {
     "presence": _presence,
     "conflicts": _conflicts,
+    "notifications": _notifications,
 }

@@ -30,6 +30,7 @@ from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, dif
 from app.presence.table import presence_bucket
 from config.settings import Settings
 from streams.definitions import EVENTS
+from streams.notifications import NotificationFrame
 from streams.presence import Record
 from streams.protocol import (
     Close,
@@ -226,6 +227,8 @@ class Hub:
         for conn in list(room.connections):
             if ctl.kind == "sessions_ended" and str(conn.session_id) in ctl.session_ids:
                 conn.request_close(Close.SESSION_ENDED, "session ended")
+            elif ctl.kind == "notification" and conn.user_id == ctl.user_id and ctl.notification:
+                conn.send(_encode.encode(NotificationFrame(ctl.notification)).decode())
             elif ctl.kind == "role_changed" and conn.user_id == ctl.user_id:
                 if ctl.role is None:
                     conn.request_close(Close.FORBIDDEN, "no longer a member")

@@ -1,0 +1,372 @@
+"""Sends what the planner queued: claims due deliveries, calls the providers, logs each attempt.
+
+Exactly once, as far as a provider lets anyone:
+
+* a delivery is claimed (``sending``, attempt + 1) in a committed transaction before its
+  provider call, and marked ``sent`` only with the provider's acceptance;
+* each dispatcher holds a PostgreSQL advisory lock for its whole life and stamps its claims
+  with it. A claim whose owner's lock is free belongs to a dead process: the attempt is
+  logged ``interrupted`` and the delivery goes out again *with the same idempotency key*
+  (Message-ID, ``webhook-id``, SMS idempotency token, push ``Topic``), so a provider that
+  accepted the first copy can drop the second. Nothing recorded as sent is ever re-sent;
+* failures retry on a schedule (``NOTIFY_RETRY``, ``WEBHOOK_RETRY``); then the delivery is
+  ``dead`` (copied to the dead-letter stream) and a webhook endpoint is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import httpx
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from app.auth.crypto import ContactCipher
+from app.db.notifications import WAKE
+from config.settings import NotifySettings
+from streams.notifications import Category, Medium, Notification
+from streams.protocol import ControlMessage
+from streams.subjects import control_subject, dead_letter_subject
+from workers.notifications.channels import (
+    EmailChannel,
+    PushChannel,
+    SendError,
+    SmsChannel,
+    WebhookChannel,
+)
+from workers.notifications.planner import Clock, utcnow
+from workers.notifications.schedule import retry_after
+
+log = logging.getLogger(__name__)
+
+LOCK_CLASS = 0x57ED  # pg_advisory_lock(class, owner): one owner id per live dispatcher
+DEAD_LETTERS = dead_letter_subject("notifications")
+
+_CLAIM = """
+WITH due AS (
+    SELECT id FROM deliveries WHERE status = 'pending' AND due_at <= $1
+    ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_at = $1,
+                        claimed_by = $3
+FROM due WHERE d.id = due.id
+RETURNING d.id"""
+
+_DETAILS = """
+SELECT d.id, d.key, d.channel, d.category, d.user_id, d.wedding_id, d.webhook_id, d.event_id,
+       d.attempts, d.unless_read, d.digest, d.payload, d.reason,
+       n.id AS nid, n.title, n.body, n.data, n.read_at, n.event_type, n.event_seq,
+       n.created_at AS n_created, m.email_enc, m.phone_enc, e.acknowledged_at AS acked,
+       w.url, w.secret_enc, w.enabled
+FROM deliveries d
+LEFT JOIN notifications n ON n.id = d.notification_id
+LEFT JOIN wedding_members m ON m.wedding_id = d.wedding_id AND m.user_id = d.user_id
+LEFT JOIN escalations e ON e.event_id = d.event_id AND d.reason = 'escalation'
+LEFT JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.id = ANY($1::bigint[]) ORDER BY d.id"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: str  # sent | skipped | failed
+    detail: str | None = None  # provider reference, skip reason or error
+    permanent: bool = False
+
+
+SENT = Outcome("sent")
+
+
+def _skip(reason: str) -> Outcome:
+    return Outcome("skipped", reason)
+
+
+class Dispatcher:
+    """``async with Dispatcher(...) as d: await d.wait()`` — send until stopped."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, nc: NATS, js: JetStreamContext, settings: NotifySettings,
+        cipher: ContactCipher, clock: Clock = utcnow, poll: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.pool, self.nc, self.js = pool, nc, js
+        self.settings, self.cipher, self.clock, self.poll = settings, cipher, clock, poll
+        self.owner = secrets.randbelow(2**31 - 1) + 1
+        self._wake = asyncio.Event()
+        self._lock_conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._http = httpx.AsyncClient()
+        self.email = EmailChannel(settings)
+        self.sms = SmsChannel(settings, self._http)
+        self.push = PushChannel(settings)
+        self.webhook = WebhookChannel(settings, self._http)
+        self._limit = asyncio.Semaphore(max(settings.concurrency, 1))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._lock_conn = await self.pool.acquire()
+        await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS, self.owner)
+        await self._lock_conn.add_listener(WAKE, lambda *_: self._wake.set())
+        self._task = asyncio.create_task(self._loop(), name="notifications-dispatcher")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+        await self.push.close()
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.execute(
+                    "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.owner)  # fmt: skip
+            await self.pool.release(self._lock_conn)
+
+    async def wait(self) -> None:
+        assert self._task is not None, "not started: use `async with`"
+        await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception:
+                log.exception("notifications dispatcher step failed")
+                sent = 0
+            if sent == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                self._wake.clear()
+
+    # -- one step --------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Recover dead claims, then claim and send what is due; how many were claimed."""
+        await self.recover()
+        now = self.clock()
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                ids = [r["id"] for r in await conn.fetch(
+                    _CLAIM, now, max(self.settings.concurrency, 1) * 4, self.owner)]  # fmt: skip
+            if not ids:
+                return 0
+            rows = await conn.fetch(_DETAILS, ids)
+        digests: dict[tuple[Any, str], list[asyncpg.Record]] = defaultdict(list)
+        jobs = []
+        for r in rows:
+            if r["channel"] == Medium.EMAIL and r["digest"]:
+                digests[(r["wedding_id"], r["user_id"])].append(r)
+            else:
+                jobs.append(self._one(r))
+        jobs += [self._digest(group) for group in digests.values()]
+        await asyncio.gather(*jobs)
+        return len(ids)
+
+    async def recover(self) -> int:
+        """Re-queue claims of dispatchers that died mid-send (their advisory lock is free)."""
+        async with self.pool.acquire() as conn:
+            owners = [r["claimed_by"] for r in await conn.fetch(
+                """SELECT DISTINCT claimed_by FROM deliveries
+                   WHERE status = 'sending' AND claimed_by <> $1""", self.owner)]  # fmt: skip
+            count = 0
+            for owner in owners:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                           LOCK_CLASS, owner):  # fmt: skip
+                    continue  # alive: its sends are in flight
+                try:
+                    async with conn.transaction():
+                        now = self.clock()
+                        back = await conn.fetch(
+                            """UPDATE deliveries SET status = 'pending', due_at = $2,
+                                                     claimed_by = NULL
+                               WHERE status = 'sending' AND claimed_by = $1
+                               RETURNING id, attempts""", owner, now)  # fmt: skip
+                        await conn.executemany(
+                            """INSERT INTO delivery_attempts (delivery_id, attempt, at, result,
+                                                              error)
+                               VALUES ($1, $2, $3, 'interrupted', 'sender stopped mid-send')
+                               ON CONFLICT DO NOTHING""",
+                            [(r["id"], r["attempts"], now) for r in back])  # fmt: skip
+                        count += len(back)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, owner)
+        if count:
+            log.warning("re-queued %d deliveries interrupted by a stopped sender", count)
+        return count
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _one(self, r: asyncpg.Record) -> None:
+        async with self._limit:
+            try:
+                outcome = await self._send(r)
+            except SendError as exc:
+                outcome = Outcome("failed", str(exc), permanent=exc.permanent)
+            except Exception as exc:  # a bug, not the provider: retried like a failure
+                log.exception("delivery %d: unexpected error", r["id"])
+                outcome = Outcome("failed", f"internal: {type(exc).__name__}")
+            await self._finish([r], outcome)
+
+    async def _send(self, r: asyncpg.Record) -> Outcome:
+        channel = Medium(r["channel"])
+        if r["unless_read"] and r["read_at"] is not None:
+            return _skip("read in app")
+        if r["reason"] == "escalation" and r["acked"] is not None:
+            return _skip("acknowledged")
+        if channel is Medium.IN_APP:
+            await self._in_app(r)
+            return SENT
+        if channel is Medium.WEBHOOK:
+            if not r["enabled"]:
+                return Outcome("failed", "endpoint_disabled", permanent=True)
+            secret = self.cipher.open(r["secret_enc"])
+            assert secret is not None
+            body = json.dumps(json.loads(r["payload"]), separators=(",", ":"))
+            ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret, body=body)
+            return Outcome("sent", ref)
+        title, text = r["title"], r["body"]
+        if channel is Medium.EMAIL:
+            if not self.email.configured:
+                return _skip("not_configured")
+            to = self.cipher.open(r["email_enc"])
+            if to is None:
+                return _skip("no_address")
+            ref = await self.email.send(key=r["key"], to=to, subject=title, text=text)
+            return Outcome("sent", ref)
+        if channel is Medium.SMS:
+            if not self.sms.configured:
+                return _skip("not_configured")
+            phone = self.cipher.open(r["phone_enc"])
+            if phone is None:
+                return _skip("no_address")
+            ref = await self.sms.send(key=r["key"], to=phone, text=f"{title}: {text}")
+            return Outcome("sent", ref)
+        return await self._push(r)
+
+    async def _push(self, r: asyncpg.Record) -> Outcome:
+        if not self.push.configured:
+            return _skip("not_configured")
+        async with self.pool.acquire() as conn:
+            subs = await conn.fetch(
+                "SELECT id, endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = $1",
+                r["user_id"])  # fmt: skip
+        if not subs:
+            return _skip("no_subscription")
+        payload = {"id": str(r["nid"]), "wedding_id": str(r["wedding_id"]),
+                   "category": r["category"], "title": r["title"], "body": r["body"]}  # fmt: skip
+        accepted, errors, retryable = 0, [], False
+        for s in subs:
+            try:
+                await self.push.send(key=r["key"], endpoint=s["endpoint"], p256dh=s["p256dh"],
+                                     auth=s["auth"], payload=payload)  # fmt: skip
+                accepted += 1
+            except SendError as exc:
+                errors.append(str(exc))
+                retryable = retryable or not exc.permanent
+                if exc.gone:
+                    async with self.pool.acquire() as conn:
+                        await conn.execute("DELETE FROM push_subscriptions WHERE id = $1", s["id"])
+        if accepted:
+            return Outcome("sent", f"{accepted}/{len(subs)} subscriptions")
+        return Outcome("failed", "; ".join(errors), permanent=not retryable)
+
+    async def _in_app(self, r: asyncpg.Record) -> None:
+        note = Notification(
+            id=r["nid"], wedding_id=r["wedding_id"], category=Category(r["category"]),
+            title=r["title"], body=r["body"], event_id=r["event_id"],
+            event_type=r["event_type"], event_seq=r["event_seq"], data=json.loads(r["data"]),
+            created_at=r["n_created"], read_at=r["read_at"],
+        )  # fmt: skip
+        ctl = ControlMessage(kind="notification", user_id=r["user_id"], notification=note)
+        await self.nc.publish(control_subject(r["wedding_id"]), msgspec.json.encode(ctl))
+
+    async def _digest(self, rows: list[asyncpg.Record]) -> None:
+        async with self._limit:
+            first = rows[0]
+            try:
+                if not self.email.configured:
+                    outcome = _skip("not_configured")
+                elif (to := self.cipher.open(first["email_enc"])) is None:
+                    outcome = _skip("no_address")
+                else:
+                    text = "\n\n".join(f"{r['title']}\n{r['body']}" for r in rows)
+                    ref = await self.email.send(
+                        key=min(r["key"] for r in rows), to=to,
+                        subject=f"WedSync: {len(rows)} update(s) today", text=text,
+                    )  # fmt: skip
+                    outcome = Outcome("sent", ref)
+            except SendError as exc:
+                outcome = Outcome("failed", str(exc), permanent=exc.permanent)
+            await self._finish(rows, outcome)
+
+    # -- results -----------------------------------------------------------------------------
+
+    async def _finish(self, rows: list[asyncpg.Record], o: Outcome) -> None:
+        now = self.clock()
+        ids = [r["id"] for r in rows]
+        attempt_result = o.result
+        async with self.pool.acquire() as conn, conn.transaction():
+            if o.result == "sent":
+                await conn.execute(
+                    """UPDATE deliveries SET status = 'sent', sent_at = $2, provider_ref = $3,
+                                             last_error = NULL
+                       WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
+                    ids, now, o.detail, self.owner)  # fmt: skip
+            elif o.result == "skipped":
+                await conn.execute(
+                    """UPDATE deliveries SET status = 'skipped', reason = $2
+                       WHERE id = ANY($1::bigint[]) AND claimed_by = $3""",
+                    ids, o.detail, self.owner)  # fmt: skip
+            else:
+                await self._failed(conn, rows, o, now)
+            await conn.executemany(
+                """INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+                [(r["id"], r["attempts"], now, attempt_result,
+                  o.detail if o.result != "sent" else None) for r in rows])  # fmt: skip
+
+    async def _failed(
+        self, conn: Any, rows: list[asyncpg.Record], o: Outcome, now: dt.datetime
+    ) -> None:
+        webhook = rows[0]["channel"] == Medium.WEBHOOK
+        schedule = self.settings.webhook_schedule() if webhook else self.settings.retry_schedule()
+        delay = None if o.permanent else retry_after(rows[0]["attempts"], schedule)
+        ids = [r["id"] for r in rows]
+        if delay is not None:
+            await conn.execute(
+                """UPDATE deliveries SET status = 'pending', due_at = $2, last_error = $3
+                   WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
+                ids, now + dt.timedelta(seconds=delay), o.detail, self.owner)  # fmt: skip
+            return
+        status = "failed" if o.detail == "endpoint_disabled" else "dead"
+        await conn.execute(
+            """UPDATE deliveries SET status = $2, last_error = $3
+               WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
+            ids, status, o.detail, self.owner)  # fmt: skip
+        if status != "dead":
+            return
+        for r in rows:
+            body = {"delivery_id": r["id"], "key": r["key"], "channel": r["channel"],
+                    "category": r["category"], "attempts": r["attempts"],
+                    "error": o.detail}  # fmt: skip
+            await self.js.publish(DEAD_LETTERS, json.dumps(body).encode(),
+                                  headers={"Nats-Msg-Id": f"delivery:{r['id']}"})  # fmt: skip
+        if webhook:
+            await conn.execute(
+                """UPDATE webhooks SET enabled = false, disabled_at = $2, disabled_reason = $3
+                   WHERE id = $1 AND enabled""",
+                rows[0]["webhook_id"], now,
+                f"a delivery failed {rows[0]['attempts']} times: {o.detail}")  # fmt: skip
+            log.warning("webhook %s disabled after persistent failure", rows[0]["webhook_id"])
