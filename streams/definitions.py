@@ -75,6 +75,9 @@ class ConsumerSpec:
     max_ack_pending: int | None = None  # None: from the worker settings' batch size
     batch: int | None = None  # messages per fetch; None: the worker settings' batch
     ack_wait: float | None = None  # None: the worker settings' ack wait
+    # a new durable starts at the stream's end rather than its beginning (a worker about
+    # *now*: a first deployment must not e-mail about months of history)
+    deliver_new: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(
@@ -85,7 +88,7 @@ class ConsumerSpec:
             durable_name=self.durable,
             description=self.description or None,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
             ack_wait=ack_wait,
             max_deliver=-1,  # the runner counts deliveries and dead-letters itself
             max_ack_pending=max_ack_pending,

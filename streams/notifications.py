@@ -152,7 +152,9 @@ EventPattern = Annotated[str, msgspec.Meta(pattern=r"^[a-z_.*]{1,64}$")]
 
 class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=2048)]
-    events: Annotated[list[EventPattern], msgspec.Meta(min_length=1, max_length=50)] = ["*"]
+    events: Annotated[list[EventPattern], msgspec.Meta(min_length=1, max_length=50)] = (
+        msgspec.field(default_factory=lambda: ["*"])
+    )
 
 
 class Webhook(msgspec.Struct):

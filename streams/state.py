@@ -82,6 +82,8 @@ class VendorFields(_Fields):
     category: Text | msgspec.UnsetType = _U
     contact: Text | msgspec.UnsetType | None = _U
     status: VendorStatus | msgspec.UnsetType = _U
+    # the vendor's own member account: hears about timeline items with this vendor_id
+    member: Ref | msgspec.UnsetType | None = _U
 
 
 class Rsvp(StrEnum):

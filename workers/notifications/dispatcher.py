@@ -115,7 +115,7 @@ class Dispatcher:
     async def __aenter__(self) -> Self:
         self._lock_conn = await self.pool.acquire()
         await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS, self.owner)
-        await self._lock_conn.add_listener(WAKE, lambda *_: self._wake.set())
+        await self._lock_conn.add_listener(WAKE, self._on_wake)
         self._task = asyncio.create_task(self._loop(), name="notifications-dispatcher")
         return self
 
@@ -130,9 +130,13 @@ class Dispatcher:
         await self.push.close()
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
+                await self._lock_conn.remove_listener(WAKE, self._on_wake)
                 await self._lock_conn.execute(
                     "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.owner)  # fmt: skip
             await self.pool.release(self._lock_conn)
+
+    def _on_wake(self, *_: object) -> None:
+        self._wake.set()
 
     async def wait(self) -> None:
         assert self._task is not None, "not started: use `async with`"

@@ -46,6 +46,7 @@ def utcnow() -> dt.datetime:
 CONSUMER = ConsumerSpec(
     durable="notifications", stream=EVENTS.name, filter_subjects=(f"{EVENTS_ROOT}.>",),
     description="notifications worker: who hears about each wedding event",
+    deliver_new=True,
 )  # fmt: skip
 
 

@@ -186,7 +186,8 @@ def _conflict(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
 
 
 def _status_changed(e: Event) -> bool:
-    return _is_entity("vendors")(e) and e.type != "entity.deleted" and (
+    # an update that moved the status (a new vendor is not news to the couple yet)
+    return _is_entity("vendors")(e) and e.type == "entity.updated" and (
         "status" in (e.data.get("changed") or [])
     )
 
