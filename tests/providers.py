@@ -52,7 +52,7 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.mails.append(Mail(list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
