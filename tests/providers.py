@@ -4,6 +4,7 @@ service that decrypts what it receives with the subscribing browser's private ke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import email
@@ -44,15 +45,19 @@ class Mail:
 
 
 class SmtpServer:
-    """aiosmtpd on a free port, in its own thread (as the library runs it)."""
+    """aiosmtpd on a free port, in its own thread (as the library runs it). ``delay``:
+    seconds the server takes over each message before recording and accepting it."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.port = free_port()
         self.mails: list[Mail] = []
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.mails.append(Mail(list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]

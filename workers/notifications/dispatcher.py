@@ -162,8 +162,9 @@ class Dispatcher:
         now = self.clock()
         async with self.pool.acquire() as conn:
             async with conn.transaction():
+                # no more than can be in flight at once: a claim means "inside a send"
                 ids = [r["id"] for r in await conn.fetch(
-                    _CLAIM, now, max(self.settings.concurrency, 1) * 4, self.owner)]  # fmt: skip
+                    _CLAIM, now, max(self.settings.concurrency, 1), self.owner)]  # fmt: skip
             if not ids:
                 return 0
             rows = await conn.fetch(_DETAILS, ids)
