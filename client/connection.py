@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from client.backoff import Backoff
+from streams.notifications import Notification, NotificationFrame
 from streams.permissions import Channel
 from streams.protocol import (
     AckFrame,
@@ -90,6 +91,7 @@ class WeddingClient:
         ping_interval: float | None = 20.0,
         unavailable_retry: float = 0.5,
         on_state: Callable[[State], None] | None = None,
+        on_notification: Callable[[Notification], None] | None = None,
         connect_options: dict[str, Any] | None = None,
     ) -> None:
         root = base_url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
@@ -102,6 +104,7 @@ class WeddingClient:
         self._ping_interval = ping_interval
         self._unavailable_retry = unavailable_retry
         self._on_state = on_state
+        self._on_notification = on_notification
         self._options = connect_options or {}
         self.state = State.CONNECTING
         self.welcome: WelcomeFrame | None = None
@@ -294,6 +297,9 @@ class WeddingClient:
             for text, _ in list(self._pending.values()):  # same ids: stored once
                 await self._transmit(text)
             return True
+        elif isinstance(frame, NotificationFrame):
+            if self._on_notification is not None:
+                self._on_notification(frame.notification)
         elif not isinstance(frame, PongFrame):  # pragma: no cover - exhaustive above
             log.debug("ignored frame %r", frame)
         return False
