@@ -123,3 +123,47 @@ async def test_vendor_hears_about_their_timeline_item(
     assert smtp.to("pl@example.org") == [], "the planner made the change"
     assert {r["user_id"] for r in await deliveries(conns, world.wedding)} == {vendor}
     del other
+
+
+async def test_approvals_vendor_status_and_wedding_day_guests(
+    settings: Settings, conns: Connections, world: World, gateways: list[str],
+    servers: tuple[SmtpServer, HttpProviders], conflicts_worker: None,
+) -> None:  # fmt: skip
+    smtp, http = servers
+    r = await api(world, "PUT", f"/api/weddings/{world.wedding}/members/{world.couple}",
+                  world.couple, json={"role": "couple", "email": "us@example.org"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    planner = await add_member(world, "planner", email="plan@example.org")
+    caterer = await add_member(world, "vendor", email="food@example.org")
+    dj = await add_member(world, "vendor", email="music@example.org")
+    family = await add_member(world, "family", email="fam@example.org")
+    n = notify_settings(settings, smtp, http)
+    async with notifier(conns, settings, n, world.wedding, Clock()):
+        p = await join_member(world, gateways[0], planner)
+        await p.change("vendors", "v-food", "create",
+                       {"name": "Tasty", "category": "Catering", "member": caterer})  # fmt: skip
+        await p.change("vendors", "v-dj", "create",
+                       {"name": "DJ", "category": "music", "member": dj})  # fmt: skip
+        await p.change("vendors", "v-food", "update", {"status": "booked"}, base=1)
+        await p.change("budget", "b", "create", {"category": "Flowers", "estimated": 1000})
+        await p.change("budget", "b", "update", {"estimated": 500_000}, base=1)
+        await p.event("approval.requested")
+        status = await api(world, "PATCH", f"/api/weddings/{world.wedding}", world.couple,
+                           json={"status": "wedding_day"})  # fmt: skip
+        assert status.status_code == 200, status.text
+        f = await join_member(world, gateways[1], family)
+        await f.change("guests", "g1", "create", {"name": "Ann Example", "meal": "vegan"})
+        await f.event("guests.changed_on_wedding_day")
+        await eventually(lambda: len(smtp.to("us@example.org")) >= 2
+                         and smtp.to("food@example.org") and smtp.to("plan@example.org"),
+                         timeout=20)  # fmt: skip
+        await p.ws.close()
+        await f.ws.close()
+    subjects = sorted(str(m.message["Subject"]) for m in smtp.to("us@example.org"))
+    assert subjects == ["Approval needed", "Vendor booked: Tasty"]
+    food = smtp.to("food@example.org")
+    assert [str(m.message["Subject"]) for m in food] == ["Guest list changed on the wedding day"]
+    assert "Ann" not in food[0].message.get_content(), "no guest names to a vendor"
+    assert [str(m.message["Subject"]) for m in smtp.to("plan@example.org")] == [
+        "Guest list changed on the wedding day"]
+    assert smtp.to("music@example.org") == [] and smtp.to("fam@example.org") == []
