@@ -39,10 +39,16 @@ class Periodic:
         assert self._task is not None, "not started: use `async with`"
         await self._task
 
+    async def pause(self, result: object) -> None:
+        """Between ticks, given what the last returned (None if it failed): sleep ``every``.
+        A subclass may wake earlier (a notification) or not pause while there is work."""
+        await asyncio.sleep(self.every)
+
     async def _loop(self) -> None:
         while True:
             try:
-                await self.tick()
+                result = await self.tick()
             except Exception:
                 log.exception("%s failed", self.name)
-            await asyncio.sleep(self.every)
+                result = None
+            await self.pause(result)

@@ -47,6 +47,7 @@ from workers.notifications.channels import (
 )
 from workers.notifications.planner import Clock, utcnow
 from workers.notifications.schedule import retry_after
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +91,33 @@ def _skip(reason: str) -> Outcome:
     return Outcome("skipped", reason)
 
 
-class Dispatcher:
-    """``async with Dispatcher(...) as d: await d.wait()`` — send until stopped."""
+async def log_attempts(
+    conn: Any, entries: list[tuple[int, dt.datetime, str, str | None]]
+) -> None:
+    """Append to each delivery's attempt log, numbered on their own (a replay restarts the
+    retry count, never the log)."""
+    await conn.executemany(
+        """INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error)
+           SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4
+           FROM delivery_attempts WHERE delivery_id = $1""",
+        entries)  # fmt: skip
+
+
+class Dispatcher(Periodic):
+    """``async with Dispatcher(...) as d: await d.wait()`` — send until stopped: a step
+    whenever deliveries are queued (LISTEN/NOTIFY), due, or every ``poll`` seconds."""
+
+    name = "notifications-dispatcher"
 
     def __init__(
         self, pool: asyncpg.Pool, nc: NATS, js: JetStreamContext, settings: NotifySettings,
         cipher: ContactCipher, clock: Clock = utcnow, poll: float = 1.0,
     ) -> None:  # fmt: skip
         self.pool, self.nc, self.js = pool, nc, js
-        self.settings, self.cipher, self.clock, self.poll = settings, cipher, clock, poll
+        self.settings, self.cipher, self.clock, self.every = settings, cipher, clock, poll
         self.owner = secrets.randbelow(2**31 - 1) + 1
         self._wake = asyncio.Event()
         self._lock_conn: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient()
         self.email = EmailChannel(settings)
         self.sms = SmsChannel(settings, self._http)
@@ -116,16 +131,12 @@ class Dispatcher:
         self._lock_conn = await self.pool.acquire()
         await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS, self.owner)
         await self._lock_conn.add_listener(WAKE, self._on_wake)
-        self._task = asyncio.create_task(self._loop(), name="notifications-dispatcher")
-        return self
+        return await super().__aenter__()
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().__aexit__(et, e, tb)
         await self._http.aclose()
         await self.push.close()
         if self._lock_conn is not None:
@@ -138,21 +149,15 @@ class Dispatcher:
     def _on_wake(self, *_: object) -> None:
         self._wake.set()
 
-    async def wait(self) -> None:
-        assert self._task is not None, "not started: use `async with`"
-        await self._task
+    async def tick(self) -> int:
+        return await self.run_once()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                sent = await self.run_once()
-            except Exception:
-                log.exception("notifications dispatcher step failed")
-                sent = 0
-            if sent == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
-                self._wake.clear()
+    async def pause(self, claimed: object) -> None:
+        if claimed:  # there may be more due right now
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.every)
+        self._wake.clear()
 
     # -- one step --------------------------------------------------------------------------
 
@@ -198,12 +203,8 @@ class Dispatcher:
                                                      claimed_by = NULL
                                WHERE status = 'sending' AND claimed_by = $1
                                RETURNING id, attempts""", owner, now)  # fmt: skip
-                        await conn.executemany(
-                            """INSERT INTO delivery_attempts (delivery_id, attempt, at, result,
-                                                              error)
-                               VALUES ($1, $2, $3, 'interrupted', 'sender stopped mid-send')
-                               ON CONFLICT DO NOTHING""",
-                            [(r["id"], r["attempts"], now) for r in back])  # fmt: skip
+                        await log_attempts(conn, [(r["id"], now, "interrupted",
+                                                   "sender stopped mid-send") for r in back])
                         count += len(back)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, owner)
@@ -336,11 +337,9 @@ class Dispatcher:
                     ids, o.detail, self.owner)  # fmt: skip
             else:
                 await self._failed(conn, rows, o, now)
-            await conn.executemany(
-                """INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-                [(r["id"], r["attempts"], now, attempt_result,
-                  o.detail if o.result != "sent" else None) for r in rows])  # fmt: skip
+            await log_attempts(conn, [(r["id"], now, attempt_result,
+                                       o.detail if o.result != "sent" else None)
+                                      for r in rows])  # fmt: skip
 
     async def _failed(
         self, conn: Any, rows: list[asyncpg.Record], o: Outcome, now: dt.datetime
@@ -366,8 +365,12 @@ class Dispatcher:
             body = {"delivery_id": r["id"], "key": r["key"], "channel": r["channel"],
                     "category": r["category"], "attempts": r["attempts"],
                     "error": o.detail}  # fmt: skip
+            # once per death: a replayed delivery that dies again is a new dead letter
+            logged = await conn.fetchval(
+                "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1", r["id"])
+            msg_id = f"delivery:{r['id']}:{logged}"
             await self.js.publish(DEAD_LETTERS, json.dumps(body).encode(),
-                                  headers={"Nats-Msg-Id": f"delivery:{r['id']}"})  # fmt: skip
+                                  headers={"Nats-Msg-Id": msg_id})  # fmt: skip
         if webhook:
             await conn.execute(
                 """UPDATE webhooks SET enabled = false, disabled_at = $2, disabled_reason = $3
