@@ -50,9 +50,11 @@ class InboxController(Controller):
     ) -> NotificationPage:  # fmt: skip
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
-            notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset, limit)
-        more = offset + limit if len(notes) == limit else None
-        return NotificationPage(notifications=notes, unread=unread, next=more)
+            # one more than asked: a next page exists only if it has something on it
+            notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset,
+                                              limit + 1)  # fmt: skip
+        more = offset + limit if len(notes) > limit else None
+        return NotificationPage(notifications=notes[:limit], unread=unread, next=more)
 
     @post("/{nid:uuid}/read", summary="Mark one notification read", status_code=204)
     async def read(self, nid: uuid.UUID, identity: Identity, state: State) -> None:

@@ -81,7 +81,8 @@ class Planner:
     def active_now(self, wedding_id: uuid.UUID, user_id: str) -> bool:
         if self.presence is None:
             return False
-        return any(r.user_id == user_id and r.status in ACTIVE
+        # a device within its reconnect grace is not looking at the app
+        return any(r.user_id == user_id and r.status in ACTIVE and r.disconnected_at is None
                    for r in self.presence.room(str(wedding_id)))  # fmt: skip
 
     async def __call__(self, d: Delivery, conn: Conn) -> None:

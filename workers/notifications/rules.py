@@ -109,7 +109,9 @@ def mentioned(e: Event, ctx: WeddingContext) -> list[str]:
     """``data.mentions`` (user ids) and ``@user_id`` in ``data.text``, members only."""
     named = e.data.get("mentions")
     found = [u for u in named if isinstance(u, str)] if isinstance(named, list) else []
-    found += _MENTION.findall(str(e.data.get("text") or ""))
+    for word in _MENTION.findall(str(e.data.get("text") or "")):
+        # "thanks @may." / "@may: can you": trailing punctuation is not part of the id
+        found.append(word if word in ctx.members else word.rstrip(".:-"))
     return [u for u in dict.fromkeys(found) if u in ctx.members]
 
 

@@ -22,6 +22,8 @@ def quiet_until(now: dt.datetime, tz: str, quiet: QuietHours | None) -> dt.datet
         return None
     day = local.date() if minute < end else local.date() + dt.timedelta(days=1)
     ends = dt.datetime.combine(day, dt.time(end // 60, end % 60), zoneinfo.ZoneInfo(tz))
+    if ends <= now:  # the end clock time repeats (clocks go back): its second occurrence
+        ends = ends.replace(fold=1)
     return ends.astimezone(dt.UTC)
 
 
