@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from types import TracebackType
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x57ED  # pg_advisory_lock(class, owner): one owner id per live dispatcher
 DEAD_LETTERS = dead_letter_subject("notifications")
+RECOVER_EVERY = 1.0  # seconds between scans for claims of dead dispatchers
 
 _CLAIM = """
 WITH due AS (
@@ -123,7 +125,7 @@ class Dispatcher(Periodic):
         self.sms = SmsChannel(settings, self._http)
         self.push = PushChannel(settings)
         self.webhook = WebhookChannel(settings, self._http)
-        self._limit = asyncio.Semaphore(max(settings.concurrency, 1))
+        self._recovered_at = -RECOVER_EVERY  # monotonic time of the last recovery scan
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -163,7 +165,9 @@ class Dispatcher(Periodic):
 
     async def run_once(self) -> int:
         """Recover dead claims, then claim and send what is due; how many were claimed."""
-        await self.recover()
+        if time.monotonic() - self._recovered_at >= RECOVER_EVERY:
+            self._recovered_at = time.monotonic()
+            await self.recover()
         now = self.clock()
         async with self.pool.acquire() as conn:
             async with conn.transaction():
@@ -215,15 +219,14 @@ class Dispatcher(Periodic):
     # -- sending -----------------------------------------------------------------------------
 
     async def _one(self, r: asyncpg.Record) -> None:
-        async with self._limit:
-            try:
-                outcome = await self._send(r)
-            except SendError as exc:
-                outcome = Outcome("failed", str(exc), permanent=exc.permanent)
-            except Exception as exc:  # a bug, not the provider: retried like a failure
-                log.exception("delivery %d: unexpected error", r["id"])
-                outcome = Outcome("failed", f"internal: {type(exc).__name__}")
-            await self._finish([r], outcome)
+        try:
+            outcome = await self._send(r)
+        except SendError as exc:
+            outcome = Outcome("failed", str(exc), permanent=exc.permanent)
+        except Exception as exc:  # a bug, not the provider: retried like a failure
+            log.exception("delivery %d: unexpected error", r["id"])
+            outcome = Outcome("failed", f"internal: {type(exc).__name__}")
+        await self._finish([r], outcome)
 
     async def _send(self, r: asyncpg.Record) -> Outcome:
         channel = Medium(r["channel"])
@@ -299,23 +302,22 @@ class Dispatcher(Periodic):
         await self.nc.publish(control_subject(r["wedding_id"]), msgspec.json.encode(ctl))
 
     async def _digest(self, rows: list[asyncpg.Record]) -> None:
-        async with self._limit:
-            first = rows[0]
-            try:
-                if not self.email.configured:
-                    outcome = _skip("not_configured")
-                elif (to := self.cipher.open(first["email_enc"])) is None:
-                    outcome = _skip("no_address")
-                else:
-                    text = "\n\n".join(f"{r['title']}\n{r['body']}" for r in rows)
-                    ref = await self.email.send(
-                        key=min(r["key"] for r in rows), to=to,
-                        subject=f"WedSync: {len(rows)} update(s) today", text=text,
-                    )  # fmt: skip
-                    outcome = Outcome("sent", ref)
-            except SendError as exc:
-                outcome = Outcome("failed", str(exc), permanent=exc.permanent)
-            await self._finish(rows, outcome)
+        first = rows[0]
+        try:
+            if not self.email.configured:
+                outcome = _skip("not_configured")
+            elif (to := self.cipher.open(first["email_enc"])) is None:
+                outcome = _skip("no_address")
+            else:
+                text = "\n\n".join(f"{r['title']}\n{r['body']}" for r in rows)
+                ref = await self.email.send(
+                    key=min(r["key"] for r in rows), to=to,
+                    subject=f"WedSync: {len(rows)} update(s) today", text=text,
+                )  # fmt: skip
+                outcome = Outcome("sent", ref)
+        except SendError as exc:
+            outcome = Outcome("failed", str(exc), permanent=exc.permanent)
+        await self._finish(rows, outcome)
 
     # -- results -----------------------------------------------------------------------------
 
