@@ -1,4 +1,4 @@
-"""The ``wedsync`` command: dev, api, worker NAME, migrate, token."""
+"""The ``wedsync`` command: dev, api, worker NAME, retention run JOB, migrate, token."""
 
 from __future__ import annotations
 
@@ -60,6 +60,30 @@ async def _worker(settings: Settings, name: str) -> int:
     return 0
 
 
+async def _retention(settings: Settings, job_name: str, weddings: list[str] | None) -> int:
+    import uuid
+
+    from app.connections import connect
+    from workers.registry import retention_jobs
+    from workers.retention import JobBusy, run_job
+    from workers.retention.progress import Bar
+
+    async with connect(settings, name=f"wedsync-retention-{job_name}") as conns:
+        only = [uuid.UUID(w) for w in weddings] if weddings else None
+        jobs = retention_jobs(settings, conns, weddings=only)
+        if job_name not in jobs:
+            print(f"unknown job {job_name!r} (available: {', '.join(jobs)})", file=sys.stderr)
+            return 2
+        try:
+            with Bar(job_name) as bar:
+                counts = await run_job(conns.pool, jobs[job_name], bar)
+        except JobBusy as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
 def _api(settings: Settings) -> int:
     import uvicorn
 
@@ -95,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="the HTTP/WebSocket API on configured NATS and PostgreSQL")
     worker = sub.add_parser("worker", help="run one worker process")
     worker.add_argument("name")
+    retention = sub.add_parser("retention", help="run a retention job now")
+    retention_sub = retention.add_subparsers(dest="action", required=True)
+    run = retention_sub.add_parser("run", help="run one job once, with a progress bar")
+    run.add_argument("job", help="archive or cleanup")
+    run.add_argument("--wedding", action="append", help="archive only this wedding (repeatable)")
     sub.add_parser("migrate", help="apply database migrations and stream declarations")
     token = sub.add_parser("token", help="print a user JWT signed with the HS256 secret")
     token.add_argument("--user", required=True, help="user id (the `sub` claim)")
@@ -134,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return _api(settings)
     if args.command == "worker":
         return asyncio.run(_worker(settings, args.name))
+    if args.command == "retention":
+        return asyncio.run(_retention(settings, args.job, args.wedding))
     return asyncio.run(_migrate(settings))
 
 

@@ -66,7 +66,7 @@ class CollaborationController(Controller):
             websocket_url=websocket_url(request, wedding_id),
             role=m.role,
             permissions=permissions_for(m.role, m.status),
-            last_seq=await last_seq(conns.js, wedding_id),
+            last_seq=await last_seq(conns.js, conns.pool, wedding_id),
             collaborators=[
                 Collaborator(
                     user_id=r["user_id"], role=Role(r["role"]), display_name=r["display_name"]

@@ -37,10 +37,10 @@ class EventsController(Controller):
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
-        head = await last_seq(conns.js, wedding_id)
+        head = await last_seq(conns.js, conns.pool, wedding_id)
         events: list[dict[str, Any]] = []
         more = False
-        replay = events_between(conns.js, wedding_id, after_seq, head)
+        replay = events_between(conns.js, conns.pool, wedding_id, after_seq, head)
         async with contextlib.aclosing(replay):
             async for seq, channel, data in replay:
                 if channel not in readable:

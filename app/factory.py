@@ -17,6 +17,7 @@ from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
 from app.gateway import Hub, wedding_socket
 from app.health import HealthController
+from app.me_api import MeController
 from app.notifications_api import InboxController, WeddingNotificationsController
 from app.presence_api import PresenceController
 from app.state_api import StateController
@@ -36,7 +37,7 @@ def create_app(settings: Settings) -> Litestar:
         async with connect(settings, name=f"wedsync-api-{os.getpid()}") as conns:
             await prepare(conns, settings)
             app.state.conns = conns
-            async with Hub(conns.nc, conns.js, settings) as hub:
+            async with Hub(conns.nc, conns.js, conns.pool, settings) as hub:
                 app.state.hub = hub
                 yield
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> Litestar:
             InboxController,
             WeddingNotificationsController,
             WebhooksController,
+            MeController,
             wedding_socket,
         ],
         dependencies={"identity": Provide(provide_identity)},

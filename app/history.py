@@ -1,19 +1,22 @@
-"""Reading a wedding's position in JetStream."""
+"""Reading a wedding's position: its newest event in JetStream or, once JetStream holds
+none of it, in the archive."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import asyncpg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from app.db import archive
 from streams.definitions import EVENTS
 from streams.permissions import Channel
 from streams.subjects import wedding_subject
 
 
-async def last_seq(js: JetStreamContext, wedding_id: uuid.UUID) -> int:
+async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID) -> int:
     """The stream sequence of the wedding's newest event (0 if none)."""
 
     async def one(channel: Channel) -> int:
@@ -23,4 +26,8 @@ async def last_seq(js: JetStreamContext, wedding_id: uuid.UUID) -> int:
             return 0
         return int(msg.seq or 0)
 
-    return max(await asyncio.gather(*(one(c) for c in Channel)))
+    async def archived() -> int:
+        async with pool.acquire() as conn:
+            return (await archive.marks(conn, wedding_id)).last_seq
+
+    return max(await asyncio.gather(archived(), *(one(c) for c in Channel)))

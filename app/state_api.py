@@ -82,7 +82,7 @@ class StateController(Controller):
             readable = [k.value for k in EntityKind
                         if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read]  # fmt: skip
             await _settled(conn, wedding_id)
-            seq = await last_seq(conns.js, wedding_id)
+            seq = await last_seq(conns.js, conns.pool, wedding_id)
             rows = await conn.fetch(
                 """SELECT kind, entity_id, version, fields::text AS fields FROM entities
                    WHERE wedding_id = $1 AND NOT deleted AND kind = ANY($2::text[])""",

@@ -243,6 +243,43 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    hot_days: int = _setting(
+        90, "RETENTION_HOT_DAYS",
+        "Days events stay in JetStream before the archive job moves them to PostgreSQL "
+        "(a wedding's own `hot_days` overrides it).",
+    )
+    after_completed_days: int = _setting(
+        30, "RETENTION_AFTER_COMPLETED_DAYS",
+        "Days after a wedding is `completed` when all its events are archived (if sooner).",
+    )
+    archive_batch: int = _setting(
+        500, "RETENTION_ARCHIVE_BATCH", "Events archived per transaction and JetStream purge."
+    )
+    session_grace_days: int = _setting(
+        30, "RETENTION_SESSION_GRACE_DAYS",
+        "Days ended or expired sessions are kept, then deleted.",
+    )
+    presence_detail_days: int = _setting(
+        60, "RETENTION_PRESENCE_DETAIL_DAYS",
+        "Days per-minute presence is kept before it is rolled up to daily counts.",
+    )
+    delivery_log_days: int = _setting(
+        90, "RETENTION_DELIVERY_LOG_DAYS",
+        "Days finished notification deliveries and their attempts are kept.",
+    )
+    dead_letter_days: int = _setting(
+        30, "RETENTION_DEAD_LETTER_DAYS", "Days dead letters stay in WEDSYNC_DLQ."
+    )
+    archive_cron: str = _setting(
+        "17 * * * *", "RETENTION_ARCHIVE_CRON", "When the archive job runs (crontab, UTC)."
+    )
+    cleanup_cron: str = _setting(
+        "43 3 * * *", "RETENTION_CLEANUP_CRON", "When the cleanup job runs (crontab, UTC)."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = _setting(
         Path(".wedsync"), "DATA_DIR", "Where embedded NATS/PostgreSQL and dev secrets keep data."
@@ -257,6 +294,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     conflicts: ConflictSettings = field(default_factory=ConflictSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def embedded(self) -> bool:

@@ -103,3 +103,35 @@ class AuditEntry(msgspec.Struct):
 class AuditPage(msgspec.Struct):
     items: list[AuditEntry]
     next_before: int | None  # pass as ?before= for the next (older) page
+
+
+# -- personal data (GDPR) -----------------------------------------------------------------
+
+
+class PersonalExport(msgspec.Struct):
+    """``GET /api/me/export``: everything stored about the caller."""
+
+    user_id: str
+    exported_at: dt.datetime
+    claims: dict[str, str | None]  # name and email from the caller's token
+    memberships: list[dict[str, Any]]  # with their decrypted contact details
+    sessions: list[dict[str, Any]]  # devices, IPs, user agents, times
+    events: list[dict[str, Any]]  # {wedding_id, seq, event}: every event they authored
+    notifications: list[dict[str, Any]]
+    preferences: list[dict[str, Any]]
+    push_subscriptions: list[dict[str, Any]]
+    presence: list[dict[str, Any]]  # minutes present/active per wedding and day
+    audit: list[dict[str, Any]]  # what they did, as the audit log recorded it
+
+
+class ErasureReport(msgspec.Struct):
+    """``DELETE /api/me``: what was erased, by store."""
+
+    user_id: str
+    weddings: list[uuid.UUID]
+    rows_deleted: dict[str, int]
+    rows_redacted: dict[str, int]
+    messages_deleted: dict[str, int]
+    # change requests naming them that the conflicts worker has not applied yet: they
+    # are kept (nothing accepted is lost); erase again once they are applied
+    pending_changes: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Protocol
 from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import ConsumerSpec
+from workers.retention.jobs import Job
 from workers.runner import Handler
 
 
@@ -110,8 +112,39 @@ def _notifications(settings: Settings) -> WorkerDefinition:
     return WorkerDefinition("notifications", service=service)
 
 
+def retention_jobs(
+    settings: Settings, conns: Connections, *, weddings: list[uuid.UUID] | None = None
+) -> dict[str, Job]:
+    """The retention jobs by name (`wedsync retention run NAME`); ``weddings`` limits the
+    archive job to those."""
+    from workers.notifications import CONSUMER
+    from workers.retention import ArchiveJob, CleanupJob
+
+    r = settings.retention
+    return {
+        "archive": ArchiveJob(conns.nc, conns.js, conns.pool, r, consumers=(CONSUMER.durable,),
+                              only=weddings),
+        "cleanup": CleanupJob(conns.nc, conns.js, conns.pool, r),
+    }
+
+
+def _retention(settings: Settings) -> WorkerDefinition:
+    from workers.retention import RetentionScheduler
+
+    @contextlib.asynccontextmanager
+    async def service(conns: Connections) -> AsyncIterator[Service]:
+        jobs = retention_jobs(settings, conns)
+        r = settings.retention
+        schedule = [(jobs["archive"], r.archive_cron), (jobs["cleanup"], r.cleanup_cron)]
+        async with RetentionScheduler(conns.pool, schedule) as scheduler:
+            yield scheduler
+
+    return WorkerDefinition("retention", service=service)
+
+
 WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {
     "presence": _presence,
     "conflicts": _conflicts,
     "notifications": _notifications,
+    "retention": _retention,
 }

@@ -71,9 +71,13 @@ async def daily(
     conn: Conn, wedding_id: uuid.UUID, first: dt.date, last: dt.date
 ) -> list[DayMinutes]:
     rows = await conn.fetch(
-        """SELECT p.day, p.user_id, m.display_name, m.role,
-                  bit_count(p.present) AS present, bit_count(p.active) AS active
-           FROM presence_minutes p
+        """SELECT p.day, p.user_id, m.display_name, m.role, p.present, p.active
+           FROM (SELECT wedding_id, day, user_id,
+                        bit_count(present) AS present, bit_count(active) AS active
+                 FROM presence_minutes
+                 UNION ALL  -- days past the detail window, rolled up by the cleanup job
+                 SELECT wedding_id, day, user_id, present_minutes, active_minutes
+                 FROM presence_days) p
            LEFT JOIN wedding_members m ON m.wedding_id = p.wedding_id AND m.user_id = p.user_id
            WHERE p.wedding_id = $1 AND p.day BETWEEN $2 AND $3
            ORDER BY p.day, p.user_id""",

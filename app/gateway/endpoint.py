@@ -319,14 +319,14 @@ async def _resume(
     try:
         # what is stored now (the room's cached head may name a since-purged event);
         # anything newer is held while we replay
-        upto = await last_seq(conns.js, conn.wedding_id)
+        upto = await last_seq(conns.js, conns.pool, conn.wedding_id)
         if epoch not in (None, hub.epoch) or after_seq > upto:
             recovered = False  # a position from a recreated stream: skip to now
         else:
-            recovered = await fully_held(conns.js, after_seq)
+            recovered = await fully_held(conns.js, conns.pool, conn.wedding_id, after_seq)
             conn.last_sent = after_seq
             async for seq, channel, data in events_between(
-                conns.js, conn.wedding_id, after_seq, upto
+                conns.js, conns.pool, conn.wedding_id, after_seq, upto
             ):
                 await conn.replayed(seq, channel, event_frame(seq, data))
         conn.last_sent = max(conn.last_sent, upto)

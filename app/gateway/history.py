@@ -1,31 +1,47 @@
-"""Reading a wedding's events back from JetStream, in order, for resume and history."""
+"""Reading a wedding's events back, in order, for resume and history: from JetStream and,
+for what it no longer holds, from the PostgreSQL archive (merged by seq)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncGenerator
 
+import asyncpg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
+from app.db import archive
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
 
+Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
+_PAGE = 500
 
-async def events_between(
+
+async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
+    """The seq of the wedding's first event in JetStream at or after ``from_seq``."""
+    try:
+        msg = await js.get_msg(EVENTS.name, seq=from_seq, subject=wedding_wildcard(wedding_id),
+                               next=True)  # fmt: skip
+    except NotFoundError:
+        return None
+    return int(msg.seq or 0) or None
+
+
+async def _stored(
     js: JetStreamContext, wedding_id: uuid.UUID, after_seq: int, upto: int
-) -> AsyncGenerator[tuple[int, str, bytes], None]:
-    """(seq, channel, stored bytes) of the wedding's events with after_seq < seq <= upto."""
-    if upto <= after_seq:
-        return
+) -> AsyncGenerator[Stored, None]:
+    start = await first_held(js, wedding_id, after_seq + 1)
+    if start is None or start > upto:
+        return  # nothing in range is held: no consumer (and no wait for one)
     sub = await js.subscribe(
         wedding_wildcard(wedding_id),
         stream=EVENTS.name,
         ordered_consumer=True,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1
-        ),
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
     )
     try:
         while True:
@@ -43,16 +59,62 @@ async def events_between(
         await sub.unsubscribe()
 
 
+async def _archived(
+    pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    while after_seq < upto:
+        async with pool.acquire() as conn:
+            page = await archive.between(conn, wedding_id, after_seq, upto, _PAGE)
+        for row in page:
+            yield row
+        if len(page) < _PAGE:
+            return
+        after_seq = page[-1][0]
+
+
+async def events_between(
+    js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    """The wedding's events with after_seq < seq <= upto, oldest first, each once: the
+    archive's copy wins where both hold a seq (an erased event's redacted copy)."""
+    if upto <= after_seq:
+        return
+    held = _stored(js, wedding_id, after_seq, upto)
+    archived = _archived(pool, wedding_id, after_seq, upto)
+    async with contextlib.aclosing(held), contextlib.aclosing(archived):
+        a = await anext(archived, None)
+        async for item in held:
+            while a is not None and a[0] <= item[0]:
+                yield a
+                skip = a[0] == item[0]
+                a = await anext(archived, None)
+                if skip:
+                    break
+            else:
+                yield item
+        while a is not None:
+            yield a
+            a = await anext(archived, None)
+
+
 async def stream_epoch(js: JetStreamContext) -> str:
     """The events stream's creation time: a recreated stream restarts its seqs."""
     info = await js.stream_info(EVENTS.name)
     return info.created.isoformat() if info.created else "0"
 
 
-async def fully_held(js: JetStreamContext, after_seq: int) -> bool:
-    """Whether JetStream still holds everything after ``after_seq`` (nothing purged) and
-    ``after_seq`` is a position this stream has reached."""
+async def fully_held(
+    js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int
+) -> bool:
+    """Whether every event of the wedding after ``after_seq`` is still readable (in
+    JetStream or the archive) and ``after_seq`` is a position this stream has reached."""
     state = (await js.stream_info(EVENTS.name)).state
-    if after_seq > state.last_seq:
+    async with pool.acquire() as conn:
+        marks = await archive.marks(conn, wedding_id)
+    if after_seq > max(state.last_seq, marks.last_seq):
         return False  # from a longer, older life of the stream
-    return after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq)
+    if after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq):
+        return True
+    # JetStream lost everything below first_seq; the archive holds the wedding's part of it
+    # only if the archive job purged (at least) that far
+    return marks.purged_upto >= state.first_seq - 1

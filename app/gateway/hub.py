@@ -16,6 +16,7 @@ import logging
 import uuid
 from types import TracebackType
 
+import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -83,9 +84,12 @@ class Room:
 
 
 class Hub:
-    def __init__(self, nc: NATS, js: JetStreamContext, settings: Settings) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, settings: Settings
+    ) -> None:
         self.nc = nc
         self.js = js
+        self.pool = pool  # the archive: a wedding's head once JetStream holds none of it
         self.settings = settings
         self.max_per_user = settings.gateway.max_per_user
         self.rooms: dict[uuid.UUID, Room] = {}
@@ -186,7 +190,7 @@ class Hub:
                     cb=room.on_event,
                 )
                 # after subscribing: older events are in the lookup, newer reach on_event
-                room.head = max(room.head, await last_seq(self.js, conn.wedding_id))
+                room.head = max(room.head, await last_seq(self.js, self.pool, conn.wedding_id))
                 self.rooms[conn.wedding_id] = room
             room.connections.add(conn)
             self._per_user[key] = self._per_user.get(key, 0) + 1

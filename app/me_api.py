@@ -1,0 +1,37 @@
+"""``/api/me``: the caller's own personal data: export it, or erase it (GDPR)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get
+from litestar.datastructures import State
+
+from app.auth import AuthContext, Identity
+from app.connections import Connections
+from app.privacy import erase, export
+from streams.api import ErasureReport, PersonalExport
+
+
+class MeController(Controller):
+    path = "/api/me"
+    tags = ["privacy"]  # noqa: RUF012
+
+    @get("/export", summary="Everything stored about the caller, as JSON")
+    async def export(self, identity: Identity, state: State) -> PersonalExport:
+        conns: Connections = state.conns
+        auth: AuthContext = state.auth
+        return await export(conns, auth.cipher, identity)
+
+    @delete("", summary="Erase the caller's personal data everywhere", status_code=200)
+    async def erase(
+        self, identity: Identity, state: State, request: Request[Any, Any, Any]
+    ) -> ErasureReport:
+        conns: Connections = state.conns
+        auth: AuthContext = state.auth
+        done = await erase(conns, auth.cipher, identity)
+        return ErasureReport(
+            user_id=identity.user_id, weddings=done.weddings, rows_deleted=done.rows_deleted,
+            rows_redacted=done.rows_redacted, messages_deleted=done.messages,
+            pending_changes=done.pending_changes,
+        )  # fmt: skip

@@ -1,0 +1,87 @@
+"""``GET /api/me/export``: everything stored about the caller, as JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from app.auth import ContactCipher, Identity
+from app.connections import Connections
+from app.gateway.history import events_between
+from app.history import last_seq
+from app.privacy.erase import weddings_of
+from streams.api import PersonalExport
+
+
+def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        row = dict(r)
+        for k, v in row.items():
+            if hasattr(v, "exploded"):  # inet
+                row[k] = str(v)
+            elif isinstance(v, str) and k in ("data", "prefs", "details"):
+                row[k] = msgspec.json.decode(v)  # jsonb
+        out.append(row)
+    return out
+
+
+async def export(conns: Connections, cipher: ContactCipher, who: Identity) -> PersonalExport:
+    uid = who.user_id
+    async with conns.pool.acquire() as conn:
+        members = await conn.fetch(
+            """SELECT m.wedding_id, w.name AS wedding_name, m.role, m.display_name,
+                      m.email_enc, m.phone_enc, m.added_by, m.added_at
+               FROM wedding_members m JOIN weddings w ON w.id = m.wedding_id
+               WHERE m.user_id = $1 ORDER BY m.added_at""",
+            uid,
+        )
+        memberships = [
+            {**{k: v for k, v in dict(r).items() if not k.endswith("_enc")},
+             "email": cipher.open(r["email_enc"]), "phone": cipher.open(r["phone_enc"])}
+            for r in members
+        ]  # fmt: skip
+        sessions = _rows(await conn.fetch(
+            """SELECT id, wedding_id, device_fingerprint, ip, user_agent, created_at,
+                      last_seen_at, expires_at, ended_at, end_reason
+               FROM sessions WHERE user_id = $1 ORDER BY created_at""", uid))  # fmt: skip
+        notifications = _rows(await conn.fetch(
+            """SELECT id, wedding_id, event_type, category, title, body, data, created_at,
+                      read_at, acknowledged_at
+               FROM notifications WHERE user_id = $1 ORDER BY created_at""", uid))  # fmt: skip
+        preferences = _rows(await conn.fetch(
+            "SELECT wedding_id, prefs, updated_at FROM notification_preferences "
+            "WHERE user_id = $1", uid))  # fmt: skip
+        push = _rows(await conn.fetch(
+            "SELECT id, endpoint, created_at FROM push_subscriptions WHERE user_id = $1", uid))
+        presence = _rows(await conn.fetch(
+            """SELECT wedding_id, day, bit_count(present) AS present_minutes,
+                      bit_count(active) AS active_minutes
+               FROM presence_minutes WHERE user_id = $1
+               UNION ALL
+               SELECT wedding_id, day, present_minutes, active_minutes
+               FROM presence_days WHERE user_id = $1
+               ORDER BY 1, 2""", uid))  # fmt: skip
+        audit = _rows(await conn.fetch(
+            "SELECT wedding_id, action, ip, at, details FROM audit_log WHERE actor = $1 "
+            "ORDER BY id", uid))  # fmt: skip
+        weddings = await weddings_of(conn, uid)
+    events: list[dict[str, Any]] = []
+    for wedding_id in weddings:
+        head = await last_seq(conns.js, conns.pool, wedding_id)
+        replay = events_between(conns.js, conns.pool, wedding_id, 0, head)
+        async with contextlib.aclosing(replay):
+            async for seq, _channel, data in replay:
+                event = msgspec.json.decode(data)
+                if event.get("actor", {}).get("user_id") == uid:
+                    events.append({"wedding_id": wedding_id, "seq": seq, "event": event})
+    return PersonalExport(
+        user_id=uid, exported_at=dt.datetime.now(dt.UTC),
+        claims={"name": who.name, "email": who.email}, memberships=memberships,
+        sessions=sessions, events=events, notifications=notifications, preferences=preferences,
+        push_subscriptions=push, presence=presence, audit=audit,
+    )  # fmt: skip
