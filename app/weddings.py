@@ -40,7 +40,8 @@ def _check_timezone(tz: str) -> None:
 
 def _wedding(m: store.Membership) -> Wedding:
     return Wedding(id=m.wedding_id, name=m.name, date=m.date, timezone=m.timezone,
-                   status=m.status, role=m.role, created_at=m.created_at)  # fmt: skip
+                   status=m.status, role=m.role, created_at=m.created_at,
+                   hot_days=m.hot_days)  # fmt: skip
 
 
 class WeddingController(Controller):
@@ -70,7 +71,7 @@ class WeddingController(Controller):
         async with conns.pool.acquire() as conn:
             return _wedding(await require_member(conn, wedding_id, identity))
 
-    @patch("/{wedding_id:uuid}", summary="Change name, date, time zone or status")
+    @patch("/{wedding_id:uuid}", summary="Change name, date, time zone, status or hot_days")
     async def change(
         self, wedding_id: uuid.UUID, data: WeddingPatch, identity: Identity, state: State,
         request: Request[Any, Any, Any],

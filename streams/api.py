@@ -28,6 +28,10 @@ class WeddingPatch(msgspec.Struct, forbid_unknown_fields=True):
     date: dt.date | msgspec.UnsetType = msgspec.UNSET
     timezone: Timezone | msgspec.UnsetType = msgspec.UNSET
     status: WeddingStatus | msgspec.UnsetType = msgspec.UNSET
+    # days its events stay in JetStream before they are archived (null: server default)
+    hot_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
 
 
 class Wedding(msgspec.Struct):
@@ -38,6 +42,7 @@ class Wedding(msgspec.Struct):
     status: WeddingStatus
     role: Role  # the caller's role in this wedding
     created_at: dt.datetime
+    hot_days: int | None = None
 
 
 class MemberPut(msgspec.Struct, forbid_unknown_fields=True):

@@ -25,15 +25,17 @@ class Membership:
     created_at: dt.datetime
     role: Role
     display_name: str | None = None  # the member's, when the query selected it
+    hot_days: int | None = None  # days its events stay in JetStream (None: server default)
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Membership:
         return cls(r["id"], r["name"], r["date"], r["timezone"], WeddingStatus(r["status"]),
-                   r["created_at"], Role(r["role"]), r.get("display_name"))  # fmt: skip
+                   r["created_at"], Role(r["role"]), r.get("display_name"),
+                   r.get("hot_days"))  # fmt: skip
 
 
 _MEMBERSHIP = """SELECT w.id, w.name, w.date, w.timezone, w.status, w.created_at, m.role,
-                        m.display_name
+                        m.display_name, w.hot_days
                  FROM weddings w JOIN wedding_members m ON m.wedding_id = w.id
                  WHERE w.id = $1 AND m.user_id = $2"""
 
