@@ -1,0 +1,114 @@
+"""Resume: replaying N missed events to one client, from JetStream and from the archive.
+
+    python bench/resume.py --events 10000 --repeat 5
+
+Starts embedded NATS + PostgreSQL and one `wedsync api` process, creates a wedding with two
+members, stores ``--events`` chat events (published straight to JetStream with the
+gateway's envelope), then times a client that connects with ``after_seq`` before them until
+its ``resumed`` frame, counting the replayed events. Then the archive job moves every event
+to PostgreSQL (timed: events archived per second) and the resume is timed again, now served
+from the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgspec
+import websockets
+
+from app.connections import connect
+from bench.system import Seat, populate, running_system
+from streams.definitions import EVENTS
+from streams.permissions import Channel, Role
+from streams.protocol import Actor, Event
+from streams.subjects import wedding_subject
+from workers.retention import ArchiveJob
+
+
+async def resume_once(seat: Seat, after: int, expected: int) -> tuple[float, int]:
+    url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?token={seat.token}"
+    started = time.perf_counter()
+    replayed = 0
+    async with websockets.connect(f"{url}&after_seq={after}", max_size=2**24) as ws:
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if frame["type"] == "event":
+                replayed += 1
+            elif frame["type"] == "resumed":
+                assert frame["recovered"], frame
+                break
+    elapsed = time.perf_counter() - started
+    assert replayed == expected, (replayed, expected)
+    return elapsed, replayed
+
+
+async def timed(seat: Seat, after: int, n: int, repeat: int) -> dict[str, float]:
+    times = [(await resume_once(seat, after, n))[0] for _ in range(repeat)]
+    return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
+            "events_per_s": round(n / statistics.median(times))}  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    async with running_system(1) as system:
+        couple, member = await populate(system, 1, 2, ("planner",))
+        wedding = uuid.UUID(couple.wedding)
+        async with connect(system.settings, name="bench-resume") as conns:
+            enc = msgspec.json.Encoder()
+            subject = wedding_subject(wedding, Channel.CHAT)
+            head = (await conns.js.stream_info(EVENTS.name)).state.last_seq
+            acks = []
+            for i in range(args.events):
+                event = Event(id=uuid.uuid4().hex, type="message", channel=Channel.CHAT,
+                              actor=Actor(couple.user, Role.COUPLE),
+                              data={"text": f"message {i} " + "x" * args.pad}, ts=time.time())
+                acks.append(conns.js.publish(subject, enc.encode(event), stream=EVENTS.name))
+                if len(acks) == 500:
+                    await asyncio.gather(*acks)
+                    acks = []
+            await asyncio.gather(*acks)
+            held = await timed(member, head, args.events, args.repeat)
+            print(f"from JetStream: {held}", file=sys.stderr)
+            job = ArchiveJob(conns.nc, conns.js, conns.pool, system.settings.retention)
+            started = time.perf_counter()
+            archived, purged = await job.wedding(wedding, dt.datetime.now(dt.UTC)
+                                                 + dt.timedelta(seconds=1))  # fmt: skip
+            archive_s = time.perf_counter() - started
+            assert archived == purged == args.events, (archived, purged)
+            print(f"archived {archived} in {archive_s:.2f} s", file=sys.stderr)
+            from_archive = await timed(member, head, args.events, args.repeat)
+            print(f"from the archive: {from_archive}", file=sys.stderr)
+    return {
+        "scenario": "resume", "events": args.events, "event_bytes": args.pad + 90,
+        "repeat": args.repeat, "from_jetstream": held, "from_archive": from_archive,
+        "archive_job": {"seconds": round(archive_s, 2),
+                        "events_per_s": round(args.events / archive_s)},
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--events", type=int, default=10000)
+    p.add_argument("--pad", type=int, default=100, help="extra bytes of text per event")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--out", type=Path, default=Path("bench/results/resume.json"))
+    args = p.parse_args()
+    result = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
