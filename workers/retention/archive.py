@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 class Batch:
     rows: list[Archived]
     keep_from: int  # the wedding's first seq that stays in JetStream
+    held_back: bool = False  # stopped at an expired event a consumer has yet to process
 
 
 def cutoff(
@@ -77,6 +78,7 @@ class ArchiveJob:
         self.consumers = consumers  # durables of WEDSYNC_EVENTS: nothing they still need goes
         self.clock = clock
         self.only = None if only is None else list(only)  # these weddings (None: every one)
+        self.held_back: set[uuid.UUID] = set()  # weddings a lagging consumer kept in JetStream
 
     async def run(self, progress: Progress) -> Counts:
         now = self.clock()
@@ -89,6 +91,7 @@ class ArchiveJob:
         progress.total(len(weddings), "weddings")
         floor = await self._consumed_floor()
         counts: Counts = {"weddings": 0, "archived": 0, "purged": 0}
+        self.held_back.clear()
         for w in weddings:
             until = cutoff(self.settings, now, w["hot_days"], w["completed_at"])
             archived, purged = await self.wedding(w["id"], until, floor)
@@ -96,6 +99,13 @@ class ArchiveJob:
             counts["archived"] += archived
             counts["purged"] += purged
             progress.advance(1, archived=archived, purged=purged)
+        counts["held_back"] = len(self.held_back)
+        if self.held_back:
+            log.warning(
+                "archive: %d weddings have expired events a consumer of %s (%s) has not "
+                "processed yet; they stay in JetStream until it catches up",
+                len(self.held_back), EVENTS.name, ", ".join(self.consumers),
+            )  # fmt: skip
         return counts
 
     async def wedding(
@@ -106,6 +116,8 @@ class ArchiveJob:
         while True:
             async with wedding_lock(self.pool, wedding_id):
                 batch = await self._read(wedding_id, until, floor)
+                if batch.held_back:
+                    self.held_back.add(wedding_id)
                 if not batch.rows:
                     return archived, purged
                 async with self.pool.acquire() as conn, conn.transaction():
@@ -146,8 +158,10 @@ class ArchiveJob:
                     break
                 md = msg.metadata
                 seq = md.sequence.stream
-                if md.timestamp >= until or (floor is not None and seq > floor):
-                    return Batch(rows, seq)  # still hot, or a worker has yet to see it
+                if md.timestamp >= until:
+                    return Batch(rows, seq)  # still hot
+                if floor is not None and seq > floor:
+                    return Batch(rows, seq, held_back=True)  # a worker has yet to see it
                 rows.append(Archived(wedding_id, seq, msg.subject.rsplit(".", 1)[1],
                                      md.timestamp, msg.data))  # fmt: skip
                 if md.num_pending == 0:

@@ -68,6 +68,12 @@ async def run_job(pool: asyncpg.Pool, job: Job, progress: Progress | None = None
         ):
             raise JobBusy(f"the {job.name} job is already running")
         try:
+            # we hold the job's lock: an unfinished earlier run was killed midway
+            await lock.execute(
+                "UPDATE retention_runs SET finished_at = now(), ok = false, error = 'interrupted' "
+                "WHERE job = $1 AND finished_at IS NULL",
+                job.name,
+            )
             run_id = await lock.fetchval(
                 "INSERT INTO retention_runs (job) VALUES ($1) RETURNING id", job.name
             )
