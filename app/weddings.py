@@ -28,6 +28,7 @@ from streams.api import (
     WeddingCreate,
     WeddingPatch,
 )
+from streams.definitions import EVENTS
 from streams.permissions import TRANSITIONS, Role
 
 
@@ -55,11 +56,13 @@ class WeddingController(Controller):
         _check_timezone(data.timezone)
         conns: Connections = state.conns
         auth: AuthContext = state.auth
+        # read before the wedding exists: none of its events can be at or below this seq
+        events_from = (await conns.js.stream_info(EVENTS.name)).state.last_seq
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await store.create(
                 conn, name=data.name, date=data.date, timezone=data.timezone,
                 creator=identity.user_id, display_name=identity.name,
-                email=auth.cipher.seal(identity.email),
+                email=auth.cipher.seal(identity.email), events_from=events_from,
             )  # fmt: skip
             await audit.record(conn, m.wedding_id, identity.user_id, "wedding_created",
                                client_ip(request), name=data.name)  # fmt: skip

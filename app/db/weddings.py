@@ -47,12 +47,13 @@ async def membership(conn: Conn, wedding_id: uuid.UUID, user_id: str) -> Members
 
 async def create(
     conn: Conn, *, name: str, date: dt.date, timezone: str, creator: str,
-    display_name: str | None, email: bytes | None,
+    display_name: str | None, email: bytes | None, events_from: int | None = None,
 ) -> Membership:  # fmt: skip
     wedding_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO weddings (id, name, date, timezone, created_by) VALUES ($1,$2,$3,$4,$5)",
-        wedding_id, name, date, timezone, creator,
+        "INSERT INTO weddings (id, name, date, timezone, created_by, events_from) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        wedding_id, name, date, timezone, creator, events_from,
     )  # fmt: skip
     await conn.execute(
         """INSERT INTO wedding_members (wedding_id, user_id, role, display_name, email_enc,

@@ -111,10 +111,13 @@ async def fully_held(
     state = (await js.stream_info(EVENTS.name)).state
     async with pool.acquire() as conn:
         marks = await archive.marks(conn, wedding_id)
+        events_from = await conn.fetchval(
+            "SELECT events_from FROM weddings WHERE id = $1", wedding_id)
     if after_seq > max(state.last_seq, marks.last_seq):
         return False  # from a longer, older life of the stream
     if after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq):
         return True
     # JetStream lost everything below first_seq; the archive holds the wedding's part of it
-    # only if the archive job purged (at least) that far
-    return marks.purged_upto >= state.first_seq - 1
+    # if the archive job purged (at least) that far, and there is no part of it if the
+    # wedding began after first_seq (archiving other weddings moved first_seq on)
+    return max(marks.purged_upto, events_from or 0) >= state.first_seq - 1

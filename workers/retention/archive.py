@@ -59,10 +59,11 @@ def cutoff(
     completed_at: dt.datetime | None,
 ) -> dt.datetime:  # fmt: skip
     """Events stored before this instant are archived."""
-    at = now - dt.timedelta(days=hot_days or settings.hot_days)
-    if completed_at is not None:
-        at = max(at, min(now, completed_at + dt.timedelta(days=settings.after_completed_days)))
-    return at
+    if completed_at is not None and now >= completed_at + dt.timedelta(
+        days=settings.after_completed_days
+    ):
+        return now  # completed long enough ago: all of it
+    return now - dt.timedelta(days=hot_days or settings.hot_days)
 
 
 class ArchiveJob:

@@ -5,6 +5,9 @@
 -- was completed (events are archived a configurable time after that).
 ALTER TABLE weddings ADD COLUMN hot_days integer CHECK (hot_days BETWEEN 1 AND 3650);
 ALTER TABLE weddings ADD COLUMN completed_at timestamptz;
+-- The events stream's last seq when the wedding was created: every event of the wedding
+-- has a higher seq, so purges below it (other weddings archived) cost it nothing.
+ALTER TABLE weddings ADD COLUMN events_from bigint;
 
 CREATE FUNCTION weddings_completed_at() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
