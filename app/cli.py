@@ -1,4 +1,5 @@
-"""The ``wedsync`` command: dev, api, worker NAME, retention run JOB, migrate, token."""
+"""The ``wedsync`` command: dev, api, worker NAME, retention run JOB, migrate, token,
+admin-token."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ async def _migrate(settings: Settings) -> int:
 
 async def _worker(settings: Settings, name: str) -> int:
     from app.connections import connect
+    from app.metrics import MetricsResponder, watch_pool
+    from config.telemetry import Telemetry
     from workers.registry import WORKERS
     from workers.runner import ConsumerRunner
 
@@ -40,9 +43,12 @@ async def _worker(settings: Settings, name: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
+        telemetry = await stack.enter_async_context(Telemetry(settings.telemetry, name))
         conns = await stack.enter_async_context(
             connect(settings, name=f"wedsync-worker-{name}")
         )
+        watch_pool(conns.pool)
+        await stack.enter_async_context(MetricsResponder(conns.nc, telemetry))
         if definition.service is not None:
             running: Any = await stack.enter_async_context(definition.service(conns))
         else:
@@ -130,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--email")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default a day)")
+    sub.add_parser("admin-token", help="print the server API's admin token (/api/admin)")
     return p
 
 
@@ -147,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log, process=args.command)
-    if args.command in ("dev", "api", "token"):
+    if args.command in ("dev", "api", "token", "admin-token"):
         settings = with_dev_secrets(settings)
+    if args.command == "admin-token":
+        print(settings.auth.admin_token)
+        return 0
     if args.command == "token":
         from app.auth.tokens import issue_token
 

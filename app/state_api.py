@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
+from opentelemetry import trace
 
 from app.access import require_member, require_role
 from app.auth import Identity, client_ip
@@ -19,11 +20,14 @@ from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, Unavailable
 from app.gateway import Hub
 from app.history import last_seq
+from config.telemetry import producing
 from streams.changes import Decision, Verdict, change_subject
 from streams.definitions import CHANGES
 from streams.permissions import Role, permissions_for
 from streams.protocol import Actor
 from streams.state import CHANNEL_OF, EntityKind
+
+tracer = trace.get_tracer(__name__)
 
 
 class EntityState(msgspec.Struct):
@@ -149,11 +153,12 @@ class StateController(Controller):
                             verdict=data.decision, actor=Actor(identity.user_id, m.role),
                             ts=time.time())  # fmt: skip
         partitions = state.settings.conflicts.partitions
+        subject = change_subject(str(wedding_id), partitions)
+        headers = {"Nats-Msg-Id": f"decide:{approval_id}"}
         try:
-            ack = await conns.js.publish(
-                change_subject(str(wedding_id), partitions), msgspec.json.encode(decision),
-                stream=CHANGES.name, headers={"Nats-Msg-Id": f"decide:{approval_id}"},
-            )  # fmt: skip
+            with producing(tracer, CHANGES.name, subject, headers):
+                ack = await conns.js.publish(subject, msgspec.json.encode(decision),
+                                             stream=CHANGES.name, headers=headers)  # fmt: skip
         except Exception as exc:
             raise Unavailable("decision not stored; retry") from exc
         return Queued(seq=ack.seq)

@@ -1,4 +1,5 @@
-"""Process-wide logging: readable lines in dev, one JSON object per line in production."""
+"""Process-wide logging: readable lines in dev, one JSON object per line in production;
+both carry the current trace and span ids (OpenTelemetry) when a span is active."""
 
 from __future__ import annotations
 
@@ -7,8 +8,22 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
+
 if TYPE_CHECKING:
     from config.settings import LogSettings
+
+
+class TraceIds(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` (hex, empty outside a span) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        tid = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        sid = format(ctx.span_id, "016x") if ctx.is_valid else ""
+        record.trace_id, record.span_id = tid, sid
+        record.trace = f" [trace {tid} span {sid}]" if tid else ""
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +34,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if tid := getattr(record, "trace_id", ""):
+            out["trace_id"], out["span_id"] = tid, getattr(record, "span_id", "")
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -30,8 +47,11 @@ def configure_logging(settings: LogSettings, *, process: str = "wedsync") -> Non
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)-7s {process} %(name)s: %(message)s")
+            logging.Formatter(
+                f"%(asctime)s %(levelname)-7s {process} %(name)s: %(message)s%(trace)s"
+            )
         )
+    handler.addFilter(TraceIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())

@@ -1,7 +1,8 @@
 """Development secrets: generated once in the data dir when none are configured.
 
-So that `wedsync dev` and `wedsync token` agree across restarts without any setup. In
-production set WEDSYNC_JWT_SECRET (or a public key / JWKS URL) and WEDSYNC_DATA_KEY.
+So that `wedsync dev`, `wedsync token` and `wedsync admin-token` agree across restarts
+without any setup. In production set WEDSYNC_JWT_SECRET (or a public key / JWKS URL),
+WEDSYNC_DATA_KEY and WEDSYNC_ADMIN_TOKEN.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def with_dev_secrets(settings: Settings) -> Settings:
     auth = settings.auth
     needs_jwt = auth.jwt_secret is None and not (auth.jwt_public_key or auth.jwks_url)
     needs_vapid = settings.notify.vapid_private_key is None
-    if not needs_jwt and auth.data_key is not None and not needs_vapid:
+    needs_admin = auth.admin_token is None
+    if not needs_jwt and auth.data_key is not None and not needs_vapid and not needs_admin:
         return settings
     path = settings.data_dir / FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +40,9 @@ def with_dev_secrets(settings: Settings) -> Settings:
         changed = True
     if "data_key" not in stored:
         stored["data_key"] = Fernet.generate_key().decode()
+        changed = True
+    if "admin_token" not in stored:
+        stored["admin_token"] = secrets.token_urlsafe(32)
         changed = True
     if "vapid_private_key" not in stored:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -62,5 +67,6 @@ def with_dev_secrets(settings: Settings) -> Settings:
             auth,
             jwt_secret=stored["jwt_secret"] if needs_jwt else auth.jwt_secret,
             data_key=auth.data_key or stored["data_key"],
+            admin_token=auth.admin_token or stored["admin_token"],
         ),
     )

@@ -78,6 +78,12 @@ class AuthSettings:
         "Fernet key(s), comma separated, newest first, encrypting contact details at rest. "
         "Unset in dev: generated in the data dir.",
     )
+    admin_token: str | None = _setting(
+        None,
+        "ADMIN_TOKEN",
+        "Bearer token of the server API for operators and backends (`/api/admin`). "
+        "Unset in dev: generated in the data dir (`wedsync admin-token` prints it).",
+    )
     session_ttl: float = _setting(
         8 * 3600.0, "SESSION_TTL", "Seconds a collaboration session lives after its last use."
     )
@@ -279,6 +285,39 @@ class RetentionSettings:
     )
 
 
+def _standard(default: Any, env: str, help: str) -> Any:
+    """A setting under its standard (non-WEDSYNC_) name, such as OpenTelemetry's OTEL_*."""
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    service_name: str = _standard(
+        "wedsync", "OTEL_SERVICE_NAME",
+        "Service name prefix of traces and metrics (`-api`, `-conflicts`... per process).",
+    )
+    traces_exporter: str = _standard(
+        "none", "OTEL_TRACES_EXPORTER",
+        "`otlp`, `console` (dev) or `none`. OTLP reads the standard `OTEL_EXPORTER_OTLP_*` "
+        "variables (endpoint, headers, timeout).",
+    )
+    metrics_exporter: str = _standard(
+        "none", "OTEL_METRICS_EXPORTER",
+        "`otlp`, `console` or `none`; `GET /metrics` (Prometheus) is always served.",
+    )
+    otlp_protocol: str = _standard(
+        "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL", "`http/protobuf` or `grpc`."
+    )
+    gather: float = _setting(
+        0.25, "METRICS_GATHER",
+        "Seconds `GET /metrics` waits for every process's metrics over NATS.",
+    )
+    lag_every: float = _setting(
+        5.0, "METRICS_LAG_EVERY",
+        "Seconds between JetStream consumer lag readings of an API process.",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = _setting(
@@ -295,6 +334,7 @@ class Settings:
     conflicts: ConflictSettings = field(default_factory=ConflictSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @property
     def embedded(self) -> bool:

@@ -65,9 +65,19 @@ ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFra
 # -- stored on JetStream -----------------------------------------------------------------
 
 
-class Actor(msgspec.Struct, frozen=True):
+class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who authored an event. ``server`` is only ever true for :data:`SERVER_ACTOR` (the
+    gateway never sets it for a member), and is left out of the JSON when false."""
+
     user_id: str
     role: Role
+    server: bool = False
+
+
+#: The author of server events (``POST /api/admin/weddings/{id}/events``): operators and
+#: backends, not a member. ``server: true`` is what marks it (a member's JWT ``sub`` could
+#: be "server" too); the planner role is what role-based readers treat it as.
+SERVER_ACTOR = Actor(user_id="server", role=Role.PLANNER, server=True)
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -176,17 +186,23 @@ class Close:
     GOING_AWAY = 4000  # server shutting down
     SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
     SERVER_ERROR = 4002  # unexpected server failure: reconnect (with backoff) and resume
+    RECONNECT = 4005  # an operator asked the client to reconnect (and resume)
     TRY_LATER = 4029  # too many connections for this user right now
     INVALID_SESSION = 4500  # unknown, expired or ended session token
     FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding
-    SESSION_ENDED = 4504  # the session was ended (leave, member removed, cap)
+    SESSION_ENDED = 4504  # the session was ended (leave, member removed, cap, operator)
+    DISCONNECTED = 4505  # disconnected by an operator: do not reconnect by yourself
 
 
 class ControlMessage(msgspec.Struct, frozen=True):
     """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
 
-    kind: str  # "sessions_ended" | "role_changed" | "notification"
+    kind: str  # "sessions_ended" | "role_changed" | "notification" | "disconnect"
     session_ids: list[str] = []
     user_id: str | None = None
     role: Role | None = None
     notification: Notification | None = None  # for ``user_id``'s sockets in the wedding
+    # "disconnect": close ``user_id``'s sockets in the wedding with ``code``
+    # (Close.DISCONNECTED, RECONNECT or SESSION_ENDED) and ``reason``
+    code: int | None = None
+    reason: str | None = None

@@ -45,3 +45,6 @@ def control_subject(wedding_id: uuid.UUID | str) -> str:
 def presence_subject(wedding_id: uuid.UUID | str, kind: str) -> str:
     """Durable presence log: ``wedsync.presence.<id>.<joined|left>``."""
     return f"{PRESENCE_ROOT}.{_token(str(wedding_id))}.{_token(kind)}"
+
+# core NATS request: every process answers with its Prometheus metrics (app/metrics.py)
+METRICS_SCRAPE = f"{ROOT}.metrics.scrape"

@@ -27,13 +27,22 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from app.db.types import Conn
 from config.settings import WorkerSettings
+from config.telemetry import extract
 from streams.definitions import ConsumerSpec
 from streams.subjects import dead_letter_subject
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+meter = metrics.get_meter(__name__)
+HANDLED = meter.create_counter(
+    "wedsync.worker.messages", unit="{message}",
+    description="Messages a worker consumer settled, by result (acked, retried, dead)",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +203,18 @@ class ConsumerRunner:
                 await self._process(msg)
 
     async def _process(self, msg: Msg) -> None:
+        # the trace of whoever published it (gateway frame, conflicts worker) goes on here
+        with tracer.start_as_current_span(
+            f"process {self.spec.durable}", context=extract(msg.headers), kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
+                        "messaging.consumer.group.name": self.spec.durable},
+        ) as span:  # fmt: skip
+            result = await self._settle(msg)
+            if result != "acked":
+                span.set_status(StatusCode.ERROR, result)
+            HANDLED.add(1, {"consumer": self.spec.durable, "result": result})
+
+    async def _settle(self, msg: Msg) -> str:
         meta = msg.metadata
         delivery = Delivery(
             subject=msg.subject,
@@ -215,21 +236,23 @@ class ConsumerRunner:
                     await self.handler(delivery, conn)
                 handled = True
         except Exception as exc:
+            trace.get_current_span().record_exception(exc)
             try:
-                await self._failed(msg, delivery, exc, retry_only=handled)
+                return await self._failed(msg, delivery, exc, retry_only=handled)
             except Exception:  # NATS trouble: the message comes back after ack_wait
                 log.exception("consumer %s: could not settle failed seq %d",
                               self.spec.durable, delivery.stream_seq)  # fmt: skip
-            return
+            return "retried"
         try:
             await msg.ack_sync()
         except Exception:  # committed already: a redelivery will only be acknowledged
             log.exception("consumer %s: ack of seq %d failed", self.spec.durable,
                           delivery.stream_seq)  # fmt: skip
+        return "acked"
 
     async def _failed(
         self, msg: Msg, d: Delivery, exc: Exception, *, retry_only: bool = False
-    ) -> None:
+    ) -> str:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         retry_only = retry_only or isinstance(exc, Unfinished)
         if d.num_delivered >= self.settings.max_deliveries and not retry_only:
@@ -251,8 +274,9 @@ class ConsumerRunner:
                 headers=headers,
             )
             await msg.term()
-            return
+            return "dead"
         delay = retry_delay(d.num_delivered, self.settings)
         log.warning("consumer %s: seq %d failed (attempt %d), retry in %.1fs: %s",
                     self.spec.durable, d.stream_seq, d.num_delivered, delay, reason)  # fmt: skip
         await msg.nak(delay=delay)
+        return "retried"

@@ -24,3 +24,12 @@ async def role_changed(nc: NATS, wedding_id: uuid.UUID, user_id: str, role: Role
     """``role`` None: the member was removed."""
     msg = ControlMessage(kind="role_changed", user_id=user_id, role=role)
     await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))
+
+
+async def disconnect(
+    nc: NATS, wedding_id: uuid.UUID, user_id: str, *, code: int, reason: str
+) -> None:
+    """Every gateway process closes ``user_id``'s sockets in the wedding with ``code``."""
+    msg = ControlMessage(kind="disconnect", user_id=user_id, code=code, reason=reason)
+    await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))
+    await nc.flush()  # sent before the caller answers: the sockets close right after

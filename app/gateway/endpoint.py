@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from app.connections import Connections
 from app.db import sessions as session_store
@@ -22,6 +24,7 @@ from app.gateway.hub import Hub
 from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
+from config.telemetry import producing
 from streams.changes import ChangeRequest, change_subject
 from streams.definitions import CHANGES, EVENTS
 from streams.permissions import WeddingStatus, permissions_for
@@ -47,6 +50,7 @@ from streams.state import CHANNEL_OF, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 EVENT_NAMESPACE = uuid.UUID("5b0e3c1e-2f0a-4d7e-9a51-8c8f2a6e7d10")
 
@@ -126,7 +130,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
     if not await hub.join(conn):  # the room's live subscription exists from here on
         await socket.close(Close.TRY_LATER, "too many open connections for this user")
         return
-    writer = asyncio.create_task(_write(socket, conn))
+    writer = asyncio.create_task(_write(socket, conn, hub))
     tasks: set[asyncio.Task[None]] = set()
     reader: asyncio.Task[None] | None = None
     tracker = hub.tracker
@@ -176,9 +180,10 @@ def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> None:
     t.add_done_callback(tasks.discard)
 
 
-async def _write(socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
+async def _write(socket: WebSocket[Any, Any, Any], conn: Connection, hub: Hub) -> None:
     """The socket's only writer: sends queued frames in order until a close is requested."""
     closing = asyncio.ensure_future(conn.close_requested.wait())
+    tally = hub.tally
     try:
         while True:
             get = asyncio.ensure_future(conn.queue.get())
@@ -187,6 +192,7 @@ async def _write(socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
                 get.cancel()
                 return
             await socket.send_text(get.result())
+            tally.frames_out += 1
     except (WebSocketDisconnect, RuntimeError, OSError):
         conn.request_close(1000, "")
     finally:
@@ -198,11 +204,13 @@ async def _read(
     tasks: set[asyncio.Task[None]], settings: GatewaySettings,
 ) -> None:  # fmt: skip
     bucket = TokenBucket(settings.rate, settings.burst)
+    tally = hub.tally
     while not conn.closed:
         try:
             raw = await socket.receive_data("text")
         except WebSocketDisconnect:
             return
+        tally.frames_in += 1
         if len(raw) > settings.max_frame:
             too_big = f"frame over {settings.max_frame} bytes"
             conn.send(_frame(ErrorFrame(code="too_large", message=too_big)))
@@ -223,10 +231,20 @@ async def _read(
                 limit = f"over {settings.rate:g} messages per second"
                 conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
                 continue
-            if isinstance(frame, MessageFrame):
-                await _publish(conns, conn, frame)
-            else:
-                await _change(conns, conn, frame, socket.app.state.settings.conflicts.partitions)
+            # a trace starts at each frame that stores something: it follows the message
+            # through JetStream into the workers (W3C traceparent in NATS headers)
+            with tracer.start_as_current_span(
+                "ws message" if isinstance(frame, MessageFrame) else "ws change",
+                kind=SpanKind.SERVER,
+                attributes={"wedsync.wedding_id": str(conn.wedding_id),
+                            "wedsync.frame_id": frame.id, "enduser.id": conn.user_id},
+            ):  # fmt: skip
+                if isinstance(frame, MessageFrame):
+                    stored = await _publish(conns, conn, frame)
+                else:
+                    parts = socket.app.state.settings.conflicts.partitions
+                    stored = await _change(conns, conn, frame, parts)
+            tally.published += stored
             await hub.tracker.activity(conn.presence)
 
 
@@ -242,43 +260,45 @@ async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
         conn.send(_frame(ErrorFrame(code="unavailable", message="presence not updated; retry")))
 
 
-async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) -> None:
+async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) -> bool:
     if not conn.can_write(frame.channel):
         conn.send(_frame(ErrorFrame(id=frame.id, code="forbidden",
                                     message=f"{conn.role.value} may not write {frame.channel.value}")))  # fmt: skip  # noqa: E501
-        return
+        return False
     event = Event(
         id=str(uuid.uuid5(EVENT_NAMESPACE, f"{conn.session_id}:{frame.id}")), type="message",
         channel=frame.channel, actor=Actor(user_id=conn.user_id, role=conn.role),
         data=frame.data, ts=time.time(),
     )  # fmt: skip
     subject = wedding_subject(conn.wedding_id, frame.channel)
-    await _store(conns, conn, frame.id, subject, EVENTS.name, _encode.encode(event))
+    return await _store(conns, conn, frame.id, subject, EVENTS.name, _encode.encode(event))
 
 
 async def _store(conns: Connections, conn: Connection, frame_id: str, subject: str, stream: str,
-                 payload: bytes) -> None:  # fmt: skip
+                 payload: bytes) -> bool:  # fmt: skip
     """Publish, and ack the client only once JetStream has stored it (deduplicated by the
     session and frame id, so a frame re-sent after a reconnect is stored once)."""
     try:
-        msg_id = f"{conn.session_id}:{frame_id}"
-        ack = await conns.js.publish(subject, payload, stream=stream,
-                                     headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+        headers = {"Nats-Msg-Id": f"{conn.session_id}:{frame_id}"}
+        with producing(tracer, stream, subject, headers):
+            ack = await conns.js.publish(subject, payload, stream=stream, headers=headers)
     except Exception as exc:  # not durable: the client must retry with the same id
         log.warning("publish failed: %r", exc)
         conn.send(_frame(ErrorFrame(id=frame_id, code="unavailable",
                                     message="not stored; retry with the same id")))  # fmt: skip
-        return
+        return False
     conn.send(_frame(AckFrame(id=frame_id, seq=ack.seq)))
+    return True
 
 
 async def _change(
     conns: Connections, conn: Connection, frame: ChangeFrame, partitions: int
-) -> None:
+) -> bool:
     """Validate a state change at the edge and queue it for the conflicts worker."""
 
-    def refuse(code: str, message: str) -> None:
+    def refuse(code: str, message: str) -> bool:
         conn.send(_frame(ErrorFrame(id=frame.id, code=code, message=message[:200])))
+        return False
 
     channel = CHANNEL_OF[frame.entity]
     if not conn.can_write(channel):
@@ -300,8 +320,8 @@ async def _change(
         entity=frame.entity, entity_id=frame.entity_id, op=frame.op, fields=fields,
         base_version=frame.base_version, ts=time.time(),
     )  # fmt: skip
-    await _store(conns, conn, frame.id, change_subject(wedding, partitions), CHANGES.name,
-                 _encode.encode(change))  # fmt: skip
+    return await _store(conns, conn, frame.id, change_subject(wedding, partitions),
+                        CHANGES.name, _encode.encode(change))  # fmt: skip
 
 
 async def _resume(

@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 
 import asyncpg
@@ -23,6 +26,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
@@ -45,11 +50,54 @@ from streams.subjects import CONTROL_ROOT, wedding_wildcard
 _encode = msgspec.json.Encoder()
 
 log = logging.getLogger(__name__)
+meter = metrics.get_meter(__name__)
+# stored in JetStream -> handed to this process's sockets of the room (once per event)
+DELIVERY_LATENCY = meter.create_histogram(
+    "wedsync.event.delivery.latency", unit="s",
+    description="From an event's storage in JetStream to its fan-out to a room's sockets",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts kept as plain ints on hot paths, read by observable counters."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    published: int = 0  # events and changes stored in JetStream by this process's sockets
+    deliveries: int = 0  # event frames offered to sockets
+
+
+def _observe(hub: Hub) -> None:
+    def counter(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        return lambda _: [Observation(getattr(hub.tally, field))]
+
+    meter.create_observable_counter("wedsync.ws.frames.in", [counter("frames_in")],
+                                    unit="{frame}", description="WebSocket frames received")
+    meter.create_observable_counter("wedsync.ws.frames.out", [counter("frames_out")],
+                                    unit="{frame}", description="WebSocket frames sent")
+    meter.create_observable_counter(
+        "wedsync.events.published", [counter("published")], unit="{event}",
+        description="Events and changes from this process's sockets stored in JetStream")
+    meter.create_observable_counter(
+        "wedsync.events.delivered", [counter("deliveries")], unit="{frame}",
+        description="Event frames queued to sockets")
+    meter.create_observable_gauge(
+        "wedsync.ws.connections", [lambda _: [Observation(hub.connection_count)]],
+        unit="{connection}", description="Open WebSocket connections of this process")
+    meter.create_observable_gauge(
+        "wedsync.rooms", [lambda _: [Observation(len(hub.rooms))]], unit="{room}",
+        description="Weddings with sockets in this process")
+    meter.create_observable_gauge(
+        "wedsync.presence.entries",
+        [lambda _: [Observation(len(hub.mirror.table) if hub.mirror else 0)]],
+        unit="{connection}", description="Presence records (all processes) in this mirror")
 
 
 class Room:
-    def __init__(self, wedding_id: uuid.UUID, batch_window: float) -> None:
+    def __init__(self, wedding_id: uuid.UUID, batch_window: float, tally: Tally) -> None:
         self.wedding_id = wedding_id
+        self.tally = tally
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
         self.presence = DiffBatcher(batch_window, self.on_presence)
@@ -81,6 +129,8 @@ class Room:
         frame = event_frame(seq, msg.data)  # encoded once for every local receiver
         for conn in list(self.connections):
             conn.offer_event(seq, channel, frame)
+        self.tally.deliveries += len(self.connections)
+        DELIVERY_LATENCY.record(max(time.time() - msg.metadata.timestamp.timestamp(), 0.0))
 
 
 class Hub:
@@ -100,6 +150,8 @@ class Hub:
         self._stack = contextlib.AsyncExitStack()
         self.mirror: Mirror | None = None
         self._tracker: PresenceTracker | None = None
+        self.tally = Tally()
+        _observe(self)
 
     async def __aenter__(self) -> Hub:
         self.epoch = await stream_epoch(self.js)
@@ -181,7 +233,7 @@ class Hub:
                 return False
             room = self.rooms.get(conn.wedding_id)
             if room is None:
-                room = Room(conn.wedding_id, self.settings.presence.batch)
+                room = Room(conn.wedding_id, self.settings.presence.batch, self.tally)
                 room.sub = await self.js.subscribe(
                     wedding_wildcard(conn.wedding_id),
                     stream=EVENTS.name,
@@ -238,3 +290,6 @@ class Hub:
                     conn.request_close(Close.FORBIDDEN, "no longer a member")
                 else:
                     conn.change_role(ctl.role)
+            elif ctl.kind == "disconnect" and conn.user_id == ctl.user_id:  # the admin API
+                conn.request_close(ctl.code or Close.DISCONNECTED,
+                                   ctl.reason or "disconnected by an operator")  # fmt: skip

@@ -64,6 +64,9 @@ class PresenceTable:
         for room in self.weddings.values():
             yield from room.values()
 
+    def __len__(self) -> int:
+        return sum(len(room) for room in self.weddings.values())
+
     def apply(self, key: str, value: bytes | None, revision: int) -> Change | None:
         """Apply one bucket update (``value`` None: deleted); the visible change, if any."""
         head, _, rest = key.partition(".")

@@ -22,9 +22,11 @@ import uuid
 import asyncpg
 import msgspec
 from nats.js import JetStreamContext
+from opentelemetry import trace
 
 from app.db.types import Conn
 from config.settings import ConflictSettings
+from config.telemetry import producing
 from streams.changes import (
     ChangeMessage,
     ChangeRequest,
@@ -43,6 +45,7 @@ from workers.periodic import Periodic
 from workers.runner import Delivery, Unfinished
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 EVENT_NAMESPACE = uuid.UUID("0f5d8e2a-6c3b-4a1f-9e7d-5b2c8a4f6e13")
 SYSTEM = Actor(user_id="system", role=Role.PLANNER)
@@ -118,10 +121,11 @@ class ConflictHandler:
                 msg_id = f"{d.stream}:{d.stream_seq}:{i}"
                 event = Event(id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type=e.type,
                               channel=e.channel, actor=actor, data=e.data, ts=ts)  # fmt: skip
-                ack = await self.js.publish(
-                    wedding_subject(wedding_id, e.channel), _encode.encode(event),
-                    stream=EVENTS.name, headers={"Nats-Msg-Id": msg_id},
-                )  # fmt: skip
+                subject = wedding_subject(wedding_id, e.channel)
+                headers = {"Nats-Msg-Id": msg_id}
+                with producing(tracer, EVENTS.name, subject, headers):
+                    ack = await self.js.publish(subject, _encode.encode(event),
+                                                stream=EVENTS.name, headers=headers)  # fmt: skip
                 last = ack.seq
         except Exception as exc:
             raise Unfinished(f"publishing results failed: {exc!r}") from exc

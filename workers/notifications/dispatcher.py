@@ -32,10 +32,13 @@ import httpx
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from app.auth.crypto import ContactCipher
 from app.db.notifications import WAKE
 from config.settings import NotifySettings
+from config.telemetry import extract
 from streams.notifications import Category, Medium, Notification
 from streams.protocol import ControlMessage
 from streams.subjects import control_subject, dead_letter_subject
@@ -51,6 +54,11 @@ from workers.notifications.schedule import retry_after
 from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+SENDS = metrics.get_meter(__name__).create_counter(
+    "wedsync.notification.sends", unit="{delivery}",
+    description="Notification deliveries attempted, by channel and result",
+)  # fmt: skip
 
 LOCK_CLASS = 0x57ED  # pg_advisory_lock(class, owner): one owner id per live dispatcher
 DEAD_LETTERS = dead_letter_subject("notifications")
@@ -67,7 +75,7 @@ RETURNING d.id"""
 
 _DETAILS = """
 SELECT d.id, d.key, d.channel, d.category, d.user_id, d.wedding_id, d.webhook_id, d.event_id,
-       d.attempts, d.unless_read, d.digest, d.payload, d.reason,
+       d.attempts, d.unless_read, d.digest, d.payload, d.reason, d.traceparent,
        n.id AS nid, n.title, n.body, n.data, n.read_at, n.event_type, n.event_seq,
        n.created_at AS n_created, m.email_enc, m.phone_enc, e.acknowledged_at AS acked,
        w.url, w.secret_enc, w.enabled
@@ -77,6 +85,17 @@ LEFT JOIN wedding_members m ON m.wedding_id = d.wedding_id AND m.user_id = d.use
 LEFT JOIN escalations e ON e.event_id = d.event_id AND d.reason = 'escalation'
 LEFT JOIN webhooks w ON w.id = d.webhook_id
 WHERE d.id = ANY($1::bigint[]) ORDER BY d.id"""
+
+
+def _queued_by(r: asyncpg.Record) -> Any:
+    """The trace context the planner stored with the delivery (none: a new trace)."""
+    return extract({"traceparent": r["traceparent"]} if r["traceparent"] else None)
+
+
+def _calling(provider: str) -> Any:
+    """A CLIENT span around one provider call (its HTTP request spans nest inside)."""
+    return tracer.start_as_current_span(f"{provider} send", kind=SpanKind.CLIENT,
+                                        attributes={"wedsync.provider": provider})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,14 +238,22 @@ class Dispatcher(Periodic):
     # -- sending -----------------------------------------------------------------------------
 
     async def _one(self, r: asyncpg.Record) -> None:
-        try:
-            outcome = await self._send(r)
-        except SendError as exc:
-            outcome = Outcome("failed", str(exc), permanent=exc.permanent)
-        except Exception as exc:  # a bug, not the provider: retried like a failure
-            log.exception("delivery %d: unexpected error", r["id"])
-            outcome = Outcome("failed", f"internal: {type(exc).__name__}")
-        await self._finish([r], outcome)
+        # the send continues the trace of the event that queued it (deliveries.traceparent)
+        with tracer.start_as_current_span(
+            f"deliver {r['channel']}", context=_queued_by(r), kind=SpanKind.INTERNAL,
+            attributes={"wedsync.delivery_id": r["id"], "wedsync.attempt": r["attempts"]},
+        ) as span:  # fmt: skip
+            try:
+                outcome = await self._send(r)
+            except SendError as exc:
+                outcome = Outcome("failed", str(exc), permanent=exc.permanent)
+            except Exception as exc:  # a bug, not the provider: retried like a failure
+                log.exception("delivery %d: unexpected error", r["id"])
+                outcome = Outcome("failed", f"internal: {type(exc).__name__}")
+            span.set_attribute("wedsync.result", outcome.result)
+            if outcome.result == "failed":
+                span.set_status(StatusCode.ERROR, outcome.detail)
+            await self._finish([r], outcome)
 
     async def _send(self, r: asyncpg.Record) -> Outcome:
         channel = Medium(r["channel"])
@@ -243,7 +270,9 @@ class Dispatcher(Periodic):
             secret = self.cipher.open(r["secret_enc"])
             assert secret is not None
             body = json.dumps(json.loads(r["payload"]), separators=(",", ":"))
-            ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret, body=body)
+            with _calling("webhook"):
+                ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret,
+                                              body=body)  # fmt: skip
             return Outcome("sent", ref)
         title, text = r["title"], r["body"]
         if channel is Medium.EMAIL:
@@ -252,7 +281,8 @@ class Dispatcher(Periodic):
             to = self.cipher.open(r["email_enc"])
             if to is None:
                 return _skip("no_address")
-            ref = await self.email.send(key=r["key"], to=to, subject=title, text=text)
+            with _calling("smtp"):
+                ref = await self.email.send(key=r["key"], to=to, subject=title, text=text)
             return Outcome("sent", ref)
         if channel is Medium.SMS:
             if not self.sms.configured:
@@ -260,7 +290,8 @@ class Dispatcher(Periodic):
             phone = self.cipher.open(r["phone_enc"])
             if phone is None:
                 return _skip("no_address")
-            ref = await self.sms.send(key=r["key"], to=phone, text=f"{title}: {text}")
+            with _calling("sms"):
+                ref = await self.sms.send(key=r["key"], to=phone, text=f"{title}: {text}")
             return Outcome("sent", ref)
         return await self._push(r)
 
@@ -278,8 +309,10 @@ class Dispatcher(Periodic):
         accepted, errors, retryable = 0, [], False
         for s in subs:
             try:
-                await self.push.send(key=r["key"], endpoint=s["endpoint"], p256dh=s["p256dh"],
-                                     auth=s["auth"], payload=payload)  # fmt: skip
+                with _calling("push"):
+                    await self.push.send(key=r["key"], endpoint=s["endpoint"],
+                                         p256dh=s["p256dh"], auth=s["auth"],
+                                         payload=payload)  # fmt: skip
                 accepted += 1
             except SendError as exc:
                 errors.append(str(exc))
@@ -303,6 +336,11 @@ class Dispatcher(Periodic):
 
     async def _digest(self, rows: list[asyncpg.Record]) -> None:
         first = rows[0]
+        with tracer.start_as_current_span("deliver digest", context=_queued_by(first)):
+            await self._send_digest(rows)
+
+    async def _send_digest(self, rows: list[asyncpg.Record]) -> None:
+        first = rows[0]
         try:
             if not self.email.configured:
                 outcome = _skip("not_configured")
@@ -310,10 +348,11 @@ class Dispatcher(Periodic):
                 outcome = _skip("no_address")
             else:
                 text = "\n\n".join(f"{r['title']}\n{r['body']}" for r in rows)
-                ref = await self.email.send(
-                    key=min(r["key"] for r in rows), to=to,
-                    subject=f"WedSync: {len(rows)} update(s) today", text=text,
-                )  # fmt: skip
+                with _calling("smtp"):
+                    ref = await self.email.send(
+                        key=min(r["key"] for r in rows), to=to,
+                        subject=f"WedSync: {len(rows)} update(s) today", text=text,
+                    )  # fmt: skip
                 outcome = Outcome("sent", ref)
         except SendError as exc:
             outcome = Outcome("failed", str(exc), permanent=exc.permanent)
@@ -322,6 +361,7 @@ class Dispatcher(Periodic):
     # -- results -----------------------------------------------------------------------------
 
     async def _finish(self, rows: list[asyncpg.Record], o: Outcome) -> None:
+        SENDS.add(len(rows), {"channel": rows[0]["channel"], "result": o.result})
         now = self.clock()
         ids = [r["id"] for r in rows]
         attempt_result = o.result

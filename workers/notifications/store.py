@@ -13,6 +13,7 @@ import msgspec
 
 from app.db.notifications import WAKE
 from app.db.types import Conn
+from config.telemetry import traceparent
 from streams.notifications import Category, Medium, Preferences
 from streams.permissions import Role
 from workers.notifications.rules import CATERING, Member, WeddingContext
@@ -100,17 +101,19 @@ class Outgoing:
 
 
 async def queue(conn: Conn, items: list[Outgoing], now: dt.datetime) -> None:
+    """Queue deliveries (once per key), carrying the current trace for their sends."""
     if not items:
         return
+    trace = traceparent()
     await conn.executemany(
         """INSERT INTO deliveries (key, wedding_id, notification_id, event_id, user_id,
                                    webhook_id, channel, category, reason, unless_read, digest,
-                                   payload, due_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)
+                                   payload, due_at, created_at, traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
            ON CONFLICT (key) DO NOTHING""",
         [(o.key, o.wedding_id, o.notification_id, o.event_id, o.user_id, o.webhook_id,
           o.channel.value, o.category, o.reason, o.unless_read, o.digest,
-          json.dumps(o.payload or {}), o.due_at, now) for o in items],
+          json.dumps(o.payload or {}), o.due_at, now, trace) for o in items],
     )  # fmt: skip
     await conn.execute(f"NOTIFY {WAKE}")
 

@@ -1,0 +1,300 @@
+"""The server API for operators and backends: ``/api/admin``, guarded by the admin token.
+
+Every route needs ``Authorization: Bearer <WEDSYNC_ADMIN_TOKEN>`` (compared in constant
+time); a user JWT is not accepted here, and with no admin token configured every call is
+refused. Rooms and presence come from this process's mirror of the presence bucket, which
+holds every connection of every gateway process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
+
+from app.auth import client_ip
+from app.connections import Connections
+from app.db import audit
+from app.db import sessions as session_store
+from app.db.types import Conn
+from app.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
+from app.gateway import Hub, control
+from app.gateway.history import events_between
+from app.history import last_seq
+from streams.admin import (
+    AdminPresence,
+    ConnectionStats,
+    ConsumerStats,
+    DatabaseStats,
+    DisconnectIn,
+    DisconnectOut,
+    RoomInfo,
+    RoomList,
+    ServerEventIn,
+    ServerEventOut,
+    Stats,
+    StreamStats,
+    reserved_type,
+)
+from streams.definitions import EVENTS, STREAMS
+from streams.permissions import WeddingStatus
+from streams.presence import Record
+from streams.protocol import SERVER_ACTOR, Close, Event, EventPage
+from streams.subjects import wedding_subject
+
+log = logging.getLogger(__name__)
+
+#: server events' ids: uuid5 of (wedding, idempotency key) when the caller gives a key
+SERVER_EVENT_NAMESPACE = uuid.UUID("9c4f2a7e-3b1d-4e8a-b6f5-2d7c1e9a0b34")
+#: the audit log's actor for what the admin API did
+AUDIT_ACTOR = "admin-api"
+#: consumers listed per stream by one stats call (the server lists 256 per request)
+_CONSUMER_PAGES = 8
+
+_encode = msgspec.json.Encoder()
+
+
+def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of every admin route: 401 ``unauthorized`` unless the admin bearer token."""
+    expected: str | None = connection.app.state.settings.auth.admin_token
+    if not expected:
+        raise Unauthorized("the admin API is disabled: no WEDSYNC_ADMIN_TOKEN is configured")
+    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing admin bearer token")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("wrong admin token")
+
+
+async def _wedding_status(conn: Conn, wedding_id: uuid.UUID) -> WeddingStatus:
+    status = await conn.fetchval("SELECT status FROM weddings WHERE id = $1", wedding_id)
+    if status is None:
+        raise NotFound("wedding not found")
+    return WeddingStatus(status)
+
+
+def _live(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.disconnected_at is None]
+
+
+class AdminController(Controller):
+    path = "/api/admin"
+    tags = ["admin"]  # noqa: RUF012
+    guards = [require_admin]  # noqa: RUF012
+
+    @post(
+        "/weddings/{wedding_id:uuid}/events",
+        status_code=201,
+        summary="Publish a server event to a wedding channel; 201 once JetStream stored it",
+    )
+    async def publish(
+        self, wedding_id: uuid.UUID, data: ServerEventIn, state: State
+    ) -> ServerEventOut:
+        conns: Connections = state.conns
+        if reserved_type(data.type):
+            raise Invalid(f"event type {data.type!r} is reserved for the conflicts worker")
+        async with conns.pool.acquire() as conn:
+            if await _wedding_status(conn, wedding_id) == WeddingStatus.CANCELLED:
+                raise Conflict("this wedding was cancelled")
+        headers: dict[str, str] = {}
+        if data.id is not None:
+            event_id = str(uuid.uuid5(SERVER_EVENT_NAMESPACE, f"{wedding_id}:{data.id}"))
+            headers["Nats-Msg-Id"] = f"admin:{wedding_id}:{data.id}"
+        else:
+            event_id = str(uuid.uuid4())
+        event = Event(id=event_id, type=data.type, channel=data.channel, actor=SERVER_ACTOR,
+                      data=data.data, ts=time.time())  # fmt: skip
+        try:
+            ack = await conns.js.publish(
+                wedding_subject(wedding_id, data.channel), _encode.encode(event),
+                stream=EVENTS.name, headers=headers or None,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("server event not stored: %r", exc)
+            raise Unavailable("not stored; retry (with the same id)") from None
+        return ServerEventOut(seq=ack.seq, id=event_id, duplicate=bool(ack.duplicate))
+
+    @get(
+        "/weddings/{wedding_id:uuid}/events",
+        summary="A wedding's events after a seq, oldest first, every channel",
+    )
+    async def history(
+        self,
+        wedding_id: uuid.UUID,
+        state: State,
+        after_seq: int = Parameter(default=0, ge=0),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> EventPage:
+        conns: Connections = state.conns
+        async with conns.pool.acquire() as conn:
+            await _wedding_status(conn, wedding_id)
+        head = await last_seq(conns.js, conns.pool, wedding_id)
+        events: list[dict[str, Any]] = []
+        more = False
+        replay = events_between(conns.js, conns.pool, wedding_id, after_seq, head)
+        async with contextlib.aclosing(replay):
+            async for seq, _channel, stored in replay:
+                if len(events) == limit:
+                    more = True
+                    break
+                events.append({"seq": seq, "event": msgspec.json.decode(stored)})
+        return EventPage(
+            events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
+        )
+
+    @get(
+        "/weddings/{wedding_id:uuid}/presence",
+        summary="Every presence record of a wedding: all roles, all gateway processes",
+    )
+    async def presence(self, wedding_id: uuid.UUID, state: State) -> AdminPresence:
+        conns: Connections = state.conns
+        hub: Hub = state.hub
+        async with conns.pool.acquire() as conn:
+            await _wedding_status(conn, wedding_id)
+        records = sorted(hub.presence_of(wedding_id),
+                         key=lambda r: (r.user_id, r.connected_at, r.connection_id))  # fmt: skip
+        return AdminPresence(wedding_id=str(wedding_id), connections=records)
+
+    @post(
+        "/weddings/{wedding_id:uuid}/users/{user_id:str}/disconnect",
+        status_code=200,
+        summary="Close a user's sockets in a wedding on every gateway process",
+    )
+    async def disconnect(
+        self, wedding_id: uuid.UUID, user_id: str, state: State,
+        request: Request[Any, Any, Any], data: DisconnectIn | None = None,
+    ) -> DisconnectOut:  # fmt: skip
+        conns: Connections = state.conns
+        hub: Hub = state.hub
+        body = data or DisconnectIn()
+        if body.end_sessions:
+            code = Close.SESSION_ENDED
+        else:
+            code = Close.RECONNECT if body.reconnect else Close.DISCONNECTED
+        ended: list[uuid.UUID] = []
+        async with conns.pool.acquire() as conn:
+            await _wedding_status(conn, wedding_id)
+            async with conn.transaction():
+                if body.end_sessions:
+                    ended = await session_store.end(conn, wedding_id, user_id, "admin")
+                await audit.record(
+                    conn, wedding_id, AUDIT_ACTOR, "admin_disconnect", client_ip(request),
+                    user_id=user_id, close_code=code, reason=body.reason,
+                    sessions=[str(s) for s in ended],
+                )  # fmt: skip
+        open_before = sum(1 for r in _live(hub.presence_of(wedding_id)) if r.user_id == user_id)
+        default = "session ended by an operator" if body.end_sessions else (
+            "reconnect, please" if body.reconnect else "disconnected by an operator")  # fmt: skip
+        try:
+            await control.disconnect(conns.nc, wedding_id, user_id, code=code,
+                                     reason=body.reason or default)  # fmt: skip
+        except Exception as exc:
+            log.warning("disconnect control message not sent: %r", exc)
+            raise Unavailable("not sent to the gateways; retry") from None
+        return DisconnectOut(wedding_id=str(wedding_id), user_id=user_id, close_code=code,
+                             sessions_ended=[str(s) for s in ended],
+                             connections=open_before)  # fmt: skip
+
+    @get("/rooms", summary="Active rooms of every gateway process, with connection counts")
+    async def rooms(self, state: State) -> RoomList:
+        hub: Hub = state.hub
+        assert hub.mirror is not None
+        table = hub.mirror.table
+        rooms: list[RoomInfo] = []
+        for wedding_id, room in list(table.weddings.items()):
+            records = [s.record for s in room.values()]
+            live = _live(records)
+            per_gateway: dict[str, int] = {}
+            for r in live:
+                per_gateway[r.gateway] = per_gateway.get(r.gateway, 0) + 1
+            rooms.append(RoomInfo(
+                wedding_id=wedding_id, connections=len(live),
+                users=len({r.user_id for r in live}),
+                reconnecting=len(records) - len(live), gateways=per_gateway,
+            ))  # fmt: skip
+        rooms.sort(key=lambda r: (-r.connections, r.wedding_id))
+        return RoomList(rooms=rooms, connections=sum(r.connections for r in rooms),
+                        gateways=len(table.gateways))  # fmt: skip
+
+    @get("/stats", summary="Connections, rooms, streams, consumer lag, sessions, outbox")
+    async def stats(self, state: State) -> Stats:
+        conns: Connections = state.conns
+        hub: Hub = state.hub
+        assert hub.mirror is not None
+        table = hub.mirror.table
+        records = [s.record for s in table]
+        live = _live(records)
+        streams: list[StreamStats] = []
+        consumers: list[ConsumerStats] = []
+        truncated = False
+        for spec in STREAMS:
+            try:
+                info = await conns.js.stream_info(spec.name)
+            except Exception as exc:
+                log.warning("stream %s: no info: %r", spec.name, exc)
+                continue
+            s = info.state
+            streams.append(StreamStats(spec.name, s.messages, s.bytes, s.first_seq, s.last_seq,
+                                       s.consumer_count))  # fmt: skip
+            listed = 0
+            for _page in range(_CONSUMER_PAGES):
+                page = await conns.js.consumers_info(spec.name, offset=listed)
+                listed += len(page)
+                for c in page:
+                    if not c.config.durable_name:
+                        continue  # the gateway's ordered room consumers, history reads
+                    consumers.append(ConsumerStats(
+                        stream=spec.name, name=c.name, pending=c.num_pending or 0,
+                        ack_pending=c.num_ack_pending or 0, redelivered=c.num_redelivered or 0,
+                        waiting=c.num_waiting or 0,
+                        delivered_seq=c.delivered.stream_seq if c.delivered else 0,
+                    ))  # fmt: skip
+                if not page or listed >= s.consumer_count:
+                    break
+            truncated = truncated or listed < s.consumer_count
+        consumers.sort(key=lambda c: (c.stream, c.name))
+        async with conns.pool.acquire() as conn:
+            by_status = await conn.fetch(
+                "SELECT status, count(*) AS n FROM weddings GROUP BY status"
+            )
+            weddings = {r["status"]: r["n"] for r in by_status}
+            sessions: int = await conn.fetchval(
+                "SELECT count(*) FROM sessions WHERE ended_at IS NULL AND expires_at > now()"
+            )
+            unsent = await conn.fetch(
+                """SELECT status, count(*) AS n FROM deliveries
+                   WHERE status IN ('pending', 'sending', 'failed', 'dead') GROUP BY status"""
+            )
+            outbox = {r["status"]: r["n"] for r in unsent}
+        active_rooms = sum(
+            1 for room in table.weddings.values()
+            if any(s.record.disconnected_at is None for s in room.values())
+        )  # fmt: skip
+        return Stats(
+            connections=ConnectionStats(
+                total=len(live),
+                reconnecting=len(records) - len(live),
+                rooms=active_rooms,
+                gateways=len(table.gateways),
+                this_process=hub.connection_count,
+            ),
+            streams=streams,
+            consumers=consumers,
+            consumers_truncated=truncated,
+            weddings={s.value: weddings.get(s.value, 0) for s in WeddingStatus},
+            active_sessions=sessions,
+            outbox={k: outbox.get(k, 0) for k in ("pending", "sending", "failed", "dead")},
+            database=DatabaseStats(
+                pool_size=conns.pool.get_size(), pool_idle=conns.pool.get_idle_size()
+            ),
+        )

@@ -1,0 +1,209 @@
+"""``GET /metrics``: the whole system's metrics in one Prometheus scrape.
+
+Every process (each API process and each worker) answers a core-NATS request on
+``wedsync.metrics.scrape`` with its own registry (config/telemetry.py). The API process that
+serves the scrape gathers the answers for ``WEDSYNC_METRICS_GATHER`` seconds and merges
+them, each sample labelled with the ``process`` (role-pid) it came from; so one scrape
+target covers N API processes behind one port and every worker, whichever answers.
+
+Also here: the readings that belong to no single process. JetStream consumer lag is read
+from the server by each API process (so a dead worker's backlog still shows), and the
+database pool gauge of every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from litestar import MediaType, Response, get
+from litestar.datastructures import State
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from config.settings import Settings
+from config.telemetry import Telemetry
+from streams.subjects import METRICS_SCRAPE
+
+log = logging.getLogger(__name__)
+meter = metrics.get_meter(__name__)
+
+PROCESS_HEADER = "Wedsync-Process"
+
+
+class MetricsResponder:
+    """``async with MetricsResponder(nc, telemetry):`` this process answers scrapes."""
+
+    def __init__(self, nc: NATS, telemetry: Telemetry) -> None:
+        self.nc = nc
+        self.telemetry = telemetry
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> MetricsResponder:
+        self._sub = await self.nc.subscribe(METRICS_SCRAPE, cb=self._answer)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def _answer(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        text = self.telemetry.prometheus()
+        await self.nc.publish(msg.reply, text, headers={PROCESS_HEADER: self.telemetry.process})
+
+
+async def gather(nc: NATS, window: float) -> list[tuple[str, bytes]]:
+    """(process, its exposition) of every process that answers within ``window`` seconds."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    parts: list[tuple[str, bytes]] = []
+    try:
+        await nc.publish(METRICS_SCRAPE, b"", reply=inbox)
+        deadline = time.monotonic() + window
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except (NatsTimeoutError, TimeoutError):
+                break
+            parts.append(((msg.headers or {}).get(PROCESS_HEADER, "unknown"), msg.data))
+    finally:
+        await sub.unsubscribe()
+    return parts
+
+
+class _Families:
+    """A collector of already-built metric families (for ``generate_latest``)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def merge(parts: list[tuple[str, bytes]]) -> bytes:
+    """One exposition from many: samples keep their labels plus ``process``."""
+    merged: dict[str, Metric] = {}
+    for process, text in sorted(parts):
+        for fam in text_string_to_metric_families(text.decode()):
+            into = merged.get(fam.name)
+            if into is None:
+                into = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+            into.samples.extend(
+                Sample(s.name, {**s.labels, "process": process}, s.value, s.timestamp)
+                for s in fam.samples
+            )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(merged.values()))
+    return generate_latest(registry)
+
+
+@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    """Prometheus text exposition of every process of the system."""
+    settings: Settings = state.settings
+    parts = await gather(state.conns.nc, settings.telemetry.gather)
+    return Response(merge(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# -- readings -------------------------------------------------------------------------------
+
+
+def watch_pool(pool: asyncpg.Pool) -> None:
+    """Connections of this process's PostgreSQL pool, by state (in_use, idle), and its max."""
+
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        size, idle = pool.get_size(), pool.get_idle_size()
+        yield Observation(size - idle, {"state": "in_use"})
+        yield Observation(idle, {"state": "idle"})
+        yield Observation(pool.get_max_size() - size, {"state": "unopened"})
+
+    meter.create_observable_gauge(
+        "wedsync.db.pool.connections", [observe], unit="{connection}",
+        description="PostgreSQL pool connections of this process by state",
+    )  # fmt: skip
+
+
+def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
+    """(stream, durable) of every worker consumer this build declares."""
+    from workers.conflicts import consumer
+    from workers.notifications.planner import CONSUMER
+
+    specs = [consumer(p) for p in range(settings.conflicts.partitions)] + [CONSUMER]
+    return [(s.stream, s.durable) for s in specs]
+
+
+class ConsumerLag:
+    """Reads every worker consumer's backlog from JetStream every ``every`` seconds:
+    ``wedsync.consumer.lag`` (not yet delivered) and ``.ack_pending`` (delivered, unacked)."""
+
+    def __init__(self, js: JetStreamContext, consumers: list[tuple[str, str]], every: float):
+        self.js = js
+        self.consumers = consumers
+        self.every = every
+        self.readings: dict[tuple[str, str], tuple[int, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+        meter.create_observable_gauge(
+            "wedsync.consumer.lag", [self._lag], unit="{message}",
+            description="Messages of the stream a worker consumer has yet to receive",
+        )  # fmt: skip
+        meter.create_observable_gauge(
+            "wedsync.consumer.ack_pending", [self._pending], unit="{message}",
+            description="Messages delivered to a worker consumer and not yet acknowledged",
+        )  # fmt: skip
+
+    def _lag(self, _: CallbackOptions) -> Iterable[Observation]:
+        for (stream, durable), (lag, _pending) in self.readings.items():
+            yield Observation(lag, {"stream": stream, "consumer": durable})
+
+    def _pending(self, _: CallbackOptions) -> Iterable[Observation]:
+        for (stream, durable), (_lag, pending) in self.readings.items():
+            yield Observation(pending, {"stream": stream, "consumer": durable})
+
+    async def read(self) -> None:
+        for stream, durable in self.consumers:
+            try:
+                info = await self.js.consumer_info(stream, durable)
+            except NotFoundError:
+                self.readings.pop((stream, durable), None)  # that worker never ran
+                continue
+            self.readings[(stream, durable)] = (info.num_pending or 0, info.num_ack_pending or 0)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.read()
+            except Exception as exc:  # NATS trouble: keep the last readings
+                log.warning("consumer lag not read: %r", exc)
+            await asyncio.sleep(self.every)
+
+    async def __aenter__(self) -> ConsumerLag:
+        self._task = asyncio.create_task(self._loop(), name="consumer-lag")
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
