@@ -7,7 +7,8 @@ Starts embedded NATS + PostgreSQL and `--gateways` API processes, creates users/
 the HTTP API, holds one WebSocket per user from `--loaders` load processes, then sends
 `--rate` presence updates per second (random members; the location carries the send time)
 and records, for every other member of the room who receives the diff, the latency in an
-HdrHistogram. Same machine, same clock. Writes a JSON result file.
+HdrHistogram. Same machine, same clock. Writes a JSON result file and a PNG beside it
+(latency percentiles, receipts per second); also `python -m bench presence`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hdrh.histogram import HdrHistogram
 
+from bench.report import Figure, write
+from bench.stats import Timeline
 from bench.system import Seat, populate, raise_fd_limit, running_system
 
 
@@ -39,6 +42,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     import websockets
 
     hist = new_histogram()
+    timeline = Timeline(time.time())  # re-based at "go": the loaders start together
     sockets: list[Any] = []
     sem = asyncio.Semaphore(64)
     received = 0
@@ -74,6 +78,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
                         if loc.startswith("t:"):
                             hist.record_value(max(1, int((now - float(loc[2:])) * 1e6)))
                             received += 1
+                            timeline.add("diffs received", now=now)
         except Exception:
             return
 
@@ -83,6 +88,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     pipe.send(("connected", time.perf_counter() - started, len(sockets), failures[:5],
                len(failures)))  # fmt: skip
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "go"
+    timeline.epoch = time.time()
     sent = 0
     interval = 1.0 / rate if rate > 0 else duration
     t0 = time.perf_counter()
@@ -93,6 +99,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
         try:
             await ws.send(frame)
             sent += 1
+            timeline.add("updates sent")
         except Exception:
             pass
         next_at += interval
@@ -100,7 +107,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     await asyncio.sleep(1.0)  # in-flight diffs
     for t in readers:
         t.cancel()
-    pipe.send(("done", sent, received, hist.encode()))
+    pipe.send(("done", sent, received, hist.encode(), timeline.series))
     for ws in sockets:
         await ws.close()
 
@@ -117,7 +124,7 @@ def percentiles(hist: HdrHistogram) -> dict[str, float]:
     return out
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
     env = {"WEDSYNC_PRESENCE_BATCH": str(args.batch)}
     async with running_system(args.gateways, env) as system:
         t = time.perf_counter()
@@ -150,12 +157,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in pipes:
             p.send("go")
         hist = new_histogram()
+        timeline = Timeline(0.0)
         sent = received = 0
         for p in pipes:
-            _, s, r, encoded = await loop.run_in_executor(None, p.recv)
+            _, s, r, encoded, series = await loop.run_in_executor(None, p.recv)
             sent += s
             received += r
             hist.decode_and_add(encoded)
+            timeline.merge(series)
         for p in procs:
             p.join(30)
     result = {
@@ -168,11 +177,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "gateway_rss_mib_idle_before": rss_before / 2**20,
         "gateway_rss_mib_connected": rss_connected / 2**20,
         "latency": percentiles(hist),
+        "per_second": timeline.series,
     }  # fmt: skip
-    return result
+    figure = Figure(
+        f"presence: {len(seats)} users, rooms of {args.room}, {args.rate:g} updates/s",
+        latency={"presence frame -> each member's diff": hist},
+        timeline={k: [float(v) for v in vs] for k, vs in timeline.series.items()},
+        timeline_xlabel="seconds since the updates started",
+    )  # fmt: skip
+    return result, figure
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--room", type=int, default=10, help="members per wedding room")
@@ -181,14 +197,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200, help="presence updates per second")
     ap.add_argument("--duration", type=float, default=20)
     ap.add_argument("--batch", type=float, default=0.05, help="WEDSYNC_PRESENCE_BATCH")
-    ap.add_argument("--out", type=Path, help="JSON result file")
-    args = ap.parse_args()
-    result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/presence.json"),
+                    help="JSON result file (the PNG goes beside it)")  # fmt: skip
+    args = ap.parse_args(argv)
+    result, figure = asyncio.run(run(args))
+    print(json.dumps(result, indent=2))
+    write(args.out.parent, args.out.stem, result, figure)
 
 
 if __name__ == "__main__":

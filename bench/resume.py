@@ -7,7 +7,8 @@ members, stores ``--events`` chat events (published straight to JetStream with t
 gateway's envelope), then times a client that connects with ``after_seq`` before them until
 its ``resumed`` frame, counting the replayed events. Then the archive job moves every event
 to PostgreSQL (timed: events archived per second) and the resume is timed again, now served
-from the archive.
+from the archive. Writes a JSON result file and a PNG beside it (distribution of the
+resume times, replay rate per run); also `python -m bench resume`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import msgspec
 import websockets
 
 from app.connections import connect
+from bench.report import Figure, write
+from bench.stats import new_histogram, record_seconds
 from bench.system import Seat, populate, running_system
 from streams.definitions import EVENTS
 from streams.permissions import Channel, Role
@@ -54,10 +57,25 @@ async def resume_once(seat: Seat, after: int, expected: int) -> tuple[float, int
     return elapsed, replayed
 
 
-async def timed(seat: Seat, after: int, n: int, repeat: int) -> dict[str, float]:
+async def timed(seat: Seat, after: int, n: int, repeat: int) -> dict[str, Any]:
     times = [(await resume_once(seat, after, n))[0] for _ in range(repeat)]
     return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
-            "events_per_s": round(n / statistics.median(times))}  # fmt: skip
+            "events_per_s": round(n / statistics.median(times)),
+            "runs_s": [round(t, 4) for t in times]}  # fmt: skip
+
+
+def figure(args: argparse.Namespace, cases: dict[str, dict[str, Any]]) -> Figure:
+    hists = {}
+    for label, case in cases.items():
+        hists[label] = hist = new_histogram()
+        for t in case["runs_s"]:
+            record_seconds(hist, t)
+    return Figure(f"resume: {args.events} missed events, {args.repeat} runs each",
+                  latency=hists, latency_title="time to replay every missed event",
+                  timeline={label: [args.events / t for t in case["runs_s"]]
+                            for label, case in cases.items()},
+                  timeline_title="replay rate", timeline_xlabel="run",
+                  timeline_ylabel="events per second")  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,17 +115,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=10000)
     p.add_argument("--pad", type=int, default=100, help="extra bytes of text per event")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("bench/results/resume.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    cases = {"from JetStream": result["from_jetstream"], "from the archive": result["from_archive"]}
+    write(args.out.parent, args.out.stem, result, figure(args, cases))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import secrets
 import sys
 import tempfile
@@ -27,7 +26,10 @@ from app.connections import connect, prepare
 from app.embedded import embedded_services
 from app.embedded.process import free_port
 from app.supervisor import wait_ready
+from bench.seats import Seat, raise_fd_limit
 from config.settings import Settings
+
+__all__ = ["OPEN_LIMITS", "Seat", "System", "populate", "raise_fd_limit", "running_system"]
 
 # the load generator is one "user" per socket but many requests from one address
 OPEN_LIMITS = {
@@ -37,12 +39,6 @@ OPEN_LIMITS = {
     "WEDSYNC_WS_BURST": "1000",
     "WEDSYNC_LOG_LEVEL": "WARNING",
 }
-
-
-def raise_fd_limit() -> int:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 @dataclass
@@ -90,19 +86,10 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
                 yield System(live, urls, procs)
             finally:
                 for p in procs:
-                    p.terminate()
+                    if p.returncode is None:  # one that died early must not hide why
+                        p.terminate()
                 for p in procs:
                     await p.wait()
-
-
-@dataclass(frozen=True)
-class Seat:
-    """One member's socket: where to connect and with which session."""
-
-    url: str
-    wedding: str
-    user: str
-    token: str
 
 
 async def populate(system: System, weddings: int, members: int, roles: tuple[str, ...],

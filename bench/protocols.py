@@ -1,0 +1,153 @@
+"""The wire protocols the load generator speaks over one raw WebSocket.
+
+`WedSync` is docs/protocol.md; `SocketIO` is socket.io v5 over engine.io v4 on a bare
+websocket (no polling upgrade), which python-socketio and the Node.js server both speak.
+The generator (bench/loadgen.py) only calls these methods, so every target is driven by
+the same code, at the same rates, with the same timestamps in the same place.
+
+Every chat message carries its send time (``t``, wall clock, seconds) in its data;
+receivers on any load process subtract it from their own clock (same machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import msgspec
+
+from bench.seats import Seat
+
+
+class Kind(enum.Enum):
+    OTHER = 0
+    ACK = 1  # value: the message's ack id
+    DELIVERY = 2  # value: the message's send time
+    PONG = 3  # answer to our heartbeat
+    SERVER_PING = 4  # the server's heartbeat: answer with ``Wire.pong_reply``
+    ERROR = 5  # the server refused a frame (rate_limited, unavailable, ...)
+
+
+class Wire(Protocol):
+    name: str
+    pong_reply: str
+
+    def url(self, seat: Seat) -> str: ...
+
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+        """Everything between the WebSocket opening and the socket being in its room."""
+
+    def message(self, ack_id: int, sent_at: float, pad: str) -> str: ...
+
+    def ping(self) -> str | None:
+        """An application heartbeat frame, if the protocol has client-driven ones."""
+
+    def parse(self, raw: str | bytes) -> tuple[Kind, float]: ...
+
+
+# Only the fields the generator reads: msgspec skips the rest without building objects.
+class _Data(msgspec.Struct):
+    t: float = 0.0
+
+
+class _Event(msgspec.Struct):
+    data: _Data
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    id: str | None = None
+    event: _Event | None = None
+
+
+_frame = msgspec.json.Decoder(_Frame)
+_encode = msgspec.json.Encoder()
+
+
+class WedSync:
+    name = "wedsync"
+    pong_reply = ""
+
+    def url(self, seat: Seat) -> str:
+        base = seat.url.replace("http", "ws", 1)
+        return f"{base}/ws/weddings/{seat.wedding}?" + urlencode({"token": seat.token})
+
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"expected welcome, got {str(welcome)[:200]}")
+
+    def message(self, ack_id: int, sent_at: float, pad: str) -> str:
+        return _encode.encode({"type": "message", "id": str(ack_id), "channel": "chat",
+                               "data": {"t": sent_at, "text": pad}}).decode()  # fmt: skip
+
+    def ping(self) -> str | None:
+        return '{"type":"ping"}'
+
+    def parse(self, raw: str | bytes) -> tuple[Kind, float]:
+        try:
+            frame = _frame.decode(raw)
+        except msgspec.DecodeError:
+            return Kind.OTHER, 0.0
+        if frame.type == "event" and frame.event is not None and frame.event.data.t:
+            return Kind.DELIVERY, frame.event.data.t
+        if frame.type == "ack" and frame.id is not None:
+            return Kind.ACK, float(frame.id)
+        if frame.type == "pong":
+            return Kind.PONG, 0.0
+        if frame.type == "error":
+            return Kind.ERROR, 0.0
+        return Kind.OTHER, 0.0
+
+
+class SocketIO:
+    """engine.io packet types: 0 open, 2 ping, 3 pong, 4 message; socket.io packet types
+    inside a message: 0 connect, 2 event, 3 ack. ``42<id>[...]`` is an event asking for
+    the ack ``43<id>[...]``. Room names are the seats' ``wedding`` field."""
+
+    name = "socketio"
+    pong_reply = "3"
+
+    def url(self, seat: Seat) -> str:
+        return seat.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            opened = await ws.recv()
+            if not opened.startswith("0"):
+                raise RuntimeError(f"expected engine.io open, got {opened[:200]}")
+            await ws.send("40")
+            while not (await ws.recv()).startswith("40"):
+                pass
+            # ack id 0 is the join's; messages use 1 and up
+            await ws.send("420" + json.dumps(["join", seat.wedding]))
+            while True:
+                raw = await ws.recv()
+                if raw == "2":
+                    await ws.send("3")
+                elif raw.startswith("430"):
+                    return
+
+    def message(self, ack_id: int, sent_at: float, pad: str) -> str:
+        return f"42{ack_id}" + _encode.encode(["msg", {"t": sent_at, "text": pad}]).decode()
+
+    def ping(self) -> str | None:
+        return None  # engine.io heartbeats are the server's ("2"), answered in parse's caller
+
+    def parse(self, raw: str | bytes) -> tuple[Kind, float]:
+        if isinstance(raw, bytes):
+            return Kind.OTHER, 0.0
+        if raw.startswith('42["msg"'):
+            _, data = msgspec.json.decode(raw[2:])
+            return Kind.DELIVERY, float(data["t"])
+        if raw.startswith("43"):
+            return Kind.ACK, float(raw[2 : raw.index("[")])
+        if raw == "2":
+            return Kind.SERVER_PING, 0.0
+        return Kind.OTHER, 0.0
+
+
+WIRES: dict[str, Wire] = {"wedsync": WedSync(), "socketio": SocketIO()}

@@ -1,0 +1,25 @@
+"""What a load process needs to know, kept free of the app's imports: load processes are
+spawned fresh, and importing the whole app in each would only slow their start."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+
+def raise_fd_limit() -> int:
+    """Soft open-files limit up to the hard one (20 000 here): one fd per socket."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One member's socket: where to connect and with which session (for socket.io
+    peers, ``wedding`` is the room's name and ``token`` is empty)."""
+
+    url: str
+    wedding: str
+    user: str
+    token: str
