@@ -119,7 +119,7 @@ def merge(parts: list[tuple[str, bytes]]) -> bytes:
     return generate_latest(registry)
 
 
-@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False, sync_to_thread=False)
+@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
 async def metrics_endpoint(state: State) -> Response[bytes]:
     """Prometheus text exposition of every process of the system."""
     settings: Settings = state.settings

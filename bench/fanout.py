@@ -16,6 +16,7 @@ every acked message has reached every member of its room.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +26,7 @@ import msgspec
 
 from bench import ceiling
 from bench.loadgen import LoaderPool, LoadSpec, PoolResult, split
+from bench.otlp_sink import Sink, otlp_sink
 from bench.report import Figure, write
 from bench.stats import CpuMeter, percentiles_us, rss_bytes, service_pids
 from bench.system import Seat, populate, running_system
@@ -48,6 +50,8 @@ def load_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     load_arguments(p)
+    p.add_argument("--tracing", action="store_true",
+                   help="gateways export every span over OTLP to a local sink")  # fmt: skip
     p.add_argument("--ceiling-seconds", type=float, default=3.0)
     p.add_argument("--ceiling-inflight", type=int, default=256)
 
@@ -135,7 +139,13 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> Path:
-    async with running_system(args.gateways) as system:
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await stack.enter_async_context(otlp_sink()) if args.tracing else None
+        return await _run(args, sink)
+
+
+async def _run(args: argparse.Namespace, sink: Sink | None) -> Path:
+    async with running_system(args.gateways, sink.env() if sink else None) as system:
         started = time.perf_counter()
         seats = await populate(system, args.rooms, args.members, ROLES)
         print(f"populated {len(seats)} members in {time.perf_counter() - started:.1f} s",
@@ -148,7 +158,9 @@ async def run(args: argparse.Namespace) -> Path:
         result, res = await drive("fanout", "wedsync", seats, args, pids)
     ratio = round(result["accepted_per_s"] / top["msgs_per_s"], 3)
     result = {"scenario": "fanout", "config": config(args), **result,
-              "jetstream_ceiling": top, "ingest_over_ceiling": ratio}  # fmt: skip
+              "jetstream_ceiling": top, "ingest_over_ceiling": ratio,
+              "tracing": None if sink is None else {"exports": sink.requests,
+                                                    "bytes": sink.bytes}}  # fmt: skip
     figure = Figure(
         f"fanout: {args.rooms} rooms x {args.members}, {args.rate:g} msg/s per member, "
         f"{args.gateways} gateways",
