@@ -95,6 +95,15 @@ async def _vendor_timeline_item(world: World, gateway: str) -> tuple[Member, str
     return m, cid, address
 
 
+def _complete(spans: list[ReceivedSpan], leaf: str) -> list[ReceivedSpan] | None:
+    """The trace once it holds ``leaf`` and the parent of every span."""
+    ids = {s.span_id for s in spans}
+    if any(s.name == leaf for s in spans) and all(not s.parent_id or s.parent_id in ids
+                                                  for s in spans):  # fmt: skip
+        return spans
+    return None
+
+
 def _parent(spans: list[ReceivedSpan], child: ReceivedSpan) -> ReceivedSpan:
     found = [s for s in spans if s.span_id == child.parent_id]
     assert found, f"{child.name} ({child.service}): parent {child.parent_id} not in the trace"
@@ -113,9 +122,9 @@ async def test_one_trace_from_a_websocket_change_to_the_email_it_caused(
                                           if s.attributes.get("wedsync.frame_id") == cid])
         assert len(roots) == 1
         root = roots[0]
-        spans = await eventually(lambda: [s for s in otel.trace(root.trace_id)]
-                                 if any(s.name == "smtp send" for s in otel.trace(root.trace_id))
-                                 else None, timeout=20)  # fmt: skip
+        # spans are exported as they end (a child before its parent): wait for all of them
+        spans = await eventually(lambda: _complete(otel.trace(root.trace_id), "smtp send"),
+                                 timeout=20)  # fmt: skip
     finally:
         await m.ws.close()
 
@@ -236,7 +245,8 @@ async def test_metrics_of_every_process_in_one_scrape(
     assert _total(fams["wedsync_events_published"], "_total") >= 22
     assert _total(fams["wedsync_events_delivered"], "_total") >= 20
     latency = fams["wedsync_event_delivery_latency_seconds"]
-    assert _total(latency, "_count") >= 20
+    # sampled (at most one event per 5 ms per process): some, never more than the events
+    assert 1 <= _total(latency, "_count") <= _total(fams["wedsync_events_delivered"], "_total")
     assert 0 < _total(latency, "_sum") / _total(latency, "_count") < 5  # seconds: plausible
     assert _total(fams["wedsync_presence_entries"]) >= 2
     pool = fams["wedsync_db_pool_connections"]

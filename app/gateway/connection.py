@@ -8,6 +8,7 @@ fan-out and never grows memory without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from streams.permissions import Role, WeddingStatus, permissions_for
 from streams.protocol import Close
 
 OVERFLOW_POLICY = "disconnect"
+WAKE = ""  # queued by request_close for a writer waiting on an empty queue; never sent
 
 
 @dataclass(eq=False)
@@ -49,6 +51,9 @@ class Connection:
             self.closed = True
             self.close_code, self.close_reason = code, reason
             self.close_requested.set()
+            # wake the writer if it waits on an empty queue (a full one: it is not waiting)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(WAKE)
 
     def _readable(self) -> frozenset[str]:
         perms = permissions_for(self.role, self.status)

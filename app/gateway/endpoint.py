@@ -24,7 +24,7 @@ from app.gateway.hub import Hub
 from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
-from config.telemetry import producing
+from config.telemetry import producing, span
 from streams.changes import ChangeRequest, change_subject
 from streams.definitions import CHANGES, EVENTS
 from streams.permissions import WeddingStatus, permissions_for
@@ -181,22 +181,19 @@ def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> None:
 
 
 async def _write(socket: WebSocket[Any, Any, Any], conn: Connection, hub: Hub) -> None:
-    """The socket's only writer: sends queued frames in order until a close is requested."""
-    closing = asyncio.ensure_future(conn.close_requested.wait())
-    tally = hub.tally
+    """The socket's only writer: sends queued frames in order until a close is requested
+    (what is still queued then is dropped; request_close wakes a waiting writer). One plain
+    ``queue.get()`` per frame: no task or wait set per frame on this hot path."""
+    tally, queue = hub.tally, conn.queue
     try:
-        while True:
-            get = asyncio.ensure_future(conn.queue.get())
-            done, _ = await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
+        while not conn.closed:
+            text = await queue.get()
+            if conn.closed:
                 return
-            await socket.send_text(get.result())
+            await socket.send_text(text)
             tally.frames_out += 1
     except (WebSocketDisconnect, RuntimeError, OSError):
         conn.request_close(1000, "")
-    finally:
-        closing.cancel()
 
 
 async def _read(
@@ -233,11 +230,10 @@ async def _read(
                 continue
             # a trace starts at each frame that stores something: it follows the message
             # through JetStream into the workers (W3C traceparent in NATS headers)
-            with tracer.start_as_current_span(
-                "ws message" if isinstance(frame, MessageFrame) else "ws change",
-                kind=SpanKind.SERVER,
-                attributes={"wedsync.wedding_id": str(conn.wedding_id),
-                            "wedsync.frame_id": frame.id, "enduser.id": conn.user_id},
+            with span(
+                tracer, "ws message" if isinstance(frame, MessageFrame) else "ws change",
+                SpanKind.SERVER, {"wedsync.wedding_id": str(conn.wedding_id),
+                                  "wedsync.frame_id": frame.id, "enduser.id": conn.user_id},
             ):  # fmt: skip
                 if isinstance(frame, MessageFrame):
                     stored = await _publish(conns, conn, frame)
