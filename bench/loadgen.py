@@ -124,31 +124,32 @@ class Loader:
     async def _read(self, sock: _Socket) -> None:
         wire, counts, now = self.wire, self.counts, time.time
         try:
-            async for raw in sock.ws:
-                kind, value = wire.parse(raw)
-                if kind is Kind.DELIVERY:
-                    t = now()
-                    record_seconds(self.delivery, t - value)
-                    record_seconds(self.window, t - value)
-                    counts["delivered"] += 1
-                    self.timeline.add("delivered", now=t)
-                    self.last_delivery = t
-                elif kind is Kind.ACK:
-                    sent_at = self.pending.pop(int(value), None)
-                    if sent_at is not None:
+            async for message in sock.ws:
+                for raw in wire.split(message):
+                    kind, value = wire.parse(raw)
+                    if kind is Kind.DELIVERY:
                         t = now()
-                        record_seconds(self.ack, t - sent_at)
-                        counts["acked"] += 1
-                        self.timeline.add("acked", now=t)
-                        self.last_ack = t
-                elif kind is Kind.PONG and sock.ping_at:
-                    record_seconds(self.rtt, now() - sock.ping_at)
-                    sock.ping_at = 0.0
-                    counts["pongs"] += 1
-                elif kind is Kind.SERVER_PING:
-                    await sock.ws.send(wire.pong_reply)
-                elif kind is Kind.ERROR:
-                    counts["errors"] += 1
+                        record_seconds(self.delivery, t - value)
+                        record_seconds(self.window, t - value)
+                        counts["delivered"] += 1
+                        self.timeline.add("delivered", now=t)
+                        self.last_delivery = t
+                    elif kind is Kind.ACK:
+                        sent_at = self.pending.pop(int(value), None)
+                        if sent_at is not None:
+                            t = now()
+                            record_seconds(self.ack, t - sent_at)
+                            counts["acked"] += 1
+                            self.timeline.add("acked", now=t)
+                            self.last_ack = t
+                    elif kind is Kind.PONG and sock.ping_at:
+                        record_seconds(self.rtt, now() - sock.ping_at)
+                        sock.ping_at = 0.0
+                        counts["pongs"] += 1
+                    elif kind is Kind.SERVER_PING:
+                        await sock.ws.send(wire.pong_reply)
+                    elif kind is Kind.ERROR:
+                        counts["errors"] += 1
         except ConnectionClosed:
             pass
         if not self.stopping:

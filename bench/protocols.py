@@ -47,6 +47,10 @@ class Wire(Protocol):
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]: ...
 
+    def split(self, raw: str | bytes) -> list[str | bytes]:
+        """The frames of one WebSocket message."""
+        ...
+
 
 # Only the fields the generator reads: msgspec skips the rest without building objects.
 class _Data(msgspec.Struct):
@@ -73,7 +77,9 @@ class WedSync:
 
     def url(self, seat: Seat) -> str:
         base = seat.url.replace("http", "ws", 1)
-        return f"{base}/ws/weddings/{seat.wedding}?" + urlencode({"token": seat.token})
+        # batch=1: frames queued at the server come as one message (newline-separated)
+        return f"{base}/ws/weddings/{seat.wedding}?" + urlencode({"token": seat.token,
+                                                                  "batch": "1"})  # fmt: skip
 
     async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
         welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout))
@@ -86,6 +92,11 @@ class WedSync:
 
     def ping(self) -> str | None:
         return '{"type":"ping"}'
+
+    def split(self, raw: str | bytes) -> list[str | bytes]:
+        if isinstance(raw, str):
+            return raw.split("\n") if "\n" in raw else [raw]
+        return raw.split(b"\n") if b"\n" in raw else [raw]
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]:
         try:
@@ -136,6 +147,9 @@ class SocketIO:
 
     def ping(self) -> str | None:
         return None  # engine.io heartbeats are the server's ("2"), answered in parse's caller
+
+    def split(self, raw: str | bytes) -> list[str | bytes]:
+        return [raw]  # engine.io over a websocket: one packet per message
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]:
         if isinstance(raw, bytes):

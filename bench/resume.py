@@ -40,25 +40,30 @@ from streams.subjects import wedding_subject
 from workers.retention import ArchiveJob
 
 
-async def resume_once(seat: Seat, after: int, expected: int) -> tuple[float, int]:
+async def resume_once(seat: Seat, after: int, expected: int, batch: bool) -> tuple[float, int]:
+    """Seconds from connecting to the ``resumed`` frame; ``batch``: ask for batched frames
+    (several newline-separated frames per WebSocket message, docs/protocol.md)."""
     url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?token={seat.token}"
+    url += f"&after_seq={after}" + ("&batch=1" if batch else "")
     started = time.perf_counter()
     replayed = 0
-    async with websockets.connect(f"{url}&after_seq={after}", max_size=2**24) as ws:
-        while True:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
-            if frame["type"] == "event":
-                replayed += 1
-            elif frame["type"] == "resumed":
-                assert frame["recovered"], frame
-                break
+    async with websockets.connect(url, max_size=2**24) as ws:
+        resumed = False
+        while not resumed:
+            for line in str(await asyncio.wait_for(ws.recv(), 60)).split("\n"):
+                frame = json.loads(line)
+                if frame["type"] == "event":
+                    replayed += 1
+                elif frame["type"] == "resumed":
+                    assert frame["recovered"], frame
+                    resumed = True
     elapsed = time.perf_counter() - started
     assert replayed == expected, (replayed, expected)
     return elapsed, replayed
 
 
-async def timed(seat: Seat, after: int, n: int, repeat: int) -> dict[str, Any]:
-    times = [(await resume_once(seat, after, n))[0] for _ in range(repeat)]
+async def timed(seat: Seat, after: int, n: int, repeat: int, batch: bool) -> dict[str, Any]:
+    times = [(await resume_once(seat, after, n, batch))[0] for _ in range(repeat)]
     return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
             "events_per_s": round(n / statistics.median(times)),
             "runs_s": [round(t, 4) for t in times]}  # fmt: skip
@@ -96,8 +101,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.gather(*acks)
                     acks = []
             await asyncio.gather(*acks)
-            held = await timed(member, head, args.events, args.repeat)
+            held = await timed(member, head, args.events, args.repeat, False)
             print(f"from JetStream: {held}", file=sys.stderr)
+            held_b = await timed(member, head, args.events, args.repeat, True)
+            print(f"from JetStream, batch=1: {held_b}", file=sys.stderr)
             job = ArchiveJob(conns.nc, conns.js, conns.pool, system.settings.retention)
             started = time.perf_counter()
             archived, purged = await job.wedding(wedding, dt.datetime.now(dt.UTC)
@@ -105,11 +112,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             archive_s = time.perf_counter() - started
             assert archived == purged == args.events, (archived, purged)
             print(f"archived {archived} in {archive_s:.2f} s", file=sys.stderr)
-            from_archive = await timed(member, head, args.events, args.repeat)
+            from_archive = await timed(member, head, args.events, args.repeat, False)
             print(f"from the archive: {from_archive}", file=sys.stderr)
+            archive_b = await timed(member, head, args.events, args.repeat, True)
+            print(f"from the archive, batch=1: {archive_b}", file=sys.stderr)
     return {
         "scenario": "resume", "events": args.events, "event_bytes": args.pad + 90,
         "repeat": args.repeat, "from_jetstream": held, "from_archive": from_archive,
+        "from_jetstream_batched": held_b, "from_archive_batched": archive_b,
         "archive_job": {"seconds": round(archive_s, 2),
                         "events_per_s": round(args.events / archive_s)},
     }  # fmt: skip
@@ -124,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2))
-    cases = {"from JetStream": result["from_jetstream"], "from the archive": result["from_archive"]}
+    cases = {"from JetStream": result["from_jetstream"],
+             "from JetStream, batch=1": result["from_jetstream_batched"],
+             "from the archive": result["from_archive"],
+             "from the archive, batch=1": result["from_archive_batched"]}
     write(args.out.parent, args.out.stem, result, figure(args, cases))
 
 

@@ -210,7 +210,7 @@ class WeddingClient:
                 self._on_state(state)
 
     def _address(self) -> str:
-        query: dict[str, str] = {"token": self._token}
+        query: dict[str, str] = {"token": self._token, "batch": "1"}  # see _frames
         if self._resume and self.last_seq is not None:
             query["after_seq"] = str(self.last_seq)
             if self.epoch:
@@ -235,8 +235,9 @@ class WeddingClient:
                         self._ws = ws
                         try:
                             async for raw in ws:
-                                if await self._handle(raw):
-                                    attempt = 0
+                                for frame in _frames(raw):
+                                    if await self._handle(frame):
+                                        attempt = 0
                         except ConnectionClosed:
                             pass
                         code, reason = ws.close_code, ws.close_reason or ""
@@ -341,3 +342,14 @@ class WeddingClient:
         self._pending.clear()
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(None)
+
+
+def _frames(raw: str | bytes) -> list[str | bytes]:
+    """The frames of one WebSocket message: with ``batch=1`` the server sends what it had
+    queued as one message of newline-separated frames (JSON frames hold no raw newline)."""
+    parts: list[str] | list[bytes]
+    if isinstance(raw, str):
+        parts = raw.split("\n") if "\n" in raw else [raw]
+    else:
+        parts = raw.split(b"\n") if b"\n" in raw else [raw]
+    return list(parts)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import httpx
 import pytest
@@ -210,3 +212,45 @@ async def test_history_endpoint_pages_readable_events(world: World, gateways: li
         )
         assert [e["seq"] for e in r.json()["events"]] == [acks[0]["seq"]]
         assert r.json()["next_after_seq"] == acks[0]["seq"]
+
+
+async def _replay_messages(base: str, world: World, token: str, after: int,
+                           batch: bool) -> list[str]:  # fmt: skip
+    """Every WebSocket message of a resume from ``after``, up to the one with ``resumed``."""
+    url = base.replace("http", "ws") + f"/ws/weddings/{world.wedding}?token={token}"
+    url += f"&after_seq={after}" + ("&batch=1" if batch else "")
+    messages: list[str] = []
+    async with websockets.connect(url, max_size=2**24) as ws:
+        while not messages or '"type":"resumed"' not in messages[-1]:
+            messages.append(str(await asyncio.wait_for(ws.recv(), 10)))
+    return messages
+
+
+async def test_batch_1_packs_queued_frames_into_one_message_and_others_get_one_each(
+    world: World, gateways: list[str]
+) -> None:
+    """``?batch=1``: what is queued for a socket goes out as one message of newline-separated
+    frames, the same frames in the same order as without it; a client that did not ask
+    always gets exactly one JSON frame per message."""
+    sender = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    welcome = await recv_type(sender, "welcome")
+    for i in range(300):
+        await send(sender, type="message", id=f"b{i}", channel="chat", data={"i": i})
+    acks = [(await recv_type(sender, "ack"))["seq"] for _ in range(300)]
+    await sender.close()
+    token = await world.join(world.couple)
+
+    plain = await _replay_messages(gateways[1], world, token, welcome["last_seq"], False)
+    assert all("\n" not in m for m in plain)
+    plain_frames = [json.loads(m) for m in plain]
+
+    batched = await _replay_messages(gateways[1], world, token, welcome["last_seq"], True)
+    assert max(m.count("\n") for m in batched) > 0, "a 300-event replay queues frames"
+    assert len(batched) < len(plain)
+    batched_frames = [json.loads(line) for m in batched for line in m.split("\n")]
+
+    def replayed(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [f for f in frames if f["type"] in ("event", "resumed")]  # not presence
+
+    assert replayed(batched_frames) == replayed(plain_frames)  # same frames, same order
+    assert [f["seq"] for f in batched_frames if f["type"] == "event"] == acks

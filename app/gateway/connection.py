@@ -39,6 +39,9 @@ class Connection:
     welcomed: bool = False  # presence diffs only after the welcome (its snapshot)
     close_code: int = 1000
     close_reason: str = ""
+    # the client asked for ``?batch=1``: frames already queued go out together, one
+    # WebSocket message of newline-separated frames (docs/protocol.md, "Batched frames")
+    batch: bool = False
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
