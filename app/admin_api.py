@@ -8,7 +8,6 @@ holds every connection of every gateway process.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import time
@@ -28,9 +27,8 @@ from app.db import audit
 from app.db import sessions as session_store
 from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
+from app.events import event_page
 from app.gateway import Hub, control
-from app.gateway.history import events_between
-from app.history import last_seq
 from streams.admin import (
     AdminPresence,
     ConnectionStats,
@@ -138,19 +136,7 @@ class AdminController(Controller):
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
             await _wedding_status(conn, wedding_id)
-        head = await last_seq(conns.js, conns.pool, wedding_id)
-        events: list[dict[str, Any]] = []
-        more = False
-        replay = events_between(conns.js, conns.pool, wedding_id, after_seq, head)
-        async with contextlib.aclosing(replay):
-            async for seq, _channel, stored in replay:
-                if len(events) == limit:
-                    more = True
-                    break
-                events.append({"seq": seq, "event": msgspec.json.decode(stored)})
-        return EventPage(
-            events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
-        )
+        return await event_page(conns, wedding_id, after_seq, limit)
 
     @get(
         "/weddings/{wedding_id:uuid}/presence",

@@ -37,20 +37,27 @@ class EventsController(Controller):
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
-        head = await last_seq(conns.js, conns.pool, wedding_id)
-        events: list[dict[str, Any]] = []
-        more = False
-        replay = events_between(conns.js, conns.pool, wedding_id, after_seq, head)
-        async with contextlib.aclosing(replay):
-            async for seq, channel, data in replay:
-                if channel not in readable:
-                    continue
-                if len(events) == limit:
-                    more = True
-                    break
-                events.append({"seq": seq, "event": msgspec.json.decode(data)})
-        return EventPage(
-            events=events,
-            last_seq=head,
-            next_after_seq=events[-1]["seq"] if more else None,
-        )
+        return await event_page(conns, wedding_id, after_seq, limit, readable)
+
+
+async def event_page(
+    conns: Connections, wedding_id: uuid.UUID, after_seq: int, limit: int,
+    readable: set[str] | None = None,
+) -> EventPage:  # fmt: skip
+    """Up to ``limit`` events after ``after_seq`` (JetStream and the archive), oldest first,
+    only of ``readable`` channels (None: every channel)."""
+    head = await last_seq(conns.js, conns.pool, wedding_id)
+    events: list[dict[str, Any]] = []
+    more = False
+    replay = events_between(conns.js, conns.pool, wedding_id, after_seq, head)
+    async with contextlib.aclosing(replay):
+        async for seq, channel, data in replay:
+            if readable is not None and channel not in readable:
+                continue
+            if len(events) == limit:
+                more = True
+                break
+            events.append({"seq": seq, "event": msgspec.json.decode(data)})
+    return EventPage(
+        events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
+    )

@@ -5,6 +5,7 @@ the measurement is tracing on vs off, not a backend's speed."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ class Sink:
     bytes: int = 0
 
     def env(self) -> dict[str, str]:
+        """The gateways' environment: the caller's OTEL_* (a sampler, say), then the sink."""
         return {
+            **{k: v for k, v in os.environ.items() if k.startswith("OTEL_")},
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",

@@ -82,7 +82,9 @@ class WedSync:
                                                                   "batch": "1"})  # fmt: skip
 
     async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        # with batch=1 the welcome may share its message with the first presence diffs
+        first = await asyncio.wait_for(ws.recv(), timeout)
+        welcome = json.loads(self.split(first)[0])
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"expected welcome, got {str(welcome)[:200]}")
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -103,23 +104,35 @@ async def populate(system: System, weddings: int, members: int, roles: tuple[str
     def hdr(user: str) -> dict[str, str]:
         return {"Authorization": "Bearer " + issue_token(auth, user)}
 
+    async def call(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One setup request; retried when a pooled keep-alive connection was closed by
+        the server just as it was reused (httpx.ReadError). A retried POST may create a
+        spare wedding or session: harmless here."""
+        for attempt in range(4):
+            try:
+                r = await client.request(method, url, **kw)
+                r.raise_for_status()
+                return r
+            except httpx.TransportError:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
+
     async def one(i: int, client: httpx.AsyncClient) -> None:
         async with sem:
             couple = f"c{i}-{uuid.uuid4().hex[:6]}"
-            r = await client.post("/api/weddings", headers=hdr(couple),
-                                  json={"name": f"W{i}", "date": "2027-06-12", "timezone": "UTC"})
-            r.raise_for_status()
+            r = await call(client, "POST", "/api/weddings", headers=hdr(couple),
+                           json={"name": f"W{i}", "date": "2027-06-12", "timezone": "UTC"})
             wid = r.json()["id"]
             users = [couple]
             for j in range(members - 1):
                 user = f"m{i}-{j}-{uuid.uuid4().hex[:6]}"
-                r = await client.put(f"/api/weddings/{wid}/members/{user}", headers=hdr(couple),
-                                     json={"role": roles[j % len(roles)]})  # fmt: skip
-                r.raise_for_status()
+                await call(client, "PUT", f"/api/weddings/{wid}/members/{user}",
+                           headers=hdr(couple), json={"role": roles[j % len(roles)]})
                 users.append(user)
             for k, user in enumerate(users):
-                r = await client.post(f"/api/collaboration/join/{wid}", headers=hdr(user))
-                r.raise_for_status()
+                r = await call(client, "POST", f"/api/collaboration/join/{wid}", headers=hdr(user))
                 url = system.urls[(i * members + k) % len(system.urls)]
                 seats.append(Seat(url, wid, user, r.json()["session_token"]))
 

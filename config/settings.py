@@ -257,7 +257,8 @@ class RetentionSettings:
     )
     after_completed_days: int = _setting(
         30, "RETENTION_AFTER_COMPLETED_DAYS",
-        "Days after a wedding is `completed` when all its events are archived (if sooner).",
+        "Days after a wedding is `completed` when all its events are archived (until then "
+        "the hot retention applies).",
     )
     archive_batch: int = _setting(
         500, "RETENTION_ARCHIVE_BATCH", "Events archived per transaction and JetStream purge."
@@ -307,6 +308,14 @@ class TelemetrySettings:
     )
     otlp_protocol: str = _standard(
         "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL", "`http/protobuf` or `grpc`."
+    )
+    sampler: str = _standard(
+        "parentbased_always_on", "OTEL_TRACES_SAMPLER",
+        "`[parentbased_]always_on`, `[parentbased_]always_off` or "
+        "`[parentbased_]traceidratio`; always parent-based (a trace is kept or dropped whole).",
+    )
+    sampler_arg: float = _standard(
+        1.0, "OTEL_TRACES_SAMPLER_ARG", "Ratio of traces kept by `traceidratio`."
     )
     gather: float = _setting(
         0.25, "METRICS_GATHER",

@@ -32,11 +32,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
     Sampler,
     SamplingResult,
+    TraceIdRatioBased,
 )
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
@@ -70,6 +72,18 @@ class NoRootClientSpans(Sampler):
 
     def get_description(self) -> str:
         return f"NoRootClientSpans{{{self.base.get_description()}}}"
+
+
+def _root_sampler(settings: TelemetrySettings) -> Sampler:
+    """Which new traces are kept (OTEL_TRACES_SAMPLER); children follow their parent."""
+    kind = settings.sampler.strip().lower().removeprefix("parentbased_")
+    if kind == "always_on":
+        return ALWAYS_ON
+    if kind == "always_off":
+        return ALWAYS_OFF
+    if kind == "traceidratio":
+        return TraceIdRatioBased(settings.sampler_arg)
+    raise SettingsError(f"OTEL_TRACES_SAMPLER: {settings.sampler!r} is not supported")
 
 
 def _span_exporter(settings: TelemetrySettings) -> SpanExporter | None:
@@ -135,7 +149,8 @@ class Telemetry:
         self.tracer_provider: TracerProvider | None = None
         if exporter is not None or span_processor is not None:
             self.tracer_provider = TracerProvider(
-                resource=resource, sampler=ParentBased(root=NoRootClientSpans())
+                resource=resource,
+                sampler=ParentBased(root=NoRootClientSpans(_root_sampler(settings))),
             )
             if exporter is not None:
                 self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))

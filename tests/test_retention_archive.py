@@ -535,8 +535,8 @@ async def test_a_recently_completed_wedding_keeps_its_events_hot(
     world: World, gateways: list[str], conns: Connections, settings: Settings
 ) -> None:
     """README: RETENTION_AFTER_COMPLETED_DAYS (30) are the "days after a wedding is
-    `completed` when all its events are archived (if sooner)": ten days after completion,
-    events a few days old are neither past the 90 hot days nor past the 30 days."""
+    `completed` when all its events are archived": ten days after completion, events a few
+    days old are neither past the 90 hot days nor past the 30 days."""
     ws, _ = await opened(gateways[0], world, world.couple)
     try:
         seqs = await chat(ws, "r1", "r2")
