@@ -20,6 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
+from opentelemetry import trace
 
 from app.auth import client_ip
 from app.connections import Connections
@@ -29,6 +30,7 @@ from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
 from app.events import event_page
 from app.gateway import Hub, control
+from config.telemetry import producing
 from streams.admin import (
     AdminPresence,
     ConnectionStats,
@@ -60,6 +62,7 @@ AUDIT_ACTOR = "admin-api"
 _CONSUMER_PAGES = 8
 
 _encode = msgspec.json.Encoder()
+tracer = trace.get_tracer(__name__)
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -112,11 +115,11 @@ class AdminController(Controller):
             event_id = str(uuid.uuid4())
         event = Event(id=event_id, type=data.type, channel=data.channel, actor=SERVER_ACTOR,
                       data=data.data, ts=time.time())  # fmt: skip
+        subject = wedding_subject(wedding_id, data.channel)
         try:
-            ack = await conns.js.publish(
-                wedding_subject(wedding_id, data.channel), _encode.encode(event),
-                stream=EVENTS.name, headers=headers or None,
-            )  # fmt: skip
+            with producing(tracer, EVENTS.name, subject, headers):  # the request's trace
+                ack = await conns.js.publish(subject, _encode.encode(event), stream=EVENTS.name,
+                                             headers=headers or None)  # fmt: skip
         except Exception as exc:
             log.warning("server event not stored: %r", exc)
             raise Unavailable("not stored; retry (with the same id)") from None
