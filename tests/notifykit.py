@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from nats.js.errors import NotFoundError
 
 from app.auth.crypto import ContactCipher
 from app.connections import Connections
@@ -113,3 +114,12 @@ async def deliveries(conns: Connections, wedding: str) -> list[dict[str, Any]]:
                       webhook_id, event_id
                FROM deliveries WHERE wedding_id = $1 ORDER BY id""", uuid.UUID(wedding))  # fmt: skip
     return [dict(r) for r in rows]
+
+
+async def notifications_consumer_exists(conns: Connections) -> bool:
+    """Whether the notifications worker's durable consumer exists (the worker is up)."""
+    try:
+        await conns.js.consumer_info(EVENTS.name, "notifications")
+    except NotFoundError:
+        return False
+    return True

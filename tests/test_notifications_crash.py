@@ -9,24 +9,13 @@ import signal
 import uuid
 from collections import Counter
 
-from nats.js.errors import NotFoundError
-
 from app.connections import Connections
 from config.settings import Settings
-from streams.definitions import EVENTS
-from tests.notifykit import add_member, api
+from tests.notifykit import add_member, api, notifications_consumer_exists
 from tests.providers import HttpProviders, SmtpServer, provider_env
 from tests.world import World, connect, eventually, recv_type, send, worker_process
 
 BURST = 100
-
-
-async def _consumer_ready(conns: Connections) -> bool:
-    try:
-        await conns.js.consumer_info(EVENTS.name, "notifications")
-    except NotFoundError:
-        return False
-    return True
 
 
 async def test_sigkill_mid_burst_delivers_each_notification_once(
@@ -40,7 +29,7 @@ async def test_sigkill_mid_burst_delivers_each_notification_once(
         async with HttpProviders() as http:
             env = {**provider_env(smtp, http), "WEDSYNC_NOTIFY_CONCURRENCY": "4"}
             async with worker_process(settings, "notifications", env) as first:
-                await eventually(lambda: _consumer_ready(conns), timeout=30)
+                await eventually(lambda: notifications_consumer_exists(conns), timeout=30)
                 token = await world.join(world.couple)
                 async with await connect(world.base, world.wedding, token) as ws:
                     await recv_type(ws, "welcome")

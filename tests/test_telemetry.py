@@ -24,7 +24,7 @@ from app.connections import Connections
 from config.logging import JsonFormatter, TraceIds
 from config.settings import Settings
 from streams.definitions import EVENTS
-from tests.notifykit import add_member
+from tests.notifykit import add_member, notifications_consumer_exists
 from tests.otlp import Collector, ReceivedSpan, collector
 from tests.providers import HttpProviders, SmtpServer, provider_env, providers
 from tests.statekit import Member, join_member
@@ -67,17 +67,9 @@ async def workers(
         worker_process(settings, "conflicts", env),
         worker_process(settings, "notifications", env),
     ):
-        await eventually(lambda: _consumer_exists(conns), timeout=30)
+        await eventually(lambda: notifications_consumer_exists(conns), timeout=30)
         yield
     await _drop_notifications_consumer(conns)
-
-
-async def _consumer_exists(conns: Connections) -> bool:
-    try:
-        await conns.js.consumer_info(EVENTS.name, "notifications")
-    except NotFoundError:
-        return False
-    return True
 
 
 async def _vendor_timeline_item(world: World, gateway: str) -> tuple[Member, str, str]:
