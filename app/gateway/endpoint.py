@@ -15,12 +15,13 @@ from litestar.exceptions import WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from app.auth.guest_contacts import GuestContacts
 from app.connections import Connections
 from app.db import sessions as session_store
 from app.db import weddings as wedding_store
 from app.gateway.connection import Connection
 from app.gateway.history import events_between, fully_held
-from app.gateway.hub import Hub
+from app.gateway.hub import GUESTS, Hub
 from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
@@ -253,7 +254,7 @@ async def _read(
                     stored = await _publish(conns, conn, frame)
                 else:
                     parts = socket.app.state.settings.conflicts.partitions
-                    stored = await _change(conns, conn, frame, parts)
+                    stored = await _change(conns, conn, frame, parts, hub.contacts)
             tally.published += stored
             await hub.tracker.activity(conn.presence)
 
@@ -302,7 +303,11 @@ async def _store(conns: Connections, conn: Connection, frame_id: str, subject: s
 
 
 async def _change(
-    conns: Connections, conn: Connection, frame: ChangeFrame, partitions: int
+    conns: Connections,
+    conn: Connection,
+    frame: ChangeFrame,
+    partitions: int,
+    contacts: GuestContacts | None,
 ) -> bool:
     """Validate a state change at the edge and queue it for the conflicts worker."""
 
@@ -324,6 +329,8 @@ async def _change(
             fields = validate_fields(frame.entity, frame.op, frame.fields)
     except FieldError as exc:
         return refuse("invalid", str(exc))
+    if contacts is not None:  # encrypted from here on: JetStream, the worker, PostgreSQL
+        fields = contacts.seal(frame.entity, fields)
     wedding = str(conn.wedding_id)
     change = ChangeRequest(
         client_id=frame.id, wedding_id=wedding, actor=Actor(user_id=conn.user_id, role=conn.role),
@@ -358,6 +365,8 @@ async def _resume(
             async for seq, channel, data in events_between(
                 conns.js, conns.pool, conn.wedding_id, after_seq, upto
             ):
+                if channel == GUESTS and hub.contacts is not None:
+                    data = hub.contacts.open_event_bytes(data)
                 await conn.replayed(seq, channel, event_frame(seq, data))
         conn.last_sent = max(conn.last_sent, upto)
         done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
