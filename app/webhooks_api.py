@@ -32,8 +32,10 @@ async def _check_destination(url: str, settings: Settings) -> None:
     except DestinationRefused:
         # one message for unresolvable, private, loopback and link-local alike: the
         # answer must not tell which internal names exist
-        raise Invalid("the webhook URL must resolve to public internet addresses only "
-                      "(private, loopback and link-local destinations are refused)") from None
+        raise Invalid(
+            "the webhook URL must resolve to public internet addresses only "
+            "(private, loopback and link-local destinations are refused)"
+        ) from None
 
 
 def _hook(r: asyncpg.Record, secret: str | None = None) -> Webhook:
@@ -100,8 +102,11 @@ class WebhooksController(Controller):
                 hook_id, wedding_id):  # fmt: skip
                 raise NotFound("webhook not found")
 
-    @post("/{hook_id:uuid}/enable", status_code=200,
-          summary="Re-enable a disabled endpoint (the caller becomes its owner)")  # fmt: skip
+    @post(
+        "/{hook_id:uuid}/enable",
+        status_code=200,
+        summary="Re-enable a disabled endpoint (the caller becomes its owner)",
+    )
     async def enable(
         self, wedding_id: uuid.UUID, hook_id: uuid.UUID, identity: Identity, state: State,
         request: Request[Any, Any, Any],
@@ -110,7 +115,8 @@ class WebhooksController(Controller):
         async with conns.pool.acquire() as conn:
             await self._admin(conn, wedding_id, identity, request, "manage_webhooks")
             url = await conn.fetchval(
-                "SELECT url FROM webhooks WHERE id = $1 AND wedding_id = $2", hook_id, wedding_id)
+                "SELECT url FROM webhooks WHERE id = $1 AND wedding_id = $2", hook_id, wedding_id
+            )
             if url is None:
                 raise NotFound("webhook not found")
             await _check_destination(url, state.settings)
@@ -120,9 +126,12 @@ class WebhooksController(Controller):
                     f"""UPDATE webhooks SET enabled = true, disabled_at = NULL,
                                             disabled_reason = NULL, created_by = $3
                         WHERE id = $1 AND wedding_id = $2 RETURNING {_COLS}""",
-                    hook_id, wedding_id, identity.user_id)  # fmt: skip
-                await audit.record(conn, wedding_id, identity.user_id, "webhook_enabled",
-                                   client_ip(request), webhook=str(hook_id))  # fmt: skip
+                    hook_id,
+                    wedding_id,
+                    identity.user_id,
+                )
+                ip, who, hook = client_ip(request), identity.user_id, str(hook_id)
+                await audit.record(conn, wedding_id, who, "webhook_enabled", ip, webhook=hook)
         if row is None:
             raise NotFound("webhook not found")
         return _hook(row)

@@ -146,8 +146,10 @@ class WeddingController(Controller):
                 )  # fmt: skip
                 before = None if target is None else target["role"]
                 action = "member_added" if created else "member_changed"
-                hooks = [] if data.role in ADMINS else await disable_webhooks_of(
-                    conn, wedding_id, user_id, "owner_lost_permission")  # fmt: skip
+                hooks = []
+                if data.role not in ADMINS:  # a webhook acts with its owner's authority
+                    why = "owner_lost_permission"
+                    hooks = await disable_webhooks_of(conn, wedding_id, user_id, why)
                 await audit.record(conn, wedding_id, identity.user_id, action, ip,
                                    member=user_id, role=data.role.value,
                                    previous_role=before,
@@ -196,8 +198,9 @@ class WeddingController(Controller):
             await require_role(conn, m, identity, client_ip(request), "read_audit_log")
             rows = await audit.page(conn, wedding_id, before=before, limit=limit + 1)
         contacts = state.auth.contacts
-        items = [msgspec.convert({**r, "details": contacts.open_audit(r["details"])}, AuditEntry)
-                 for r in rows[:limit]]  # fmt: skip
+        for r in rows:
+            contacts.open_audit(r["details"])
+        items = [msgspec.convert(r, AuditEntry) for r in rows[:limit]]
         return AuditPage(items=items, next_before=items[-1].id if len(rows) > limit else None)
 
 

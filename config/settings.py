@@ -238,7 +238,8 @@ class NotifySettings:
         "Seconds before each webhook retry; after the last the endpoint is disabled.",
     )
     webhook_allow_private: bool = _setting(
-        False, "WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "WEBHOOK_ALLOW_PRIVATE",
         "Allow webhook URLs to loopback, private and link-local addresses (dev and tests with "
         "local receivers only; `wedsync dev` turns it on unless set).",
     )

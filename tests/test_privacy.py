@@ -7,7 +7,6 @@ by what the caller chose (issue 22, finding 1); state it changes arrives as even
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
@@ -109,15 +108,18 @@ async def test_export_then_erase_leaves_nothing_personal(
     me = token_for(settings, zelda)
     local = httpx.AsyncHTTPTransport(local_address=IP)
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.put(f"/api/weddings/{world.wedding}/members/{zelda}",
-                        headers=world.auth(world.couple),
-                        json={"role": "planner", "display_name": NAME, "email": EMAIL,
-                              "phone": PHONE})
+        r = await c.put(
+            f"/api/weddings/{world.wedding}/members/{zelda}",
+            headers=world.auth(world.couple),
+            json={"role": "planner", "display_name": NAME, "email": EMAIL, "phone": PHONE},
+        )
         assert r.status_code == 200, r.text
         couple_session = await world.join(world.couple)
     async with httpx.AsyncClient(base_url=world.base, transport=local) as c:  # only she is .9
-        r = await c.post(f"/api/collaboration/join/{world.wedding}",
-                         headers={**me, "X-Device-Fingerprint": FINGERPRINT})
+        r = await c.post(
+            f"/api/collaboration/join/{world.wedding}",
+            headers={**me, "X-Device-Fingerprint": FINGERPRINT},
+        )
         assert r.status_code == 201, r.text
         session = r.json()["session_token"]
 
@@ -131,23 +133,35 @@ async def test_export_then_erase_leaves_nothing_personal(
     async with worker_process(settings, "conflicts"):
         couple = Member(cs, world.couple)
         # the couple's guest list: their record, with her address (sealed at rest)
-        await couple.ack(await couple.change("guests", "g-plus-one", "create",
-                                             {"name": "Plus-one of the planner",
-                                              "contact": EMAIL}))
+        await couple.ack(
+            await couple.change(
+                "guests",
+                "g-plus-one",
+                "create",
+                {"name": "Plus-one of the planner", "contact": EMAIL},
+            )
+        )
         await couple.event("entity.created", entity_id="g-plus-one")
     # half the history is archived before the erase, half still in JetStream
     archived_upto = dt.datetime.now(dt.UTC)
     mine.append(await chat(zs, f"Ring me at {PHONE} after six"))
     theirs.append(await chat(cs, "See you all on the day, Zelda"))
     theirs.append(await chat(cs, "Stay well"))
-    job = ArchiveJob(conns.nc, conns.js, conns.pool, settings.retention, only=[uuid.UUID(world.wedding)])
+    job = ArchiveJob(
+        conns.nc, conns.js, conns.pool, settings.retention, only=[uuid.UUID(world.wedding)]
+    )
     assert (await job.wedding(uuid.UUID(world.wedding), archived_upto))[1] >= 3
     async with conns.pool.acquire() as conn:  # a notification text naming her
         await conn.execute(
             "INSERT INTO notifications (id, wedding_id, user_id, event_id, event_seq, event_type,"
             " category, title, body, created_at) VALUES ($1, $2, $3, 'e', 1, 'message', 'chat',"
-            " $4, $5, now())", uuid.uuid4(), uuid.UUID(world.wedding), world.couple,
-            f"{NAME} mentioned you", f"{NAME}: call {PHONE}")
+            " $4, $5, now())",
+            uuid.uuid4(),
+            uuid.UUID(world.wedding),
+            world.couple,
+            f"{NAME} mentioned you",
+            f"{NAME}: call {PHONE}",
+        )
 
     async with httpx.AsyncClient(base_url=world.base) as c:
         before = await history(c, world)
@@ -156,8 +170,14 @@ async def test_export_then_erase_leaves_nothing_personal(
         exported = r.json()
         assert exported["user_id"] == zelda
         [membership] = exported["memberships"]
-        assert (membership["display_name"], membership["email"], membership["phone"]) == (NAME, EMAIL, PHONE)
-        assert [(s["ip"], s["device_fingerprint"]) for s in exported["sessions"]] == [(IP, FINGERPRINT)]
+        assert (membership["display_name"], membership["email"], membership["phone"]) == (
+            NAME,
+            EMAIL,
+            PHONE,
+        )
+        assert [(s["ip"], s["device_fingerprint"]) for s in exported["sessions"]] == [
+            (IP, FINGERPRINT)
+        ]
         assert sorted(e["seq"] for e in exported["events"]) == sorted(mine)  # archived + held
         assert all(e["event"]["actor"]["user_id"] == zelda for e in exported["events"])
         assert "joined" in {a["action"] for a in exported["audit"]}
@@ -206,18 +226,29 @@ async def test_erase_cannot_reach_another_tenant(
     joining with fingerprint "band", erases; another wedding's guest "Theo's husband Bob",
     its name, its chat and its audit log stay exactly as they were."""
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.patch(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple),
-                          json={"name": "Theo & the band"})
+        r = await c.patch(
+            f"/api/weddings/{world.wedding}",
+            headers=world.auth(world.couple),
+            json={"name": "Theo & the band"},
+        )
         assert r.status_code == 200, r.text
-        cs = await websockets.connect(world.base.replace("http", "ws") +
-                                      f"/ws/weddings/{world.wedding}?token=" +
-                                      await world.join(world.couple))
+        cs = await websockets.connect(
+            world.base.replace("http", "ws")
+            + f"/ws/weddings/{world.wedding}?token="
+            + await world.join(world.couple)
+        )
         await recv_type(cs, "welcome")
         seq = await chat(cs, "Theo and the band arrive at six; theo@band.example knows")
         async with worker_process(settings, "conflicts"):
             couple = Member(cs, world.couple)
-            await couple.ack(await couple.change("guests", "g-bob", "create", {
-                "name": "Theo's husband Bob", "contact": "theo@band.example"}))
+            await couple.ack(
+                await couple.change(
+                    "guests",
+                    "g-bob",
+                    "create",
+                    {"name": "Theo's husband Bob", "contact": "theo@band.example"},
+                )
+            )
             await couple.event("entity.created", entity_id="g-bob")
         victim_state = await state_of(c, world, world.couple)
         victim_history = await history(c, world)
@@ -225,14 +256,20 @@ async def test_erase_cannot_reach_another_tenant(
         victim_audit = r.json()
 
         theo = "user-" + uuid.uuid4().hex[:10]
-        token = {"Authorization": "Bearer " + issue_token(settings.auth, theo, name="Theo",
-                                                          email="theo@band.example")}
-        r = await c.post("/api/weddings", headers=token,
-                         json={"name": "Theo's own", "date": "2027-01-01", "timezone": "UTC"})
+        token = {
+            "Authorization": "Bearer "
+            + issue_token(settings.auth, theo, name="Theo", email="theo@band.example")
+        }
+        r = await c.post(
+            "/api/weddings",
+            headers=token,
+            json={"name": "Theo's own", "date": "2027-01-01", "timezone": "UTC"},
+        )
         assert r.status_code == 201, r.text
         own = r.json()["id"]
-        r = await c.post(f"/api/collaboration/join/{own}",
-                         headers={**token, "X-Device-Fingerprint": "band"})
+        r = await c.post(
+            f"/api/collaboration/join/{own}", headers={**token, "X-Device-Fingerprint": "band"}
+        )
         assert r.status_code == 201, r.text
         r = await c.delete("/api/me", headers=token)
         assert r.status_code == 200, r.text
@@ -243,7 +280,8 @@ async def test_erase_cannot_reach_another_tenant(
         assert (guest["name"], guest["contact"]) == ("Theo's husband Bob", "theo@band.example")
         assert await history(c, world) == victim_history
         assert {e["seq"]: e for e in victim_history}[seq]["event"]["data"]["text"] == (
-            "Theo and the band arrive at six; theo@band.example knows")
+            "Theo and the band arrive at six; theo@band.example knows"
+        )
         r = await c.get(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple))
         assert r.json()["name"] == "Theo & the band"
         r = await c.get(f"/api/weddings/{world.wedding}/audit", headers=world.auth(world.couple))
@@ -259,18 +297,32 @@ async def test_erase_changes_state_through_events_every_client_folds(
     and ends up where ``/state`` is (no row rewritten behind its back)."""
     vendor = "user-" + uuid.uuid4().hex[:10]
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.put(f"/api/weddings/{world.wedding}/members/{vendor}",
-                        headers=world.auth(world.couple),
-                        json={"role": "vendor", "display_name": "Vera Florist"})
+        r = await c.put(
+            f"/api/weddings/{world.wedding}/members/{vendor}",
+            headers=world.auth(world.couple),
+            json={"role": "vendor", "display_name": "Vera Florist"},
+        )
         assert r.status_code == 200, r.text
         async with worker_process(settings, "conflicts"):
             couple = await join_member(world, gateways[1], world.couple)
-            await couple.ack(await couple.change("tasks", "t-flowers", "create",
-                                                 {"title": "Flowers", "assignee": vendor}))
-            await couple.ack(await couple.change("vendors", "v-vera", "create", {
-                "name": "Vera's Flowers", "category": "florist", "member": vendor}))
-            await couple.ack(await couple.change("tasks", "t-cake", "create",
-                                                 {"title": "Cake", "assignee": world.couple}))
+            await couple.ack(
+                await couple.change(
+                    "tasks", "t-flowers", "create", {"title": "Flowers", "assignee": vendor}
+                )
+            )
+            await couple.ack(
+                await couple.change(
+                    "vendors",
+                    "v-vera",
+                    "create",
+                    {"name": "Vera's Flowers", "category": "florist", "member": vendor},
+                )
+            )
+            await couple.ack(
+                await couple.change(
+                    "tasks", "t-cake", "create", {"title": "Cake", "assignee": world.couple}
+                )
+            )
             await couple.event("entity.created", entity_id="t-cake")
 
             r = await c.delete("/api/me", headers=world.auth(vendor))
@@ -285,8 +337,11 @@ async def test_erase_changes_state_through_events_every_client_folds(
         assert couple.state["tasks"]["t-cake"]["fields"]["assignee"] == world.couple
         served = (await state_of(c, world, world.couple))["entities"]
         assert without_empty(couple.state) == without_empty(
-            {k: {i: {"version": e["version"], "fields": e["fields"]} for i, e in v.items()}
-             for k, v in served.items()})
+            {
+                k: {i: {"version": e["version"], "fields": e["fields"]} for i, e in v.items()}
+                for k, v in served.items()
+            }
+        )
     await couple.ws.close()
 
 
@@ -301,11 +356,13 @@ async def test_guest_contacts_are_sealed_at_rest_and_served_to_readers(
     async with worker_process(settings, "conflicts"):
         couple = await join_member(world, gateways[0], world.couple)
         other = await join_member(world, gateways[1], family)  # live, on the other process
-        await couple.ack(await couple.change("guests", "g-1", "create",
-                                             {"name": "Aunt May", "contact": contact}))
+        await couple.ack(
+            await couple.change("guests", "g-1", "create", {"name": "Aunt May", "contact": contact})
+        )
         created = await other.event("entity.created", entity_id="g-1")
-        await couple.ack(await couple.change("guests", "g-1", "update",
-                                             {"contact": "+44 20 7946 0000"}, base=1))
+        await couple.ack(
+            await couple.change("guests", "g-1", "update", {"contact": "+44 20 7946 0000"}, base=1)
+        )
         await other.event("entity.updated", entity_id="g-1")
     assert created["data"]["fields"]["contact"] == contact
     assert await found_in_postgres(conns, [contact]) == []
@@ -313,7 +370,8 @@ async def test_guest_contacts_are_sealed_at_rest_and_served_to_readers(
     async with conns.pool.acquire() as conn:
         stored = await conn.fetchval(
             "SELECT fields->>'contact' FROM entities WHERE wedding_id = $1 AND entity_id = 'g-1'",
-            uuid.UUID(world.wedding))
+            uuid.UUID(world.wedding),
+        )
     assert stored.startswith("enc1:")
     async with httpx.AsyncClient(base_url=world.base) as c:
         guests = (await state_of(c, world, family))["entities"]["guests"]
@@ -323,8 +381,10 @@ async def test_guest_contacts_are_sealed_at_rest_and_served_to_readers(
         r = await c.get(f"/api/weddings/{world.wedding}/audit", headers=world.auth(world.couple))
         changed = [a["details"] for a in r.json()["items"] if a["action"] == "entity_changed"]
         update = next(d for d in changed if d["entity_id"] == "g-1" and d["op"] == "update")
-        assert (update["before"], update["after"]) == ({"contact": contact},
-                                                       {"contact": "+44 20 7946 0000"})
+        assert (update["before"], update["after"]) == (
+            {"contact": contact},
+            {"contact": "+44 20 7946 0000"},
+        )
     resumed = await join_member(world, gateways[1], family)
     await send(resumed.ws, type="resume", after_seq=0)
     replayed = await resumed.event("entity.created", entity_id="g-1")
@@ -340,8 +400,11 @@ async def test_reserved_subjects_are_refused(
     not the admin API's audit entries of other weddings through an export, not anything."""
     async with httpx.AsyncClient(base_url=world.base) as c:
         admin = {"Authorization": f"Bearer {settings.auth.admin_token}"}
-        r = await c.post(f"/api/admin/weddings/{world.wedding}/users/{world.couple}/disconnect",
-                         headers=admin, json={})
+        r = await c.post(
+            f"/api/admin/weddings/{world.wedding}/users/{world.couple}/disconnect",
+            headers=admin,
+            json={},
+        )
         assert r.status_code in (200, 202), r.text  # an audit entry by "admin-api"
         for sub in (*sorted(RESERVED_USER_IDS), "System", " server"):
             token = {"Authorization": "Bearer " + issue_token(settings.auth, sub)}
@@ -349,9 +412,16 @@ async def test_reserved_subjects_are_refused(
                 r = await c.get(path, headers=token)
                 assert r.status_code == 401, (sub, path, r.text)
                 assert r.json()["code"] == "reserved_subject"
-            r = await c.put(f"/api/weddings/{world.wedding}/members/{sub}",
-                            headers=world.auth(world.couple), json={"role": "guest"})
+            r = await c.put(
+                f"/api/weddings/{world.wedding}/members/{sub}",
+                headers=world.auth(world.couple),
+                json={"role": "guest"},
+            )
             assert r.status_code == 422 and r.json()["code"] == "invalid", r.text
     # every id the code writes as a non-member actor is reserved
-    assert {SERVER_ACTOR.user_id, SYSTEM_ACTOR.user_id, AUDIT_ACTOR,
-            CONFLICTS_SYSTEM.user_id} <= RESERVED_USER_IDS
+    assert {
+        SERVER_ACTOR.user_id,
+        SYSTEM_ACTOR.user_id,
+        AUDIT_ACTOR,
+        CONFLICTS_SYSTEM.user_id,
+    } <= RESERVED_USER_IDS

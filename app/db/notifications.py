@@ -162,6 +162,8 @@ async def disable_webhooks_of(
     rows = await conn.fetch(
         """UPDATE webhooks SET enabled = false, disabled_at = now(), disabled_reason = $3
            WHERE wedding_id = $1 AND created_by = $2 AND enabled RETURNING id""",
-        wedding_id, user_id, reason,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        reason,
+    )
     return [r["id"] for r in rows]

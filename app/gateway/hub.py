@@ -105,8 +105,13 @@ GUESTS = Channel.GUESTS.value
 
 
 class Room:
-    def __init__(self, wedding_id: uuid.UUID, batch_window: float, tally: Tally,
-                 contacts: GuestContacts | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        wedding_id: uuid.UUID,
+        batch_window: float,
+        tally: Tally,
+        contacts: GuestContacts | None = None,
+    ) -> None:
         self.wedding_id = wedding_id
         self.tally = tally
         self.contacts = contacts
@@ -254,8 +259,8 @@ class Hub:
                 return False
             room = self.rooms.get(conn.wedding_id)
             if room is None:
-                room = Room(conn.wedding_id, self.settings.presence.batch, self.tally,
-                            self.contacts)
+                batch = self.settings.presence.batch
+                room = Room(conn.wedding_id, batch, self.tally, self.contacts)
                 room.sub = await self.js.subscribe(
                     wedding_wildcard(conn.wedding_id),
                     stream=EVENTS.name,

@@ -150,8 +150,9 @@ async def erase(
     async with conns.pool.acquire() as conn:
         out.weddings = await weddings_of(conn, user_id)
         redactors = await identifiers(conn, cipher, user_id, out.weddings)
-        sessions = await conn.fetch("SELECT id, wedding_id FROM sessions WHERE user_id = $1",
-                                    user_id)  # fmt: skip
+        sessions = await conn.fetch(
+            "SELECT id, wedding_id FROM sessions WHERE user_id = $1", user_id
+        )
         # first their sessions end (no reconnect), their sockets close, their presence goes
         await conn.execute(
             "UPDATE sessions SET ended_at = now(), end_reason = 'erased' "
@@ -228,22 +229,30 @@ async def _state_changes(
                  AND ((kind = 'tasks' AND fields->>'assignee' = $2)
                    OR (kind = 'vendors' AND fields->>'member' = $2))
                ORDER BY wedding_id, kind, entity_id""",
-            weddings, user_id,
-        )  # fmt: skip
+            weddings,
+            user_id,
+        )
     for r in rows:
         kind = EntityKind(r["kind"])
         name = dict(MEMBER_FIELDS)[kind]
         key = f"erase:{r['wedding_id']}:{kind.value}:{r['entity_id']}:{r['version']}"
         change = ChangeRequest(
             client_id="erase-" + hashlib.sha256(key.encode()).hexdigest()[:24],
-            wedding_id=str(r["wedding_id"]), actor=SYSTEM_ACTOR, entity=kind,
-            entity_id=r["entity_id"], op=Op.UPDATE,
+            wedding_id=str(r["wedding_id"]),
+            actor=SYSTEM_ACTOR,
+            entity=kind,
+            entity_id=r["entity_id"],
+            op=Op.UPDATE,
             fields=validate_fields(kind, Op.UPDATE, {name: None}),
-            base_version=r["version"], ts=time.time(),
-        )  # fmt: skip
-        await conns.js.publish(change_subject(str(r["wedding_id"]), partitions),
-                               msgspec.json.encode(change), stream=CHANGES.name,
-                               headers={"Nats-Msg-Id": key})  # fmt: skip
+            base_version=r["version"],
+            ts=time.time(),
+        )
+        await conns.js.publish(
+            change_subject(str(r["wedding_id"]), partitions),
+            msgspec.json.encode(change),
+            stream=CHANGES.name,
+            headers={"Nats-Msg-Id": key},
+        )
     return len(rows)
 
 
@@ -266,16 +275,19 @@ async def _events(
                 if new is not None:
                     found.append((m, new))
             if found:
-                rows = [Archived(wedding_id, m.seq, m.subject.rsplit(".", 1)[1], m.stored_at,
-                                 new) for m, new in found]  # fmt: skip
+                rows = [
+                    Archived(wedding_id, m.seq, m.subject.rsplit(".", 1)[1], m.stored_at, new)
+                    for m, new in found
+                ]
                 async with conns.pool.acquire() as conn, conn.transaction():
                     await archive.insert(conn, rows)  # a copy archived earlier: redacted below
-                    await archive.advance(conn, wedding_id, purged_upto=0,
-                                          last_seq=rows[-1].seq, moved=0)  # fmt: skip
+                    await archive.advance(
+                        conn, wedding_id, purged_upto=0, last_seq=rows[-1].seq, moved=0
+                    )
                 for m, _ in found:
                     await _delete(js, EVENTS.name, m.seq)
                 moved += len(found)
-            mine += [_event_id(new) for _, new in found if _event_id(new)]
+            mine += [i for _, new in found if (i := _event_id(new))]
             async with conns.pool.acquire() as conn:
                 ids, n = await _archived(conn, wedding_id, user_id, redactor)
             mine += ids
@@ -302,16 +314,20 @@ async def _archived(
         page = await conn.fetch(
             """SELECT seq, stored_at, data FROM event_archive
                WHERE wedding_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
-            wedding_id, after, _PAGE,
-        )  # fmt: skip
+            wedding_id,
+            after,
+            _PAGE,
+        )
         for r in page:
             new = erase_event(bytes(r["data"]), user_id, redactor)
             if new is None:
                 continue
             await conn.execute(
                 "UPDATE event_archive SET data = $1 WHERE seq = $2 AND stored_at = $3",
-                new, r["seq"], r["stored_at"],
-            )  # fmt: skip
+                new,
+                r["seq"],
+                r["stored_at"],
+            )
             changed += 1
             if event_id := _event_id(new):
                 mine.append(event_id)
@@ -412,17 +428,31 @@ async def _delete(js: JetStreamContext, stream: str, seq: int) -> None:
 
 
 async def _own_rows(conn: Conn, user_id: str, out: Erasure) -> None:
-    for table in ("sessions", "wedding_members", "notifications", "deliveries",
-                  "notification_preferences", "push_subscriptions", "presence_minutes",
-                  "presence_days"):  # fmt: skip
+    for table in (
+        "sessions",
+        "wedding_members",
+        "notifications",
+        "deliveries",
+        "notification_preferences",
+        "push_subscriptions",
+        "presence_minutes",
+        "presence_days",
+    ):
         n = _n(await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id))
         out.count(out.rows_deleted, table, n)
-    ip = _n(await conn.execute(
-        "UPDATE audit_log SET ip = NULL WHERE actor = $1 AND ip IS NOT NULL", user_id))  # fmt: skip
+    ip = _n(
+        await conn.execute(
+            "UPDATE audit_log SET ip = NULL WHERE actor = $1 AND ip IS NOT NULL", user_id
+        )
+    )
     out.count(out.rows_redacted, "audit_log.ip", ip)
-    fingerprints = _n(await conn.execute(
-        "UPDATE audit_log SET details = details - 'device_fingerprint' "
-        "WHERE actor = $1 AND details ? 'device_fingerprint'", user_id))  # fmt: skip
+    fingerprints = _n(
+        await conn.execute(
+            "UPDATE audit_log SET details = details - 'device_fingerprint' "
+            "WHERE actor = $1 AND details ? 'device_fingerprint'",
+            user_id,
+        )
+    )
     out.count(out.rows_redacted, "audit_log.details", fingerprints)
     for wedding_id in out.weddings:
         hooks = await disable_webhooks_of(conn, wedding_id, user_id, "owner_removed")
@@ -430,35 +460,46 @@ async def _own_rows(conn: Conn, user_id: str, out: Erasure) -> None:
 
 
 async def _derived_text(
-    conn: Conn, user_id: str, redactors: dict[uuid.UUID, Redactor], erased: list[str],
+    conn: Conn,
+    user_id: str,
+    redactors: dict[uuid.UUID, Redactor],
+    erased: list[str],
     out: Erasure,
-) -> None:  # fmt: skip
+) -> None:
     """Copies made from events: other members' notifications of their messages lose the
     text; notification texts naming them in their weddings are redacted; webhook payloads
     of their weddings get the same event rewrite as the stream."""
-    n = _n(await conn.execute(
-        "UPDATE notifications SET body = $2, data = '{}'::jsonb WHERE event_id = ANY($1::text[])",
-        erased, ERASED))  # fmt: skip
+    n = _n(
+        await conn.execute(
+            "UPDATE notifications SET body = $2, data = '{}'::jsonb "
+            "WHERE event_id = ANY($1::text[])",
+            erased,
+            ERASED,
+        )
+    )
     out.count(out.rows_redacted, "notifications.body", n)
     for wedding_id, redactor in redactors.items():
         rows = await conn.fetch(
             """SELECT id, title, body, data::text AS data FROM notifications
                WHERE wedding_id = $1 AND (title ILIKE ANY($2::text[])
                      OR body ILIKE ANY($2::text[]) OR data::text ILIKE ANY($2::text[]))""",
-            wedding_id, redactor.like_patterns(),
-        )  # fmt: skip
+            wedding_id,
+            redactor.like_patterns(),
+        )
         for r in rows:
             await conn.execute(
                 "UPDATE notifications SET title = $2, body = $3, data = $4::jsonb WHERE id = $1",
-                r["id"], redactor.text(r["title"]), redactor.text(r["body"]),
+                r["id"],
+                redactor.text(r["title"]),
+                redactor.text(r["body"]),
                 redactor.json_text(r["data"].encode()).decode(),
-            )  # fmt: skip
+            )
         out.count(out.rows_redacted, "notifications.text", len(rows))
     hooks = await conn.fetch(
         """SELECT id, wedding_id, payload::text AS payload FROM deliveries
            WHERE wedding_id = ANY($1::uuid[]) AND channel = 'webhook'""",
         out.weddings,
-    )  # fmt: skip
+    )
     changed = 0
     for r in hooks:
         payload = json.loads(r["payload"])
@@ -472,7 +513,8 @@ async def _derived_text(
         if new is None:
             continue
         payload["data"]["event"] = json.loads(new)
-        await conn.execute("UPDATE deliveries SET payload = $2::jsonb WHERE id = $1",
-                           r["id"], json.dumps(payload))  # fmt: skip
+        await conn.execute(
+            "UPDATE deliveries SET payload = $2::jsonb WHERE id = $1", r["id"], json.dumps(payload)
+        )
         changed += 1
     out.count(out.rows_redacted, "deliveries.payload", changed)

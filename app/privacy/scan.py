@@ -41,7 +41,8 @@ async def scan(
             except NatsTimeoutError:
                 return
             md = msg.metadata
-            yield StoredMsg(md.sequence.stream, msg.subject, msg.data, md.timestamp, msg.headers)
+            headers = msg.headers
+            yield StoredMsg(md.sequence.stream, msg.subject, msg.data, md.timestamp, headers)
             if md.num_pending == 0:
                 return
     finally:

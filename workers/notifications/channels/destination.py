@@ -102,21 +102,27 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:  # fmt: skip
+    ) -> httpcore.AsyncNetworkStream:
         try:
             address = await allowed_address(host, port, self.allow_private)
         except DestinationRefused as exc:
             raise httpcore.ConnectError(REFUSED) from exc
-        return await self._inner.connect_tcp(str(address), port, timeout, local_address,
-                                             socket_options)  # fmt: skip
+        return await self._inner.connect_tcp(
+            str(address), port, timeout, local_address, socket_options
+        )
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None,
+        self,
+        path: str,
+        timeout: float | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:  # fmt: skip
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError(REFUSED)
 
     async def sleep(self, seconds: float) -> None:
@@ -135,7 +141,9 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
             network_backend=GuardedBackend(allow_private),
         )
 

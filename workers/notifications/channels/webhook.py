@@ -35,8 +35,8 @@ def signed_headers(secret: str, msg_id: str, at: dt.datetime, body: str) -> dict
 def webhook_client(settings: NotifySettings) -> httpx.AsyncClient:
     """The HTTP client of webhook sends: connects to public addresses only (unless
     ``WEBHOOK_ALLOW_PRIVATE``), checked at connect time against what it connects to."""
-    return httpx.AsyncClient(transport=GuardedTransport(settings.webhook_allow_private),
-                             trust_env=False, follow_redirects=False)  # fmt: skip
+    transport = GuardedTransport(settings.webhook_allow_private)
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
 
 
 class WebhookChannel:
