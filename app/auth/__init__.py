@@ -2,12 +2,14 @@
 
 from app.auth.crypto import ContactCipher
 from app.auth.guard import AuthContext, client_ip, limit_by_ip, provide_identity
+from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits
 from app.auth.tokens import Identity, TokenVerifier, issue_token
 
 __all__ = [
     "AuthContext",
     "ContactCipher",
+    "GuestContacts",
     "Identity",
     "RateLimits",
     "TokenVerifier",

@@ -10,6 +10,7 @@ from litestar import Request
 from litestar.datastructures import State
 
 from app.auth.crypto import ContactCipher
+from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits
 from app.auth.tokens import Identity, TokenVerifier
 from app.errors import Unauthorized
@@ -24,12 +25,14 @@ class AuthContext:
     verifier: TokenVerifier
     cipher: ContactCipher
     limits: RateLimits
+    contacts: GuestContacts  # guest-list contacts, sealed in entity fields and events
 
     @classmethod
     def build(cls, auth: AuthSettings) -> AuthContext:
         if not auth.data_key:
             raise ValueError("no WEDSYNC_DATA_KEY configured to encrypt contact details")
-        return cls(auth, TokenVerifier(auth), ContactCipher(auth.data_key), RateLimits(auth))
+        cipher = ContactCipher(auth.data_key)
+        return cls(auth, TokenVerifier(auth), cipher, RateLimits(auth), GuestContacts(cipher))
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str | None:
