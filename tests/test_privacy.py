@@ -21,7 +21,6 @@ from config.settings import Settings
 from streams.protocol import RESERVED_USER_IDS, SERVER_ACTOR, SYSTEM_ACTOR
 from tests.statekit import Member, join_member, quiesce, without_empty
 from tests.world import World, recv, recv_type, send, worker_process
-from workers.conflicts.worker import SYSTEM as CONFLICTS_SYSTEM
 from workers.retention import ArchiveJob
 
 NAME = "Zelda Quimby-Okafor"
@@ -423,5 +422,4 @@ async def test_reserved_subjects_are_refused(
         SERVER_ACTOR.user_id,
         SYSTEM_ACTOR.user_id,
         AUDIT_ACTOR,
-        CONFLICTS_SYSTEM.user_id,
     } <= RESERVED_USER_IDS
