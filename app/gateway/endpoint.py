@@ -44,7 +44,6 @@ from streams.protocol import (
     ResumedFrame,
     ResumeFrame,
     WelcomeFrame,
-    event_frame,
 )
 from streams.state import CHANNEL_OF, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
@@ -324,6 +323,10 @@ async def _change(
             fields = validate_fields(frame.entity, frame.op, frame.fields)
     except FieldError as exc:
         return refuse("invalid", str(exc))
+    if conn.scope is not None:  # a vendor's records stay theirs (the worker checks the rest)
+        refused = conn.scope.check_change(frame.entity, frame.op, frame.fields, fields)
+        if refused:
+            return refuse("forbidden", refused)
     wedding = str(conn.wedding_id)
     change = ChangeRequest(
         client_id=frame.id, wedding_id=wedding, actor=Actor(user_id=conn.user_id, role=conn.role),
@@ -358,7 +361,7 @@ async def _resume(
             async for seq, channel, data in events_between(
                 conns.js, conns.pool, conn.wedding_id, after_seq, upto
             ):
-                await conn.replayed(seq, channel, event_frame(seq, data))
+                await conn.replayed(seq, channel, data)
         conn.last_sent = max(conn.last_sent, upto)
         done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
                             epoch=hub.epoch)  # fmt: skip

@@ -132,7 +132,7 @@ class Room:
         channel = msg.subject.rsplit(".", 1)[1]
         frame = event_frame(seq, msg.data)  # encoded once for every local receiver
         for conn in list(self.connections):
-            conn.offer_event(seq, channel, frame)
+            conn.offer_event(seq, channel, frame, msg.data)
         tally = self.tally
         tally.deliveries += len(self.connections)
         now = time.time()
