@@ -1,4 +1,5 @@
-"""``GET /api/weddings/{id}/events``: a wedding's history from JetStream, permission-filtered."""
+"""``GET /api/weddings/{id}/events``: a wedding's history from JetStream, permission-filtered
+(channels by role, a vendor's tasks and vendor records by record-level scope)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.gateway.history import events_between
 from app.history import last_seq
 from streams.permissions import Channel, permissions_for
 from streams.protocol import EventPage
+from streams.scope import RecordScope
 
 
 class EventsController(Controller):
@@ -38,15 +40,20 @@ class EventsController(Controller):
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
         auth: AuthContext = state.auth
-        return await event_page(conns, wedding_id, after_seq, limit, readable, auth.contacts)
+        scope = RecordScope.of(m.role, identity.user_id)
+        return await event_page(
+            conns, wedding_id, after_seq, limit, readable, auth.contacts, scope
+        )
 
 
 async def event_page(
     conns: Connections, wedding_id: uuid.UUID, after_seq: int, limit: int,
     readable: set[str] | None = None, contacts: GuestContacts | None = None,
+    scope: RecordScope | None = None,
 ) -> EventPage:  # fmt: skip
     """Up to ``limit`` events after ``after_seq`` (JetStream and the archive), oldest first,
-    only of ``readable`` channels (None: every channel); guest contacts opened with
+    only of ``readable`` channels (None: every channel), as ``scope`` shows them (as the
+    reader's socket does: the same filter and removals); guest contacts opened with
     ``contacts`` (None: served as stored)."""
     head = await last_seq(conns.js, conns.pool, wedding_id)
     events: list[dict[str, Any]] = []
@@ -56,10 +63,14 @@ async def event_page(
         async for seq, channel, data in replay:
             if readable is not None and channel not in readable:
                 continue
+            event = msgspec.json.decode(data)
+            if scope is not None and channel in scope.channels:
+                event = scope.view(event)
+                if event is None:
+                    continue
             if len(events) == limit:
                 more = True
                 break
-            event = msgspec.json.decode(data)
             if channel == Channel.GUESTS.value and contacts is not None:
                 contacts.open_event(event)
             events.append({"seq": seq, "event": event})

@@ -1,5 +1,6 @@
-"""``GET /api/weddings/{id}/state``: the wedding's shared state and the seq it is at; and
-the budget approvals a couple member decides."""
+"""``GET /api/weddings/{id}/state``: the wedding's shared state and the seq it is at (a
+vendor's tasks and vendor records: their own, streams/scope.py); and the budget approvals a
+couple member decides."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from streams.changes import Decision, Verdict, change_subject
 from streams.definitions import CHANGES
 from streams.permissions import Role, permissions_for
 from streams.protocol import Actor
+from streams.scope import SCOPE_FIELD, SCOPED_ROLES
 from streams.state import CHANNEL_OF, EntityKind
 
 tracer = trace.get_tracer(__name__)
@@ -105,13 +107,16 @@ class StateController(Controller):
             m = await require_member(conn, wedding_id, identity)
             readable = [k.value for k in EntityKind
                         if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read]  # fmt: skip
+            # record-level scope: of these kinds, only the rows whose field names the caller
+            scoped = {k.value: f for k, f in SCOPE_FIELD.items()} if m.role in SCOPED_ROLES else {}
             await _published(conn, wedding_id)
             await _settled(conn, wedding_id)
             seq = await last_seq(conns.js, conns.pool, wedding_id)
             rows = await conn.fetch(
                 """SELECT kind, entity_id, version, fields::text AS fields FROM entities
-                   WHERE wedding_id = $1 AND NOT deleted AND kind = ANY($2::text[])""",
-                wedding_id, readable,
+                   WHERE wedding_id = $1 AND NOT deleted AND kind = ANY($2::text[])
+                     AND (NOT $3::jsonb ? kind OR fields ->> ($3::jsonb ->> kind) = $4)""",
+                wedding_id, readable, msgspec.json.encode(scoped).decode(), identity.user_id,
             )  # fmt: skip
         entities: dict[str, dict[str, EntityState]] = {k: {} for k in readable}
         contacts: GuestContacts = state.auth.contacts

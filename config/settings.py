@@ -185,7 +185,8 @@ class ConflictSettings:
     )
     approval_threshold: int = _setting(
         50000, "APPROVAL_THRESHOLD",
-        "Budget amount move (minor units) above which a non-couple change needs approval.",
+        "Budget amount (minor units) a non-couple change may move from its last approved value, "
+        "and the largest line it may delete or mark paid/approved, without the couple's approval.",
     )
     approval_ttl: float = _setting(
         172800.0, "APPROVAL_TTL", "Seconds before an undecided budget approval expires."

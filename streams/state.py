@@ -68,6 +68,10 @@ class BudgetFields(_Fields):
     actual: Money | msgspec.UnsetType | None = _U
     paid: bool | msgspec.UnsetType = _U
     approved: bool | msgspec.UnsetType = _U
+    # kept by the conflicts worker (SERVER_FIELDS): the amounts as last set or granted by
+    # the couple, which non-couple moves are measured from (docs/conflicts.md, approvals)
+    approved_estimated: Money | msgspec.UnsetType | None = _U
+    approved_actual: Money | msgspec.UnsetType | None = _U
 
 
 class VendorStatus(StrEnum):
@@ -135,12 +139,21 @@ DEFAULTS: dict[EntityKind, dict[str, Any]] = {
 }
 
 
+#: Fields the server keeps: in stored fields and events, refused in a client's change.
+SERVER_FIELDS: dict[EntityKind, tuple[str, ...]] = {
+    EntityKind.BUDGET: ("approved_estimated", "approved_actual"),
+}
+
+
 class FieldError(ValueError):
     """The fields of a change do not match the entity kind's schema."""
 
 
 def validate_fields(kind: EntityKind, op: Op, fields: dict[str, Any]) -> dict[str, Any]:
     """The fields as stored (JSON values, ISO strings), or :class:`FieldError`."""
+    kept = [f for f in SERVER_FIELDS.get(kind, ()) if f in fields]
+    if kept:
+        raise FieldError(f"{', '.join(kept)} is kept by the server")
     try:
         parsed = msgspec.convert(fields, FIELDS[kind], strict=False)
     except msgspec.ValidationError as exc:

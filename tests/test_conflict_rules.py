@@ -271,9 +271,70 @@ async def test_budget_moves_over_the_threshold_wait_for_the_couple(
     assert a.seen("entity.updated", bigger) == []  # denied: never applied
     expected = {"version": 4, "fields": {"category": "Flowers", "description": None,
                                          "estimated": 5_000_000, "actual": None, "paid": False,
-                                         "approved": False}}  # fmt: skip
+                                         "approved": False, "approved_estimated": 5_000_000,
+                                         "approved_actual": None}}  # fmt: skip
     assert a.entity("budget", "b") == p.entity("budget", "b") == expected
     assert (await wedding_state(world, a.user))["entities"]["budget"] == {"b": expected}
+
+
+async def test_budget_approval_cannot_be_bypassed_in_steps_by_deleting_or_by_flags(
+    world: World, gateways: list[str], conflicts_worker: None
+) -> None:
+    """Issue 22, finding 6: the attacks, as a planner would make them over a socket."""
+    a, p = await two_members(world, gateways)
+    url = f"/api/weddings/{world.wedding}/approvals"
+    venue, cake = {"category": "Venue", "estimated": 100_000}, {"category": "Cake"}
+    await acked(a, await a.change("budget", "venue", "create", venue))
+    await acked(a, await a.change("budget", "cake", "create", {**cake, "estimated": 150_000}))
+    await quiesce(world, [a, p])
+    # 12 steps of the threshold each: the first fits, every later one is held
+    steps = []
+    for _ in range(12):
+        line = held(p, "budget", "venue")
+        step = {"estimated": line["fields"]["estimated"] + THRESHOLD}
+        cid = await p.change("budget", "venue", "update", step, base=line["version"])
+        steps.append(cid)
+        await acked(p, cid)
+        await p.expect("entity.updated" if len(steps) == 1 else "approval.requested", cid)
+    # deleting a large line, paying it or marking it approved: held too
+    gone = await p.change("budget", "cake", "delete", base=1)
+    paid = await p.change("budget", "cake", "update", {"paid": True}, base=1)
+    ok = await p.change("budget", "cake", "update", {"approved": True}, base=1)
+    sneaky = await p.change("budget", "cake", "update", {"approved_estimated": 10**9}, base=1)
+    assert (await p.ack(sneaky))["code"] == "invalid"  # the server keeps approved amounts
+    await quiesce(world, [a, p])
+    requested = {e["data"]["change"]["id"]: e["data"] for e in a.seen("approval.requested")}
+    assert sorted(requested) == sorted([*steps[1:], gone, paid, ok])
+    assert requested[gone]["op"] == "delete" and requested[gone]["amounts"] == ["estimated"]
+    assert (requested[paid]["amounts"], requested[ok]["amounts"]) == (["paid"], ["approved"])
+    state = (await wedding_state(world, p.user))["entities"]["budget"]
+    assert state == a.state["budget"] == p.state["budget"]
+    assert state["venue"]["version"] == 2
+    assert state["venue"]["fields"]["estimated"] == 200_000  # one step, not 1 300 000
+    assert state["venue"]["fields"]["approved_estimated"] == 100_000
+    cake |= {"description": None, "estimated": 150_000, "actual": None, "paid": False}
+    cake |= {"approved": False, "approved_estimated": 150_000, "approved_actual": None}
+    assert state["cake"] == {"version": 1, "fields": cake}
+    # the couple grants one step: from there the planner has one threshold again
+    async with httpx.AsyncClient(base_url=world.base) as c:
+        listed = {x["id"]: x for x in (await c.get(url, headers=world.auth(a.user))).json()}
+        assert {x["status"] for x in listed.values()} == {"pending"} and len(listed) == 14
+        second = requested[steps[1]]["approval_id"]
+        r = await c.post(f"{url}/{second}", headers=world.auth(a.user), json={"decision": "grant"})
+        assert r.status_code == 202, r.text
+        granted = await p.expect("entity.updated", steps[1], entity_id="venue")
+        assert granted["data"]["fields"]["estimated"] == 300_000
+        assert granted["data"]["fields"]["approved_estimated"] == 300_000
+        delete = requested[gone]["approval_id"]
+        r = await c.post(f"{url}/{delete}", headers=world.auth(a.user), json={"decision": "grant"})
+        assert r.status_code == 202, r.text
+        await p.expect("entity.deleted", gone, entity_id="cake")
+    fits = await p.change("budget", "venue", "update", {"estimated": 400_000}, base=3)
+    await acked(p, fits)
+    await p.expect("entity.updated", fits, entity_id="venue")
+    await quiesce(world, [a, p])
+    assert set(p.state["budget"]) == {"venue"}
+    assert p.state["budget"]["venue"]["fields"]["estimated"] == 400_000
 
 
 async def test_moving_an_item_cascades_to_its_dependents(

@@ -34,7 +34,17 @@ from config.settings import Settings
 from streams.changes import ChangeRequest
 from streams.permissions import MATRIX, Channel, Role, WeddingStatus
 from streams.protocol import Actor
-from streams.state import DEFAULTS, FIELDS, REQUIRED, EntityKind, Op, State, fold, validate_fields
+from streams.state import (
+    DEFAULTS,
+    FIELDS,
+    REQUIRED,
+    SERVER_FIELDS,
+    EntityKind,
+    Op,
+    State,
+    fold,
+    validate_fields,
+)
 from tests.statekit import (
     Member,
     join_member,
@@ -317,13 +327,7 @@ class Model:
         rejected = [e for e in out.events if e.type == "conflict.rejected"]
         requested = [e for e in out.events if e.type == "approval.requested"]
         assert len(own) + len(rejected) + len(requested) == 1, out.events
-        big = [
-            f
-            for f in ("estimated", "actual")
-            if f in change.fields
-            and abs((change.fields[f] or 0) - ((cur.fields.get(f) if cur else None) or 0))
-            > THRESHOLD
-        ]
+        big = approval_needed(change, cur)
         needs_approval = kind is EntityKind.BUDGET and change.actor.role is not Role.COUPLE
         if rejected:
             assert (out.writes, out.audits, out.approval, len(out.events)) == ({}, [], None, 1)
@@ -340,7 +344,7 @@ class Model:
             assert new.deleted and own[0].type == "entity.deleted"
             assert len(out.writes) == 1
         else:
-            self.check_upsert(change, cur, new, out)
+            self.check_upsert(change, cur, new, out, approved)
         alerts = [e for e in out.events if e.type == "guests.changed_on_wedding_day"]
         assert len(alerts) == (kind is EntityKind.GUESTS
                                and self.status is WeddingStatus.WEDDING_DAY)  # fmt: skip
@@ -370,15 +374,25 @@ class Model:
                 assert change.entity is TL and "end" in change.fields
 
     def check_upsert(self, change: ChangeRequest, cur: Entity | None, new: Entity,
-                     out: Outcome) -> None:  # fmt: skip
+                     out: Outcome, approved: bool) -> None:  # fmt: skip
         kind = change.entity
         before = dict(cur.fields) if cur else dict(DEFAULTS[kind])
         for f, v in change.fields.items():  # the change's own fields win…
             assert new.fields[f] == v, f
+        kept = SERVER_FIELDS.get(kind, ())
         for f, v in new.fields.items():  # …and nothing else moves (but a moved item's end)
+            if f in kept:
+                continue
             if f not in change.fields and not (kind is TL and f == "end" and cur is not None
                                                and "start" in change.fields):  # fmt: skip
                 assert v == before[f], f
+        if kind is EntityKind.BUDGET:  # approved amounts: what the couple set or granted
+            by_couple = approved or change.actor.role is Role.COUPLE
+            for f in ("estimated", "actual"):
+                sets = f in change.fields or change.fields.get("approved") is True
+                keeps = None if cur is None else cur.fields.get(f"approved_{f}")
+                expected = new.fields[f] if by_couple and sets else keeps
+                assert new.fields[f"approved_{f}"] == expected, f
         stale: dict[str, str] = {}
         if cur is not None:
             assert change.base_version is not None
@@ -414,7 +428,9 @@ class Model:
             if e.deleted:
                 continue
             assert set(e.fields) == set(FIELDS[e.kind].__struct_fields__)
-            assert validate_fields(e.kind, Op.CREATE, e.fields) == e.fields
+            kept = SERVER_FIELDS.get(e.kind, ())
+            client = {f: v for f, v in e.fields.items() if f not in kept}
+            assert validate_fields(e.kind, Op.CREATE, client) == client
             assert all(1 <= v <= e.version for v in e.field_versions.values())
         timeline = {eid: e.fields for (k, eid), e in self.rows.items() if k is TL and not e.deleted}
         for emit in out.events:
@@ -448,6 +464,26 @@ class Model:
             assert [e["data"]["version"] for e in events] == list(range(1, len(events) + 1))
             assert all(e["type"] != "entity.deleted" for e in events[:-1])
             assert events[0]["type"] == "entity.created"
+
+
+def approval_needed(change: ChangeRequest, cur: Entity | None) -> list[str]:
+    """docs/conflicts.md, rule 4: the fields whose effect needs the couple's approval."""
+    if change.entity is not EntityKind.BUDGET or change.actor.role is Role.COUPLE:
+        return []
+    before = {} if cur is None else cur.fields
+    after = None if change.op is Op.DELETE else {**before, **change.fields}
+
+    def amount(fields: dict[str, Any] | None, f: str) -> int:
+        return (fields or {}).get(f) or 0
+
+    amounts = ("estimated", "actual")
+    sets = amounts if after is None else [f for f in amounts if f in change.fields]
+    moved = [f for f in sets if abs(amount(after, f) - amount(before, f"approved_{f}")) > THRESHOLD]
+    large = [f for f in amounts if max(amount(before, f), amount(after, f)) > THRESHOLD]
+    if after is None:
+        return moved + [f for f in large if f not in moved]
+    flags = [f for f in ("paid", "approved") if f in change.fields]
+    return moved + ([f for f in flags if change.fields[f] != bool(before.get(f))] if large else [])
 
 
 def report(log: list[dict[str, Any]]) -> None:

@@ -3,6 +3,10 @@
 Overflow policy ``disconnect``: a socket whose queue is full is closed with the
 reconnect-allowed code 4001 (it resumes from its last seq). It never blocks the room's
 fan-out and never grows memory without bound.
+
+Events of a channel the role may not read are dropped unread. A member with a record-level
+scope (a vendor: their tasks and vendor record, streams/scope.py) has those channels'
+record events decoded and filtered per socket; everyone else's frames are never decoded.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from dataclasses import dataclass, field
 
 from app.presence import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
-from streams.protocol import Close
+from streams.protocol import Close, event_frame
+from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
 WAKE = ""  # queued by request_close for a writer waiting on an empty queue; never sent
@@ -46,6 +51,7 @@ class Connection:
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
         self.readable = self._readable()
+        self.scope, self.scoped = self._scope()
         self.close_requested = asyncio.Event()
 
     def request_close(self, code: int, reason: str) -> None:
@@ -62,9 +68,15 @@ class Connection:
         perms = permissions_for(self.role, self.status)
         return frozenset(ch for ch, a in perms.items() if a.read)
 
+    def _scope(self) -> tuple[RecordScope | None, frozenset[str]]:
+        """The record-level scope, and the channels it filters (empty: none)."""
+        scope = RecordScope.of(self.role, self.user_id)
+        return scope, frozenset() if scope is None else scope.channels
+
     def change_role(self, role: Role) -> None:
         self.role = role
         self.readable = self._readable()
+        self.scope, self.scoped = self._scope()
 
     def can_write(self, channel: str) -> bool:
         return permissions_for(self.role, self.status)[channel].write
@@ -78,10 +90,17 @@ class Connection:
         except asyncio.QueueFull:
             self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
-    def offer_event(self, seq: int, channel: str, frame: str) -> None:
-        """A live event from the room: filtered, held while replaying, never sent twice."""
+    def offer_event(self, seq: int, channel: str, frame: str, stored: bytes) -> None:
+        """A live event from the room (``frame``, built from the ``stored`` event): filtered,
+        held while replaying, never sent twice."""
         if channel not in self.readable:
             return
+        if channel in self.scoped:
+            assert self.scope is not None
+            mine = self.scope.frame(seq, stored, frame)
+            if mine is None:
+                return
+            frame = mine
         if self.replaying:
             if len(self.held) >= self.queue_size:
                 self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
@@ -92,13 +111,25 @@ class Connection:
             self.last_sent = seq
             self.send(frame)
 
-    async def replayed(self, seq: int, channel: str, frame: str) -> None:
-        """A historical event during resume: waits for room in the queue (only we wait)."""
-        if channel in self.readable and seq > self.last_sent and not self.closed:
-            self.last_sent = seq
-            await self.queue.put(frame)
+    async def replayed(self, seq: int, channel: str, stored: bytes) -> None:
+        """A historical event during resume, filtered like a live one: waits for room in
+        the queue (only we wait)."""
+        if channel not in self.readable or seq <= self.last_sent or self.closed:
+            return
+        frame = event_frame(seq, stored)
+        if channel in self.scoped:
+            assert self.scope is not None
+            mine = self.scope.frame(seq, stored, frame)
+            if mine is None:
+                return
+            frame = mine
+        self.last_sent = seq
+        await self.queue.put(frame)
 
     def finish_replay(self) -> None:
+        """Send the live events held during the replay (filtered when they were offered)."""
         held, self.held, self.replaying = self.held, [], False
         for seq, channel, frame in held:
-            self.offer_event(seq, channel, frame)
+            if channel in self.readable and seq > self.last_sent:
+                self.last_sent = seq
+                self.send(frame)

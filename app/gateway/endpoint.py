@@ -44,7 +44,6 @@ from streams.protocol import (
     ResumedFrame,
     ResumeFrame,
     WelcomeFrame,
-    event_frame,
 )
 from streams.state import CHANNEL_OF, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
@@ -359,6 +358,10 @@ async def _change(
             fields = validate_fields(frame.entity, frame.op, frame.fields)
     except FieldError as exc:
         return refuse("invalid", str(exc))
+    if conn.scope is not None:  # a vendor's records stay theirs (the worker checks the rest)
+        refused = conn.scope.check_change(frame.entity, frame.op, frame.fields, fields)
+        if refused:
+            return refuse("forbidden", refused)
     if hub.contacts is not None:  # encrypted from here on: JetStream, the worker, PostgreSQL
         fields = hub.contacts.seal(frame.entity, fields)
     wedding = str(conn.wedding_id)
@@ -397,7 +400,7 @@ async def _resume(
             ):
                 if channel == GUESTS and hub.contacts is not None:
                     data = hub.contacts.open_event_bytes(data)
-                await conn.replayed(seq, channel, event_frame(seq, data))
+                await conn.replayed(seq, channel, data)
         conn.last_sent = max(conn.last_sent, upto)
         done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
                             epoch=hub.epoch)  # fmt: skip

@@ -155,7 +155,7 @@ class Room:
             data = self.contacts.open_event_bytes(data)
         frame = event_frame(seq, data)  # encoded once for every local receiver
         for conn in list(self.connections):
-            conn.offer_event(seq, channel, frame)
+            conn.offer_event(seq, channel, frame, data)
         tally = self.tally
         tally.deliveries += len(self.connections)
         now = time.time()

@@ -11,8 +11,10 @@ Rules (docs/conflicts.md):
   overwritten author gets ``conflict.resolved``, unless the field's policy is ``reject``
   (timeline times on the wedding day): then the change is refused (``conflict.rejected``);
 * delete wins over concurrent updates; later updates of a deleted entity are rejected;
-* budget amounts moved by more than the threshold by anyone but the couple wait for a
-  couple member's approval;
+* a budget amount moved by more than the threshold from its last approved value (the
+  couple's own or granted), a delete of a large line and ``paid``/``approved`` of one, by
+  anyone but the couple, wait for a couple member's approval;
+* a vendor changes only their own records (streams/scope.py): ``forbidden`` otherwise;
 * moving a timeline item shifts its dependents by the same delta (``timeline.cascaded``),
   dependency cycles are refused, overlaps with the same vendor or location are reported;
 * guest changes on the wedding day raise ``guests.changed_on_wedding_day``.
@@ -31,9 +33,13 @@ import msgspec
 
 from streams.changes import ChangeRequest
 from streams.permissions import Channel, Role, WeddingStatus
+from streams.scope import SCOPE_FIELD, holder, is_scoped, scope_data
 from streams.state import CHANNEL_OF, EntityKind, Op
 
 APPROVAL_NAMESPACE = uuid.UUID("9d7c1f5e-3b1a-4f0e-8d9a-2b6c7e5f1a30")
+# a budget line's amounts, each with the field keeping its last approved value
+APPROVED_AMOUNT = {"estimated": "approved_estimated", "actual": "approved_actual"}
+FLAGS = ("paid", "approved")  # need approval on a large line
 
 
 class Policy(Enum):
@@ -113,12 +119,16 @@ class View:
 
 
 def _entity_event(type_: str, e: Entity, change: ChangeRequest, seq: int, cause: str,
-                  changed: list[str]) -> Emit:  # fmt: skip
+                  changed: list[str], was: dict[str, Any] | None = None) -> Emit:  # fmt: skip
+    """``was``: the fields before (for the record-level scope of kinds that have one)."""
     data: dict[str, Any] = {
         "entity": e.kind.value, "entity_id": e.entity_id, "version": e.version,
         "fields": {} if e.deleted else e.fields, "changed": changed,
         "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id}, "cause": cause,
     }  # fmt: skip
+    scope = scope_data(e.kind, was, None if e.deleted else e.fields)
+    if scope is not None:
+        data["scope"] = scope
     return Emit(type_, CHANNEL_OF[e.kind], data)
 
 
@@ -132,6 +142,10 @@ def _reject(change: ChangeRequest, seq: int, reason: str, message: str,
         "current": None if current is None or current.deleted
         else {"version": current.version, "fields": current.fields},
     }  # fmt: skip
+    now = None if current is None else current.fields
+    scope = scope_data(change.entity, now, now)
+    if scope is not None:
+        data["scope"] = scope
     return Outcome(events=[Emit("conflict.rejected", CHANNEL_OF[change.entity], data)])
 
 
@@ -155,6 +169,9 @@ def apply_change(
 ) -> Outcome:  # fmt: skip
     """The outcome of the change stored at ``seq`` of the changes stream."""
     cur = view.get(change.entity, change.entity_id)
+    if is_scoped(change.actor.role, change.entity) and (why := _out_of_scope(change, cur)):
+        # no ``current``: the record is not theirs to see
+        return _reject(change, seq, "forbidden", why, None)
     if change.op is Op.CREATE:
         if cur is not None:
             why = "deleted" if cur.deleted else "exists"
@@ -166,11 +183,14 @@ def apply_change(
         return _reject(change, seq, "deleted", "it was deleted", cur)
     if change.op is Op.DELETE:
         assert cur is not None
+        if not approved and (held := _needs_approval(change, cur.fields, None, rules)):
+            return held_for_approval(change, seq, rules, held)
         out = Outcome()
         gone = copy.deepcopy(cur)
         gone.version, gone.deleted, gone.updated_by = cur.version + 1, True, change.actor.user_id
         out.writes[(gone.kind, gone.entity_id)] = gone
-        out.events.append(_entity_event("entity.deleted", gone, change, seq, "change", []))
+        deleted = _entity_event("entity.deleted", gone, change, seq, "change", [], cur.fields)
+        out.events.append(deleted)
         out.audits.append(Audit(gone, "delete", dict(cur.fields), {}))
         _wedding_day_guests(change, status, out, [])
         return out
@@ -202,8 +222,10 @@ def _upsert(
         moved(change, before, fields)
     if change.entity is EntityKind.TIMELINE and _time(fields["end"]) < _time(fields["start"]):
         return _reject(change, seq, "invalid", "end is before start", cur)
-    if not approved and (held := _needs_approval(change, before, rules)):
+    if not approved and (held := _needs_approval(change, before, fields, rules)):
         return held_for_approval(change, seq, rules, held)
+    if change.entity is EntityKind.BUDGET:
+        _keep_approved(change, before, fields, approved)
     changed = [f for f in fields if f not in before or before[f] != fields[f]]
     version = 1 if cur is None else cur.version + 1
     new = Entity(
@@ -217,17 +239,21 @@ def _upsert(
     out = Outcome()
     out.writes[(new.kind, new.entity_id)] = new
     kind = "entity.created" if cur is None else "entity.updated"
-    out.events.append(_entity_event(kind, new, change, seq, "change", changed))
+    out.events.append(_entity_event(kind, new, change, seq, "change", changed, before))
     out.audits.append(Audit(new, change.op.value, {f: before.get(f) for f in changed},
                             {f: fields[f] for f in changed}))  # fmt: skip
+    scope = scope_data(change.entity, before, fields)
     for f in stale:  # last writer wins: tell the overwritten author
         assert cur is not None
-        out.events.append(Emit("conflict.resolved", CHANNEL_OF[change.entity], {
+        resolved = {
             "entity": change.entity.value, "entity_id": change.entity_id, "field": f,
             "version": version, "winner": {"user_id": user, "value": fields[f]},
             "overwritten": {"user_id": cur.field_authors.get(f), "value": before.get(f)},
             "change": {"id": change.client_id, "seq": seq, "by": user},
-        }))  # fmt: skip
+        }  # fmt: skip
+        if scope is not None:
+            resolved["scope"] = scope
+        out.events.append(Emit("conflict.resolved", CHANNEL_OF[change.entity], resolved))
     if change.entity is EntityKind.TIMELINE:
         from workers.conflicts.timeline import after_timeline_change
 
@@ -238,12 +264,61 @@ def _upsert(
     return out
 
 
-def _needs_approval(change: ChangeRequest, before: dict[str, Any], rules: Rules) -> list[str]:
+def _out_of_scope(change: ChangeRequest, cur: Entity | None) -> str | None:
+    """Why a change by a member with record-level scope is not theirs to make, if so: the
+    record must be theirs (deleted ones too) and stay theirs."""
+    me, kind = change.actor.user_id, change.entity
+    if cur is not None and holder(kind, cur.fields) != me:
+        return f"{kind.value} {change.entity_id} is not yours"
+    after = {**(cur.fields if cur is not None else {}), **change.fields}
+    if change.op is not Op.DELETE and holder(kind, after) != me:
+        return f"{SCOPE_FIELD[kind]} must stay {me}"
+    return None
+
+
+def _amount(fields: dict[str, Any] | None, name: str) -> int:
+    value = None if fields is None else fields.get(name)
+    return value if isinstance(value, int) else 0  # unset, null: nothing
+
+
+def _needs_approval(
+    change: ChangeRequest, before: dict[str, Any], after: dict[str, Any] | None, rules: Rules
+) -> list[str]:
+    """The fields whose effect needs a couple member's approval (``after`` None: a delete).
+
+    Measured on the effect, not the step: an amount the change sets (every amount, for a
+    delete, which takes them to 0) further than the threshold from its last approved value
+    (none: 0); a delete of a line with an amount over the threshold; ``paid``/``approved``
+    changed on a line with an amount over the threshold, before or after."""
     if change.entity is not EntityKind.BUDGET or change.actor.role is Role.COUPLE:
         return []
     limit = rules.approval_threshold
-    return [f for f in ("estimated", "actual") if f in change.fields
-            and abs((change.fields[f] or 0) - (before.get(f) or 0)) > limit]  # fmt: skip
+    moved = [
+        f
+        for f, approved in APPROVED_AMOUNT.items()
+        if (after is None or f in change.fields)
+        and abs(_amount(after, f) - _amount(before, approved)) > limit
+    ]
+    large = [f for f in APPROVED_AMOUNT if max(_amount(before, f), _amount(after, f)) > limit]
+    if after is None:
+        return moved + [f for f in large if f not in moved]
+    flags = [f for f in FLAGS if f in change.fields and change.fields[f] != bool(before.get(f))]
+    return moved + (flags if large else [])
+
+
+def _keep_approved(
+    change: ChangeRequest, before: dict[str, Any], fields: dict[str, Any], granted: bool
+) -> None:
+    """A budget line's approved amounts: set by the couple's own changes and by the changes
+    they grant (for the amounts the change sets, or all when it sets ``approved: true``),
+    kept otherwise; never what a client sent."""
+    by_couple = granted or change.actor.role is Role.COUPLE
+    everything = change.fields.get("approved") is True
+    for f, approved in APPROVED_AMOUNT.items():
+        if by_couple and (everything or f in change.fields):
+            fields[approved] = fields.get(f)
+        else:
+            fields[approved] = before.get(approved)
 
 
 def held_for_approval(change: ChangeRequest, seq: int, rules: Rules, amounts: list[str]) -> Outcome:
