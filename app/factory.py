@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import trace
 
+from app.access_log import AccessLog
 from app.admin_api import AdminController
 from app.auth import AuthContext, limit_by_ip, provide_identity
 from app.collaboration import CollaborationController
@@ -111,8 +112,8 @@ def create_app(settings: Settings) -> Litestar:
     return app
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> AccessLog:
     """Factory for each server process of ``wedsync api``: settings built once, here."""
     settings = with_dev_secrets(Settings.from_env(os.environ))
     configure_logging(settings.log, process=f"api[{os.getpid()}]")
-    return create_app(settings)
+    return AccessLog(create_app(settings))

@@ -109,6 +109,28 @@ class GatewaySettings:
     max_per_user: int = _setting(
         8, "WS_MAX_PER_USER", "Open sockets per user per wedding in one gateway process (4029)."
     )
+    auth_timeout: float = _setting(
+        5.0,
+        "WS_AUTH_TIMEOUT",
+        "Seconds a socket opened without a token has to send its `auth` frame (else 4008).",
+    )
+    query_token: bool = _setting(
+        True,
+        "WS_QUERY_TOKEN",
+        "Accept the legacy `?token=` in the WebSocket URL (never logged; proxies may log it). "
+        "`false` refuses it with 4500.",
+    )
+    resume_rate: float = _setting(
+        1000.0,
+        "WS_RESUME_RATE",
+        "Replayed events per second per user, wedding and gateway process (resume budget).",
+    )
+    resume_burst: float = _setting(
+        20000.0,
+        "WS_RESUME_BURST",
+        "Resume budget a user may spend at once: a resume costs 100 plus one per event "
+        "replayed; one starting in debt is refused (`rate_limited`).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +154,11 @@ class PresenceSettings:
     )
     heartbeat: float = _setting(
         3.0, "PRESENCE_HEARTBEAT", "Seconds between a gateway process's presence heartbeats."
+    )
+    write_every: float = _setting(
+        0.25,
+        "PRESENCE_WRITE_EVERY",
+        "Least seconds between two presence writes of one socket (updates between coalesce).",
     )
     sample_every: float = _setting(
         30.0, "PRESENCE_SAMPLE_EVERY", "Seconds between presence analytics samples (minutes)."

@@ -13,14 +13,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from app.auth import issue_token
 from app.embedded.process import free_port
 from config.settings import Settings
+from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX
 
 T = TypeVar("T")
 
@@ -148,13 +151,40 @@ class World:
             return token
 
 
+def ws_url(base: str, wedding: str, **params: Any) -> str:
+    query = urlencode({k: str(v) for k, v in params.items()})
+    return (
+        base.replace("http", "ws", 1) + f"/ws/weddings/{wedding}" + (f"?{query}" if query else "")
+    )
+
+
+def subprotocols(token: str) -> list[Subprotocol]:
+    """The token in ``Sec-WebSocket-Protocol``, as browsers can send it (docs/protocol.md)."""
+    return [Subprotocol(SUBPROTOCOL), Subprotocol(TOKEN_PREFIX + token)]
+
+
 async def connect(
-    base: str, wedding: str, token: str, after: int | None = None
+    base: str,
+    wedding: str,
+    token: str,
+    after: int | None = None,
+    *,
+    auth: str = "subprotocol",
+    **params: Any,
 ) -> ClientConnection:
-    url = base.replace("http", "ws") + f"/ws/weddings/{wedding}?token={token}"
+    """A raw socket authenticated as ``auth`` says: the token in the subprotocol header,
+    as a first ``auth`` frame (``"frame"``) or in the URL (``"query"``: the legacy way)."""
     if after is not None:
-        url += f"&after_seq={after}"
-    return await websockets.connect(url, max_size=2**24)
+        params["after_seq"] = after
+    if auth == "query":
+        params["token"] = token
+    offered = subprotocols(token) if auth == "subprotocol" else None
+    ws = await websockets.connect(
+        ws_url(base, wedding, **params), max_size=2**24, subprotocols=offered
+    )
+    if auth == "frame":
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+    return ws
 
 
 async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
