@@ -105,6 +105,9 @@ def create_app(settings: Settings) -> Litestar:
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],
         exception_handlers=EXCEPTION_HANDLERS,
+        # logging is config/logging.py's (levels, JSON, trace ids, no query strings):
+        # Litestar's default would replace the root handler and level
+        logging_config=None,
         openapi_config=OpenAPIConfig(title="WedSync realtime", version="0.1.0", path="/schema"),
     )
     app.state.settings = settings

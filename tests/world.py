@@ -35,17 +35,27 @@ FAST_SENDERS = {"WEDSYNC_WS_RATE": "100000", "WEDSYNC_WS_BURST": "100000",
 
 @contextlib.asynccontextmanager
 async def gateway_processes(
-    settings: Settings, count: int = 2, env: dict[str, str] | None = None
+    settings: Settings,
+    count: int = 2,
+    env: dict[str, str] | None = None,
+    output: list[str] | None = None,
 ) -> AsyncIterator[list[tuple[str, asyncio.subprocess.Process]]]:
-    """``count`` `wedsync api` processes on free ports: (base URL, process) once ready."""
+    """``count`` `wedsync api` processes on free ports: (base URL, process) once ready.
+    ``output``: gets every line they print (their logs); else their output is inherited."""
     procs, urls = [], []
+    out, err = (
+        (asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT) if output is not None else (None, None)
+    )
+    readers = []
     for _ in range(count):
         port = free_port()
         child_env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
                      "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **(env or {})}  # fmt: skip
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "api", env=child_env))  # fmt: skip
+            sys.executable, "-m", "app.cli", "api", env=child_env, stdout=out, stderr=err))  # fmt: skip
         urls.append(f"http://127.0.0.1:{port}")
+        if output is not None:
+            readers.append(asyncio.create_task(_collect(procs[-1], output)))
     try:
         async with httpx.AsyncClient() as client:
             for url in urls:
@@ -57,6 +67,13 @@ async def gateway_processes(
                 p.terminate()
         for p in procs:
             await p.wait()
+        await asyncio.gather(*readers)
+
+
+async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        lines.append(line.decode(errors="replace"))
 
 
 @contextlib.asynccontextmanager

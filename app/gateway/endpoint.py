@@ -363,10 +363,11 @@ async def _resume(
         return
     budget = hub.replays.start(conn.wedding_id, conn.user_id)
     if budget is None:
-        limit = f"over {hub.replays.rate:g} replayed events per second: resume later"
-        conn.send(_frame(ErrorFrame(code="rate_limited", message=limit)))
         if on_connect:  # it is not at the welcome's position: going live would be a gap
-            conn.request_close(Close.TRY_LATER, "too many resumes: reconnect later")
+            conn.request_close(Close.TRY_LATER, "rate_limited: too many resumes, retry later")
+        else:
+            limit = f"over {hub.replays.rate:g} replayed events per second: resume later"
+            conn.send(_frame(ErrorFrame(code="rate_limited", message=limit)))
         return
     conn.resuming = conn.replaying = True  # live events are held from here
     try:
