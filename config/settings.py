@@ -101,8 +101,10 @@ class AuthSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     max_frame: int = _setting(65536, "WS_MAX_FRAME", "Largest client frame in bytes (`too_large`).")
-    rate: float = _setting(20.0, "WS_RATE", "Messages per second per connection (token bucket).")
-    burst: float = _setting(40.0, "WS_BURST", "Messages a connection may send at once.")
+    rate: float = _setting(
+        20.0, "WS_RATE", "Messages, changes and presence frames per second per connection."
+    )
+    burst: float = _setting(40.0, "WS_BURST", "Such frames a connection may send at once.")
     queue: int = _setting(
         1024, "WS_QUEUE", "Frames queued for one socket before it is closed as a slow consumer."
     )
@@ -129,7 +131,7 @@ class GatewaySettings:
         20000.0,
         "WS_RESUME_BURST",
         "Resume budget a user may spend at once: a resume costs 100 plus one per event "
-        "replayed; one starting in debt is refused (`rate_limited`).",
+        "replayed; one that cannot pay its 100 is refused (`rate_limited`).",
     )
 
 
