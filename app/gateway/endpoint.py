@@ -121,8 +121,10 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
             _guarded(conn, "reader", _read(socket, conns, hub, conn, tasks, settings, ttl))
         )
         closing = asyncio.ensure_future(conn.close_requested.wait())
-        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
-        closing.cancel()
+        try:
+            await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
     except Exception:
         log.exception("websocket session failed")
         conn.request_close(Close.SERVER_ERROR, "internal error: reconnect and resume")
