@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -96,7 +97,12 @@ def _api(settings: Settings) -> int:
     common: dict[str, Any] = {
         "host": settings.server.host,
         "port": settings.server.port,
-        "log_level": settings.log.level.lower(),
+        # our logging (config/logging.py) and access log (app/access_log.py): uvicorn's
+        # shows query strings (a legacy client's session token); its DEBUG, and that of
+        # the websockets library, dump headers and frames (tokens, personal data)
+        "log_config": None,
+        "access_log": False,
+        "log_level": max(logging.INFO, logging.getLevelName(settings.log.level.upper())),
         "ws_per_message_deflate": False,  # ~90 KB per idle connection otherwise
         "ws_max_size": 1024 * 1024,  # larger frames close the socket (1009)
         "ws_ping_interval": 15.0,  # protocol pings: a dead peer is dropped within ~30 s
@@ -110,9 +116,10 @@ def _api(settings: Settings) -> int:
             "app.factory:app_from_env", factory=True, workers=settings.server.processes, **common
         )
     else:
+        from app.access_log import AccessLog
         from app.factory import create_app
 
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(AccessLog(create_app(settings)), **common)
     return 0
 
 

@@ -18,6 +18,7 @@ from app.gateway import control
 from app.history import last_seq
 from streams.api import Collaborator, JoinResponse, SessionInfo, SessionList
 from streams.permissions import Role, WeddingStatus, permissions_for
+from streams.presence import can_see
 
 FINGERPRINT_HEADER = "x-device-fingerprint"
 
@@ -67,11 +68,14 @@ class CollaborationController(Controller):
             role=m.role,
             permissions=permissions_for(m.role, m.status),
             last_seq=await last_seq(conns.js, conns.pool, wedding_id),
+            # the presence visibility rule (docs/presence.md): a guest is not told which
+            # vendors are around, nor a vendor which guests
             collaborators=[
                 Collaborator(
                     user_id=r["user_id"], role=Role(r["role"]), display_name=r["display_name"]
                 )
                 for r in others
+                if can_see(m.role, Role(r["role"]))
             ],
             read_only=read_only,
         )

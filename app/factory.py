@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import trace
 
+from app.access_log import AccessLog
 from app.admin_api import AdminController
 from app.auth import AuthContext, limit_by_ip, provide_identity
 from app.collaboration import CollaborationController
@@ -104,6 +105,9 @@ def create_app(settings: Settings) -> Litestar:
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],
         exception_handlers=EXCEPTION_HANDLERS,
+        # logging is config/logging.py's (levels, JSON, trace ids, no query strings):
+        # Litestar's default would replace the root handler and level
+        logging_config=None,
         openapi_config=OpenAPIConfig(title="WedSync realtime", version="0.1.0", path="/schema"),
     )
     app.state.settings = settings
@@ -111,8 +115,8 @@ def create_app(settings: Settings) -> Litestar:
     return app
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> AccessLog:
     """Factory for each server process of ``wedsync api``: settings built once, here."""
     settings = with_dev_secrets(Settings.from_env(os.environ))
     configure_logging(settings.log, process=f"api[{os.getpid()}]")
-    return create_app(settings)
+    return AccessLog(create_app(settings))

@@ -19,7 +19,7 @@ from app.connections import Connections
 from app.db import presence_minutes
 from app.errors import Invalid
 from app.gateway import Hub
-from streams.presence import UserPresence, can_see, group_by_user
+from streams.presence import UserPresence, group_by_user
 
 
 class PresenceSnapshot(msgspec.Struct):
@@ -75,8 +75,8 @@ class PresenceController(Controller):
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
         # a device within its reconnect grace still counts as here, as in the welcome
-        records = [r for r in hub.presence_of(wedding_id) if can_see(m.role, r.role)]
-        return PresenceSnapshot(wedding_id=str(wedding_id), users=group_by_user(records))
+        records = hub.presence_of(wedding_id)
+        return PresenceSnapshot(wedding_id=str(wedding_id), users=group_by_user(records, m.role))
 
     @get("/analytics", summary="Active and connected minutes per member per day (couple, planner)")
     async def analytics(

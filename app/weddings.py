@@ -107,6 +107,8 @@ class WeddingController(Controller):
                                        **{k: str(v) for k, v in changes.items()})  # fmt: skip
                 updated = await store.membership(conn, wedding_id, identity.user_id)
         assert updated is not None
+        if "status" in changes:  # open sockets: read-only (completed) or closed (cancelled)
+            await control.status_changed(conns.nc, wedding_id, updated.status)
         return _wedding(updated)
 
     @get("/{wedding_id:uuid}/members", summary="Members; contact details for couple/planner only")

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,9 +56,9 @@ async def drive(args: argparse.Namespace, seats: list[Seat], worker_pid: int) ->
     applied = 0
     sockets: list[tuple[Seat, Any]] = []
     for seat in seats:
-        url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?" + urlencode(
-            {"token": seat.token})  # fmt: skip
-        ws = await websockets.connect(url, compression=None, max_size=2**24)
+        ws = await websockets.connect(
+            seat.ws_url, compression=None, max_size=2**24, subprotocols=seat.subprotocols
+        )
         await ws.recv()
         sockets.append((seat, ws))
 

@@ -23,7 +23,6 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,13 +48,16 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     failures: list[str] = []
 
     async def open_one(seat: Seat) -> None:
-        url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?" + urlencode(
-            {"token": seat.token})  # fmt: skip
         async with sem:
             for attempt in range(5):
                 try:
-                    ws = await websockets.connect(url, compression=None, max_size=2**24,
-                                                  open_timeout=120)  # fmt: skip
+                    ws = await websockets.connect(
+                        seat.ws_url,
+                        compression=None,
+                        max_size=2**24,
+                        open_timeout=120,
+                        subprotocols=seat.subprotocols,
+                    )
                     await ws.recv()  # welcome
                     break
                 except Exception as exc:

@@ -15,7 +15,6 @@ import asyncio
 import enum
 import json
 from typing import Any, Protocol
-from urllib.parse import urlencode
 
 import msgspec
 
@@ -76,12 +75,11 @@ class WedSync:
     pong_reply = ""
 
     def url(self, seat: Seat) -> str:
-        base = seat.url.replace("http", "ws", 1)
         # batch=1: frames queued at the server come as one message (newline-separated)
-        return f"{base}/ws/weddings/{seat.wedding}?" + urlencode({"token": seat.token,
-                                                                  "batch": "1"})  # fmt: skip
+        return seat.ws_url + "?batch=1"
 
     async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+        await ws.send(seat.auth_frame)  # the token never goes in the URL
         # with batch=1 the welcome may share its message with the first presence diffs
         first = await asyncio.wait_for(ws.recv(), timeout)
         welcome = json.loads(self.split(first)[0])

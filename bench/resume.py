@@ -43,11 +43,10 @@ from workers.retention import ArchiveJob
 async def resume_once(seat: Seat, after: int, expected: int, batch: bool) -> tuple[float, int]:
     """Seconds from connecting to the ``resumed`` frame; ``batch``: ask for batched frames
     (several newline-separated frames per WebSocket message, docs/protocol.md)."""
-    url = seat.url.replace("http", "ws") + f"/ws/weddings/{seat.wedding}?token={seat.token}"
-    url += f"&after_seq={after}" + ("&batch=1" if batch else "")
+    url = seat.ws_url + f"?after_seq={after}" + ("&batch=1" if batch else "")
     started = time.perf_counter()
     replayed = 0
-    async with websockets.connect(url, max_size=2**24) as ws:
+    async with websockets.connect(url, max_size=2**24, subprotocols=seat.subprotocols) as ws:
         resumed = False
         while not resumed:
             for line in str(await asyncio.wait_for(ws.recv(), 60)).split("\n"):

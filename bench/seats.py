@@ -23,3 +23,18 @@ class Seat:
     wedding: str
     user: str
     token: str
+
+    @property
+    def ws_url(self) -> str:
+        """The seat's WedSync socket address: no token in it (URLs end up in logs)."""
+        return self.url.replace("http", "ws", 1) + f"/ws/weddings/{self.wedding}"
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The token travels in ``Sec-WebSocket-Protocol`` (docs/protocol.md, "Auth")."""
+        return ["wedsync.v1", "wedsync.token." + self.token]
+
+    @property
+    def auth_frame(self) -> str:
+        """Or as the socket's first frame, as bench/protocols.py does."""
+        return '{"type":"auth","token":"%s"}' % self.token  # noqa: UP031

@@ -38,6 +38,9 @@ OPEN_LIMITS = {
     "WEDSYNC_RATE_LIMIT_IP": "100000000/minute",
     "WEDSYNC_WS_RATE": "1000",
     "WEDSYNC_WS_BURST": "1000",
+    # resume runs replay the same 10 000 events back to back from one user
+    "WEDSYNC_WS_RESUME_RATE": "100000000",
+    "WEDSYNC_WS_RESUME_BURST": "100000000",
     "WEDSYNC_LOG_LEVEL": "WARNING",
 }
 

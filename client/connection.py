@@ -26,15 +26,19 @@ from urllib.parse import urlencode
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from client.backoff import Backoff
 from streams.notifications import Notification, NotificationFrame
 from streams.permissions import Channel
 from streams.protocol import (
+    SUBPROTOCOL,
+    TOKEN_PREFIX,
     AckFrame,
     ErrorFrame,
     EventFrame,
     MessageFrame,
+    PermissionsFrame,
     PongFrame,
     ResumedFrame,
     ServerFrame,
@@ -96,7 +100,8 @@ class WeddingClient:
     ) -> None:
         root = base_url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
         self._url = f"{root}/ws/weddings/{wedding_id}"
-        self._token = token
+        # the session token travels in the Sec-WebSocket-Protocol header, not the URL
+        self._subprotocols = [Subprotocol(SUBPROTOCOL), Subprotocol(TOKEN_PREFIX + token)]
         self.last_seq = after_seq  # highest event seq delivered (or the welcome's head)
         self.epoch = epoch
         self._resume = after_seq is not None
@@ -210,7 +215,8 @@ class WeddingClient:
                 self._on_state(state)
 
     def _address(self) -> str:
-        query: dict[str, str] = {"token": self._token, "batch": "1"}  # see _frames
+        # never the token: URLs end up in logs (it goes in Sec-WebSocket-Protocol instead)
+        query: dict[str, str] = {"batch": "1"}  # see _frames
         if self._resume and self.last_seq is not None:
             query["after_seq"] = str(self.last_seq)
             if self.epoch:
@@ -226,6 +232,7 @@ class WeddingClient:
                 try:
                     async with connect(
                         self._address(),
+                        subprotocols=self._subprotocols,
                         compression=None,
                         ping_interval=self._ping_interval,
                         ping_timeout=self._ping_interval,
@@ -301,6 +308,11 @@ class WeddingClient:
         elif isinstance(frame, NotificationFrame):
             if self._on_notification is not None:
                 self._on_notification(frame.notification)
+        elif isinstance(frame, PermissionsFrame) and self.welcome is not None:
+            # a role or status change: what the welcome said no longer holds
+            self.welcome = msgspec.structs.replace(
+                self.welcome, role=frame.role, permissions=frame.permissions
+            )
         elif not isinstance(frame, PongFrame):  # pragma: no cover - exhaustive above
             log.debug("ignored frame %r", frame)
         return False

@@ -26,6 +26,25 @@ class TraceIds(logging.Filter):
         return True
 
 
+class NoQueryStrings(logging.Filter):
+    """Cuts the query string off the request paths in uvicorn's own lines (``"WebSocket
+    /ws/weddings/<id>?token=..." [accepted]``): a legacy client's query carries its session
+    token, and a token read from a log opens a live session."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("uvicorn") and isinstance(record.args, tuple):
+            record.args = tuple(
+                a.split("?", 1)[0] if isinstance(a, str) and a.startswith("/") else a
+                for a in record.args
+            )
+        return True
+
+
+#: third-party loggers whose DEBUG output holds request headers and frame payloads
+#: (session tokens, personal data): never more verbose than INFO
+NEVER_DEBUG = ("uvicorn.error", "websockets")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
@@ -52,7 +71,10 @@ def configure_logging(settings: LogSettings, *, process: str = "wedsync") -> Non
             )
         )
     handler.addFilter(TraceIds())
+    handler.addFilter(NoQueryStrings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
+    for name in NEVER_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise

@@ -101,8 +101,10 @@ class AuthSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     max_frame: int = _setting(65536, "WS_MAX_FRAME", "Largest client frame in bytes (`too_large`).")
-    rate: float = _setting(20.0, "WS_RATE", "Messages per second per connection (token bucket).")
-    burst: float = _setting(40.0, "WS_BURST", "Messages a connection may send at once.")
+    rate: float = _setting(
+        20.0, "WS_RATE", "Messages, changes and presence frames per second per connection."
+    )
+    burst: float = _setting(40.0, "WS_BURST", "Such frames a connection may send at once.")
     queue: int = _setting(
         1024, "WS_QUEUE", "Frames queued for one socket before it is closed as a slow consumer."
     )
@@ -120,6 +122,28 @@ class GatewaySettings:
         "WS_MAX_INFLIGHT",
         "Publishes to JetStream one gateway process has in flight before it refuses "
         "frames (`overloaded`).",
+    )
+    auth_timeout: float = _setting(
+        5.0,
+        "WS_AUTH_TIMEOUT",
+        "Seconds a socket opened without a token has to send its `auth` frame (else 4008).",
+    )
+    query_token: bool = _setting(
+        True,
+        "WS_QUERY_TOKEN",
+        "Accept the legacy `?token=` in the WebSocket URL (never logged; proxies may log it). "
+        "`false` refuses it with 4500.",
+    )
+    resume_rate: float = _setting(
+        1000.0,
+        "WS_RESUME_RATE",
+        "Replayed events per second per user, wedding and gateway process (resume budget).",
+    )
+    resume_burst: float = _setting(
+        20000.0,
+        "WS_RESUME_BURST",
+        "Resume budget a user may spend at once: a resume costs 100 plus one per event "
+        "replayed; one that cannot pay its 100 is refused (`rate_limited`).",
     )
 
 
@@ -144,6 +168,11 @@ class PresenceSettings:
     )
     heartbeat: float = _setting(
         3.0, "PRESENCE_HEARTBEAT", "Seconds between a gateway process's presence heartbeats."
+    )
+    write_every: float = _setting(
+        0.25,
+        "PRESENCE_WRITE_EVERY",
+        "Least seconds between two presence writes of one socket (updates between coalesce).",
     )
     sample_every: float = _setting(
         30.0, "PRESENCE_SAMPLE_EVERY", "Seconds between presence analytics samples (minutes)."

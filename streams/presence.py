@@ -13,7 +13,8 @@ from typing import Annotated
 
 import msgspec
 
-from streams.permissions import Role
+from streams.permissions import Role, can_read
+from streams.state import CHANNEL_OF, EntityKind
 
 BUCKET = "WEDSYNC_PRESENCE"
 GATEWAY_PREFIX = "gw"
@@ -76,13 +77,20 @@ class UserPresence(msgspec.Struct):
     connections: list[ConnectionPresence]
 
 
-def group_by_user(records: list[Record]) -> list[UserPresence]:
+def group_by_user(records: list[Record], viewer: Role) -> list[UserPresence]:
+    """``records`` as ``viewer`` may see them, grouped by user: only the roles it may see
+    (:data:`VISIBLE`), and ``editing`` only on channels it may read (:func:`sees_editing`)."""
     users: dict[str, UserPresence] = {}
     for r in sorted(records, key=lambda r: (r.user_id, r.connected_at, r.connection_id)):
+        if not can_see(viewer, r.role):
+            continue
         u = users.get(r.user_id)
         if u is None:
             u = users[r.user_id] = UserPresence(r.user_id, r.display_name, r.role, [])
-        u.connections.append(r.public())
+        shown = r.public()
+        if shown.editing is not None and not sees_editing(viewer, shown.editing):
+            shown = msgspec.structs.replace(shown, editing=None)
+        u.connections.append(shown)
     return list(users.values())
 
 
@@ -103,6 +111,17 @@ VISIBLE: dict[Role, frozenset[Role]] = {
 
 def can_see(viewer: Role, subject: Role) -> bool:
     return subject in VISIBLE[viewer]
+
+
+def sees_editing(viewer: Role, editing: Editing) -> bool:
+    """Whether ``viewer`` may know that someone edits this field: only on a channel it may
+    read (a guest learns nothing about budget lines, not even that one is being edited).
+    An entity that is no known kind (recorded before kinds were checked) is shown to none."""
+    try:
+        kind = EntityKind(editing.entity)
+    except ValueError:
+        return False
+    return can_read(viewer, CHANNEL_OF[kind])
 
 
 # -- durable join/leave events (WEDSYNC_PRESENCE_LOG) -----------------------------------

@@ -12,11 +12,16 @@ from typing import Annotated, Any
 import msgspec
 
 from streams.notifications import Notification, NotificationFrame
-from streams.permissions import Access, Channel, Role
+from streams.permissions import Access, Channel, Role, WeddingStatus
 from streams.presence import Editing, Status, UserPresence
 from streams.state import EntityId, EntityKind, Op
 
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+#: ``Sec-WebSocket-Protocol``: a client offers ``[SUBPROTOCOL, TOKEN_PREFIX + token]`` and
+#: the server answers ``SUBPROTOCOL`` (it never echoes the token).
+SUBPROTOCOL = "wedsync.v1"
+TOKEN_PREFIX = "wedsync.token."
 
 
 # -- client → server ---------------------------------------------------------------------
@@ -60,6 +65,13 @@ class ChangeFrame(msgspec.Struct, tag="change", forbid_unknown_fields=True):
 
 
 ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFrame
+
+
+class AuthFrame(msgspec.Struct, tag="auth", forbid_unknown_fields=True):
+    """The first frame of a socket opened without a token (docs/protocol.md, "Auth");
+    not a :data:`ClientFrame`: anywhere else it is ``invalid``."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 # -- stored on JetStream -----------------------------------------------------------------
@@ -116,6 +128,15 @@ class WelcomeFrame(msgspec.Struct, tag="welcome"):
     last_seq: int
     epoch: str  # identifies the event stream's life: seqs are comparable within one epoch
     presence: list[UserPresence] = []  # who is here, as this member may see it
+
+
+class PermissionsFrame(msgspec.Struct, tag="permissions"):
+    """What this socket may do changed (a role change, the wedding completed): from now on
+    writes are checked against these, as the welcome's were."""
+
+    role: Role
+    status: WeddingStatus
+    permissions: dict[str, Access]
 
 
 class AckFrame(msgspec.Struct, tag="ack"):
@@ -182,6 +203,7 @@ ServerFrame = (
     | PresenceDiffFrame
     | EditingConflictFrame
     | NotificationFrame
+    | PermissionsFrame
 )
 
 
@@ -205,6 +227,7 @@ class Close:
     SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
     SERVER_ERROR = 4002  # unexpected server failure: reconnect (with backoff) and resume
     RECONNECT = 4005  # an operator asked the client to reconnect (and resume)
+    AUTH_TIMEOUT = 4008  # no token and no ``auth`` frame in time: reconnect and authenticate
     TRY_LATER = 4029  # too many connections for this user right now
     INVALID_SESSION = 4500  # unknown, expired or ended session token
     FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding
@@ -215,10 +238,12 @@ class Close:
 class ControlMessage(msgspec.Struct, frozen=True):
     """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
 
-    kind: str  # "sessions_ended" | "role_changed" | "notification" | "disconnect"
+    # "sessions_ended" | "role_changed" | "status_changed" | "notification" | "disconnect"
+    kind: str
     session_ids: list[str] = []
     user_id: str | None = None
     role: Role | None = None
+    status: WeddingStatus | None = None  # "status_changed": the wedding's new status
     notification: Notification | None = None  # for ``user_id``'s sockets in the wedding
     # "disconnect": close ``user_id``'s sockets in the wedding with ``code``
     # (Close.DISCONNECTED, RECONNECT or SESSION_ENDED) and ``reason``

@@ -217,10 +217,9 @@ async def test_history_endpoint_pages_readable_events(world: World, gateways: li
 async def _replay_messages(base: str, world: World, token: str, after: int,
                            batch: bool) -> list[str]:  # fmt: skip
     """Every WebSocket message of a resume from ``after``, up to the one with ``resumed``."""
-    url = base.replace("http", "ws") + f"/ws/weddings/{world.wedding}?token={token}"
-    url += f"&after_seq={after}" + ("&batch=1" if batch else "")
     messages: list[str] = []
-    async with websockets.connect(url, max_size=2**24) as ws:
+    params = {"batch": 1} if batch else {}
+    async with await connect(base, world.wedding, token, after, **params) as ws:
         while not messages or '"type":"resumed"' not in messages[-1]:
             messages.append(str(await asyncio.wait_for(ws.recv(), 10)))
     return messages

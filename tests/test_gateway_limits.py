@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -20,7 +20,16 @@ from websockets.asyncio.client import ClientConnection
 from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import EVENTS
-from tests.world import World, connect, gateway_processes, recv, recv_type, send
+from tests.world import (
+    World,
+    connect,
+    gateway_processes,
+    recv,
+    recv_type,
+    send,
+    subprotocols,
+    ws_url,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,11 +45,6 @@ def gateway_env() -> dict[str, str]:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def ws_url(base: str, wedding: str, token: str, **params: Any) -> str:
-    query = urlencode({"token": token, **{k: str(v) for k, v in params.items()}})
-    return base.replace("http", "ws", 1) + f"/ws/weddings/{wedding}?{query}"
 
 
 def port_of(base: str) -> int:
@@ -68,7 +72,7 @@ def serving(processes: list[psutil.Process], ws: ClientConnection) -> psutil.Pro
     return owner
 
 
-async def connect_not_reading(url: str) -> ClientConnection:
+async def connect_not_reading(url: str, token: str) -> ClientConnection:
     """A client with a small TCP receive window that buffers one frame at most: once it
     stops calling recv(), the server's writes back up after a few megabytes."""
     parts = urlsplit(url)
@@ -76,7 +80,10 @@ async def connect_not_reading(url: str) -> ClientConnection:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
-    return await websockets.connect(url, sock=sock, max_size=2**24, max_queue=1)
+    offered = subprotocols(token)
+    return await websockets.connect(
+        url, sock=sock, max_size=2**24, max_queue=1, subprotocols=offered
+    )
 
 
 async def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
@@ -153,7 +160,7 @@ async def test_slow_consumer_is_dropped_while_the_room_keeps_flowing(settings: S
         await w.create()
         family = await w.add("family")
         fast = await connect(base, w.wedding, await w.join(w.couple))
-        slow = await connect_not_reading(ws_url(base, w.wedding, await w.join(family)))
+        slow = await connect_not_reading(ws_url(base, w.wedding), await w.join(family))
         try:
             await recv_type(fast, "welcome")
             await recv_type(slow, "welcome")  # and from here on it does not read
@@ -202,7 +209,7 @@ async def test_sigterm_stops_the_api_even_with_a_client_that_stopped_reading(
         await w.create()
         family = await w.add("family")
         fast = await connect(base, w.wedding, await w.join(w.couple))
-        slow = await connect_not_reading(ws_url(base, w.wedding, await w.join(family)))
+        slow = await connect_not_reading(ws_url(base, w.wedding), await w.join(family))
         try:
             await recv_type(fast, "welcome")
             await recv_type(slow, "welcome")
@@ -295,9 +302,8 @@ async def test_resume_echoes_the_welcome_epoch_and_replays_what_was_missed(
         epoch, start = welcome["epoch"], welcome["last_seq"]
         assert epoch
         seqs = await chat(a, "e1", "e2", "e3")
-        url = ws_url(gateways[1], world.wedding, await world.join(family),
-                     after_seq=start, epoch=epoch)  # fmt: skip
-        b = await websockets.connect(url, max_size=2**24)
+        token = await world.join(family)
+        b = await connect(gateways[1], world.wedding, token, start, epoch=epoch)
         assert (await recv_type(b, "welcome"))["epoch"] == epoch  # the same on every process
         replayed, resumed = await until_resumed(b)
         assert replayed == seqs
@@ -331,8 +337,7 @@ async def test_resume_from_another_epoch_replays_nothing(
         seqs = await chat(a, "o1", "o2")
         token = await world.join(family)
         if how == "query":
-            url = ws_url(gateways[1], world.wedding, token, after_seq=start, epoch="x" + epoch)
-            b = await websockets.connect(url, max_size=2**24)
+            b = await connect(gateways[1], world.wedding, token, start, epoch="x" + epoch)
             await recv_type(b, "welcome")
         else:
             b = await connect(gateways[1], world.wedding, token)

@@ -13,14 +13,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from app.auth import issue_token
 from app.embedded.process import free_port
 from config.settings import Settings
+from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX
 
 T = TypeVar("T")
 
@@ -32,17 +35,27 @@ FAST_SENDERS = {"WEDSYNC_WS_RATE": "100000", "WEDSYNC_WS_BURST": "100000",
 
 @contextlib.asynccontextmanager
 async def gateway_processes(
-    settings: Settings, count: int = 2, env: dict[str, str] | None = None
+    settings: Settings,
+    count: int = 2,
+    env: dict[str, str] | None = None,
+    output: list[str] | None = None,
 ) -> AsyncIterator[list[tuple[str, asyncio.subprocess.Process]]]:
-    """``count`` `wedsync api` processes on free ports: (base URL, process) once ready."""
+    """``count`` `wedsync api` processes on free ports: (base URL, process) once ready.
+    ``output``: gets every line they print (their logs); else their output is inherited."""
     procs, urls = [], []
+    out, err = (
+        (asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT) if output is not None else (None, None)
+    )
+    readers = []
     for _ in range(count):
         port = free_port()
         child_env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
                      "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **(env or {})}  # fmt: skip
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "api", env=child_env))  # fmt: skip
+            sys.executable, "-m", "app.cli", "api", env=child_env, stdout=out, stderr=err))  # fmt: skip
         urls.append(f"http://127.0.0.1:{port}")
+        if output is not None:
+            readers.append(asyncio.create_task(_collect(procs[-1], output)))
     try:
         async with httpx.AsyncClient() as client:
             for url in urls:
@@ -54,6 +67,13 @@ async def gateway_processes(
                 p.terminate()
         for p in procs:
             await p.wait()
+        await asyncio.gather(*readers)
+
+
+async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        lines.append(line.decode(errors="replace"))
 
 
 @contextlib.asynccontextmanager
@@ -148,13 +168,40 @@ class World:
             return token
 
 
+def ws_url(base: str, wedding: str, **params: Any) -> str:
+    query = urlencode({k: str(v) for k, v in params.items()})
+    return (
+        base.replace("http", "ws", 1) + f"/ws/weddings/{wedding}" + (f"?{query}" if query else "")
+    )
+
+
+def subprotocols(token: str) -> list[Subprotocol]:
+    """The token in ``Sec-WebSocket-Protocol``, as browsers can send it (docs/protocol.md)."""
+    return [Subprotocol(SUBPROTOCOL), Subprotocol(TOKEN_PREFIX + token)]
+
+
 async def connect(
-    base: str, wedding: str, token: str, after: int | None = None
+    base: str,
+    wedding: str,
+    token: str,
+    after: int | None = None,
+    *,
+    auth: str = "subprotocol",
+    **params: Any,
 ) -> ClientConnection:
-    url = base.replace("http", "ws") + f"/ws/weddings/{wedding}?token={token}"
+    """A raw socket authenticated as ``auth`` says: the token in the subprotocol header,
+    as a first ``auth`` frame (``"frame"``) or in the URL (``"query"``: the legacy way)."""
     if after is not None:
-        url += f"&after_seq={after}"
-    return await websockets.connect(url, max_size=2**24)
+        params["after_seq"] = after
+    if auth == "query":
+        params["token"] = token
+    offered = subprotocols(token) if auth == "subprotocol" else None
+    ws = await websockets.connect(
+        ws_url(base, wedding, **params), max_size=2**24, subprotocols=offered
+    )
+    if auth == "frame":
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+    return ws
 
 
 async def recv(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:

@@ -81,6 +81,46 @@ async def by_token(conn: Conn, token: str) -> asyncpg.Record | None:
     )
 
 
+async def touch(conn: Conn, session_id: uuid.UUID, *, extend_by: float) -> dt.datetime | None:
+    """A live session was used (a socket's frames): extended; its new expiry, or None when
+    it ended or expired."""
+    expires: dt.datetime | None = await conn.fetchval(
+        f"""UPDATE sessions SET last_seen_at = now(),
+                   expires_at = GREATEST(expires_at, now() + make_interval(secs => $2))
+            WHERE id = $1 AND {_ACTIVE} RETURNING expires_at""",
+        session_id,
+        extend_by,
+    )
+    return expires
+
+
+async def expiry(conn: Conn, session_id: uuid.UUID) -> dt.datetime | None:
+    """When a live session expires (it may have been extended elsewhere); None: it ended or
+    expired."""
+    expires: dt.datetime | None = await conn.fetchval(
+        f"SELECT expires_at FROM sessions WHERE id = $1 AND {_ACTIVE}", session_id
+    )
+    return expires
+
+
+async def recheck(conn: Conn, session_id: uuid.UUID, *, extend_by: float) -> asyncpg.Record | None:
+    """Opening a socket uses its session: extended as by :func:`touch`, and in the same
+    statement its member's current ``role`` and ``display_name`` and the wedding's
+    ``status`` (a socket re-reads them once it is in its room). None: the session ended or
+    expired; ``role`` NULL: the user is no longer a member."""
+    return await conn.fetchrow(
+        f"""WITH s AS (UPDATE sessions SET last_seen_at = now(),
+                          expires_at = GREATEST(expires_at, now() + make_interval(secs => $2))
+                       WHERE id = $1 AND {_ACTIVE}
+                       RETURNING wedding_id, user_id, expires_at)
+            SELECT s.expires_at, m.role, m.display_name, w.status
+            FROM s JOIN weddings w ON w.id = s.wedding_id
+            LEFT JOIN wedding_members m ON m.wedding_id = s.wedding_id AND m.user_id = s.user_id""",
+        session_id,
+        extend_by,
+    )
+
+
 async def collaborators(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Record]:
     """Members with at least one live session."""
     return await conn.fetch(

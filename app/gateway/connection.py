@@ -16,9 +16,11 @@ import contextlib
 import uuid
 from dataclasses import dataclass, field
 
+import msgspec
+
 from app.presence import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
-from streams.protocol import Close, event_frame
+from streams.protocol import Close, PermissionsFrame, event_frame
 from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
@@ -47,6 +49,13 @@ class Connection:
     # the client asked for ``?batch=1``: frames already queued go out together, one
     # WebSocket message of newline-separated frames (docs/protocol.md, "Batched frames")
     batch: bool = False
+    # the session: when it expires (epoch seconds, as the database last said) and when
+    # this socket last extended it (monotonic); app/gateway/session.py
+    expires_at: float = 0.0
+    touched_at: float = 0.0
+    # role and status changes applied from control messages (the handshake's re-read of
+    # the membership must not overwrite one that arrived while it ran)
+    changes: int = 0
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -73,10 +82,33 @@ class Connection:
         scope = RecordScope.of(self.role, self.user_id)
         return scope, frozenset() if scope is None else scope.channels
 
-    def change_role(self, role: Role) -> None:
-        self.role = role
+    def set_access(self, role: Role, status: WeddingStatus) -> None:
+        """The role and status the handshake read (before the welcome: nothing to tell)."""
+        self.role, self.status = role, status
         self.readable = self._readable()
         self.scope, self.scoped = self._scope()
+
+    def change_role(self, role: Role) -> None:
+        """A control message: the member's new role, told to the client at once."""
+        self.role = role
+        self._changed()
+
+    def change_status(self, status: WeddingStatus) -> None:
+        """A control message: the wedding's new status (cancelled: the socket closes)."""
+        if status is WeddingStatus.CANCELLED:
+            self.request_close(Close.FORBIDDEN, "this wedding was cancelled")
+            return
+        self.status = status
+        self._changed()
+
+    def _changed(self) -> None:
+        self.readable = self._readable()
+        self.scope, self.scoped = self._scope()
+        self.changes += 1
+        if self.welcomed:  # before it, the welcome carries them
+            access = permissions_for(self.role, self.status)
+            frame = PermissionsFrame(role=self.role, status=self.status, permissions=access)
+            self.send(msgspec.json.encode(frame).decode())
 
     def can_write(self, channel: str) -> bool:
         return permissions_for(self.role, self.status)[channel].write

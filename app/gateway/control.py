@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import msgspec
 from nats.aio.client import Client as NATS
 
-from streams.permissions import Role
+from streams.permissions import Role, WeddingStatus
 from streams.protocol import ControlMessage
 from streams.subjects import control_subject
 
@@ -24,6 +24,14 @@ async def role_changed(nc: NATS, wedding_id: uuid.UUID, user_id: str, role: Role
     """``role`` None: the member was removed."""
     msg = ControlMessage(kind="role_changed", user_id=user_id, role=role)
     await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))
+
+
+async def status_changed(nc: NATS, wedding_id: uuid.UUID, status: WeddingStatus) -> None:
+    """Every gateway process applies the wedding's new status to its open sockets (completed:
+    read-only from now on; cancelled: closed with 4503)."""
+    msg = ControlMessage(kind="status_changed", status=status)
+    await nc.publish(control_subject(wedding_id), msgspec.json.encode(msg))
+    await nc.flush()
 
 
 async def disconnect(

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -16,19 +17,19 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from app.connections import Connections
-from app.db import sessions as session_store
-from app.db import weddings as wedding_store
+from app.gateway import session
 from app.gateway.connection import Connection
+from app.gateway.handshake import admit
 from app.gateway.history import events_between, fully_held
 from app.gateway.hub import GUESTS, Hub
+from app.gateway.limits import TokenBucket
 from app.history import last_seq
-from app.presence import Presence
 from config.settings import GatewaySettings
 from config.telemetry import producing, span
 from streams.changes import ChangeRequest, change_subject
 from streams.definitions import CHANGES, EVENTS
-from streams.permissions import WeddingStatus, permissions_for
-from streams.presence import UserPresence, can_see, group_by_user
+from streams.permissions import permissions_for
+from streams.presence import Editing, UserPresence, group_by_user
 from streams.protocol import (
     AckFrame,
     Actor,
@@ -45,7 +46,7 @@ from streams.protocol import (
     ResumeFrame,
     WelcomeFrame,
 )
-from streams.state import CHANNEL_OF, FieldError, Op, validate_fields
+from streams.state import CHANNEL_OF, EntityKind, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
 
 log = logging.getLogger(__name__)
@@ -88,49 +89,12 @@ class _Outage:
 _publish_outage = _Outage()
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-async def _authenticate(
-    socket: WebSocket[Any, Any, Any], conns: Connections, wedding_id: uuid.UUID,
-    settings: GatewaySettings,
-) -> Connection | None:  # fmt: skip
-    token = socket.query_params.get("token") or ""
-    async with conns.pool.acquire() as db:
-        session = await session_store.by_token(db, token) if token else None
-        if session is None:
-            await socket.close(Close.INVALID_SESSION, "unknown, expired or ended session")
-            return None
-        m = await wedding_store.membership(db, wedding_id, session["user_id"])
-        if session["wedding_id"] != wedding_id or m is None or m.status == WeddingStatus.CANCELLED:
-            await socket.close(Close.FORBIDDEN, "this session may not open this wedding")
-            return None
-    presence = Presence(str(wedding_id), str(session["id"]), session["user_id"], m.role,
-                        m.display_name)  # fmt: skip
-    return Connection(wedding_id=wedding_id, session_id=session["id"],
-                      user_id=session["user_id"], role=m.role, status=m.status,
-                      queue_size=settings.queue, presence=presence,
-                      batch=socket.query_params.get("batch") == "1")  # fmt: skip
-
-
 def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
     """The room's presence as this member may see it (its own record included)."""
     records = {r.connection_id: r for r in hub.presence_of(conn.wedding_id)}
     if conn.presence.record is not None:
         records[conn.presence.connection_id] = conn.presence.record
-    return group_by_user([r for r in records.values() if can_see(conn.role, r.role)])
+    return group_by_user(list(records.values()), conn.role)
 
 
 @websocket("/ws/weddings/{wedding_id:uuid}")
@@ -149,15 +113,12 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
 async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
     conns: Connections = socket.app.state.conns
     hub: Hub = socket.app.state.hub
-    await socket.accept()
     settings: GatewaySettings = socket.app.state.settings.gateway
-    conn = await _authenticate(socket, conns, wedding_id, settings)
+    conn = await admit(socket, conns, hub, wedding_id, socket.app.state.settings)
     if conn is None:
         return
-    if not await hub.join(conn):  # the room's live subscription exists from here on
-        await socket.close(Close.TRY_LATER, "too many open connections for this user")
-        return
-    writer = asyncio.create_task(_write(socket, conn, hub))
+    # from here on the socket is in its room (it has to leave it)
+    writer = asyncio.create_task(_guarded(conn, "writer", _write(socket, conn, hub)))
     tasks: set[asyncio.Task[None]] = set()
     reader: asyncio.Task[None] | None = None
     tracker = hub.tracker
@@ -171,38 +132,63 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
             presence=_snapshot(hub, conn),
         )))  # fmt: skip
         conn.welcomed = True
+        _spawn(tasks, conn, "session watch", session.watch(conns.pool, conn))
         after = socket.query_params.get("after_seq")
         if after is not None and after.isdigit():
-            _spawn(tasks, _resume(conns, hub, conn, int(after), socket.query_params.get("epoch")))
+            epoch = socket.query_params.get("epoch")
+            _spawn(tasks, conn, "resume", _resume(conns, hub, conn, int(after), epoch, True))
         else:
             conn.finish_replay()  # live from the welcome's last_seq on
-        reader = asyncio.create_task(_read(socket, conns, hub, conn, tasks, settings))
+        ttl = socket.app.state.settings.auth.session_ttl
+        reader = asyncio.create_task(
+            _guarded(conn, "reader", _read(socket, conns, hub, conn, tasks, settings, ttl))
+        )
         closing = asyncio.ensure_future(conn.close_requested.wait())
-        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
-        closing.cancel()
+        try:
+            await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
     except Exception:
         log.exception("websocket session failed")
         conn.request_close(Close.SERVER_ERROR, "internal error: reconnect and resume")
     finally:
-        await hub.leave(conn)
         for t in (*tasks, *([reader] if reader else [])):
             t.cancel()
         try:
-            await tracker.disconnect(conn.presence)
-        except Exception as exc:  # NATS gone: the expiry worker removes the record
-            log.warning("presence disconnect failed: %r", exc)
-        conn.request_close(1000, "")
-        try:  # a writer stuck on a peer that does not read is abandoned
-            await asyncio.wait_for(writer, 2)
-        except (TimeoutError, asyncio.CancelledError, Exception):
-            writer.cancel()
-        if socket.connection_state != "disconnect":
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(socket.close(conn.close_code, conn.close_reason[:120]), 2)
+            await hub.leave(conn)
+            try:
+                await tracker.disconnect(conn.presence)
+            except Exception as exc:  # NATS gone: the expiry worker removes the record
+                log.warning("presence disconnect failed: %r", exc)
+            conn.request_close(1000, "")
+            # a writer stuck on a peer that does not read is abandoned (asyncio.wait: our
+            # own cancellation propagates, the writer's outcome is its own)
+            _, stuck = await asyncio.wait({writer}, timeout=2)
+            if stuck:
+                writer.cancel()
+            if socket.connection_state != "disconnect":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        socket.close(conn.close_code, conn.close_reason[:120]), 2
+                    )
+        finally:
+            writer.cancel()  # a no-op once it finished
 
 
-def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> None:
-    t = asyncio.create_task(coro)
+async def _guarded(conn: Connection, what: str, coro: Coroutine[Any, Any, None]) -> None:
+    """One of the socket's tasks. A failure is logged and closes the socket with 4002
+    (reconnect and resume), never silently; cancellation is not a failure and propagates."""
+    try:
+        await coro
+    except Exception:
+        log.exception("websocket %s failed", what)
+        conn.request_close(Close.SERVER_ERROR, "internal error: reconnect and resume")
+
+
+def _spawn(
+    tasks: set[asyncio.Task[None]], conn: Connection, what: str, coro: Coroutine[Any, Any, None]
+) -> None:
+    t = asyncio.create_task(_guarded(conn, what, coro))
     tasks.add(t)
     t.add_done_callback(tasks.discard)
 
@@ -235,7 +221,7 @@ async def _write(socket: WebSocket[Any, Any, Any], conn: Connection, hub: Hub) -
 
 async def _read(
     socket: WebSocket[Any, Any, Any], conns: Connections, hub: Hub, conn: Connection,
-    tasks: set[asyncio.Task[None]], settings: GatewaySettings,
+    tasks: set[asyncio.Task[None]], settings: GatewaySettings, ttl: float,
 ) -> None:  # fmt: skip
     bucket = TokenBucket(settings.rate, settings.burst)
     tally = hub.tally
@@ -243,6 +229,9 @@ async def _read(
         try:
             raw = await socket.receive_data("text")
         except WebSocketDisconnect:
+            return
+        await session.use(conns.pool, conn, ttl)  # every frame is use; expired: 4500
+        if conn.closed:
             return
         tally.frames_in += 1
         if len(raw) > settings.max_frame:
@@ -257,13 +246,15 @@ async def _read(
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))
         elif isinstance(frame, PresenceFrame):
-            await _presence(hub, conn, frame)
-        elif isinstance(frame, ResumeFrame):
-            _spawn(tasks, _resume(conns, hub, conn, frame.after_seq, frame.epoch))
+            if bucket.take():  # a presence frame costs what a message does
+                await _presence(hub, conn, frame)
+            else:
+                _limited(conn, settings, None)
+        elif isinstance(frame, ResumeFrame):  # charged by its size (app/gateway/limits.py)
+            _spawn(tasks, conn, "resume", _resume(conns, hub, conn, frame.after_seq, frame.epoch))
         elif isinstance(frame, MessageFrame | ChangeFrame):
             if not bucket.take():
-                limit = f"over {settings.rate:g} messages per second"
-                conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
+                _limited(conn, settings, frame.id)
                 continue
             if (retry := hub.admission.refuse()) is not None:
                 conn.send(_frame(ErrorFrame(
@@ -287,7 +278,15 @@ async def _read(
             await hub.tracker.activity(conn.presence)
 
 
+def _limited(conn: Connection, settings: GatewaySettings, frame_id: str | None) -> None:
+    limit = f"over {settings.rate:g} frames per second"
+    conn.send(_frame(ErrorFrame(id=frame_id, code="rate_limited", message=limit)))
+
+
 async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
+    if isinstance(frame.editing, Editing) and (refused := _editing_refused(conn, frame.editing)):
+        conn.send(_frame(refused))
+        return
     fields = {k: v for k, v in msgspec.structs.asdict(frame).items() if v is not msgspec.UNSET}
     try:
         if fields:
@@ -297,6 +296,18 @@ async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
     except Exception as exc:
         log.warning("presence update failed: %r", exc)
         conn.send(_frame(ErrorFrame(code="unavailable", message="presence not updated; retry")))
+
+
+def _editing_refused(conn: Connection, editing: Editing) -> ErrorFrame | None:
+    """Editing names a field of a shared entity the member may read (others are told)."""
+    try:
+        kind = EntityKind(editing.entity)
+    except ValueError:
+        kinds = ", ".join(k.value for k in EntityKind)
+        return ErrorFrame(code="invalid", message=f"editing.entity must be one of {kinds}")
+    if CHANNEL_OF[kind] not in conn.readable:
+        return ErrorFrame(code="forbidden", message=f"{conn.role.value} may not read {kind.value}")
+    return None
 
 
 async def _publish(conns: Connections, hub: Hub, conn: Connection, frame: MessageFrame) -> bool:
@@ -375,15 +386,30 @@ async def _change(
 
 
 async def _resume(
-    conns: Connections, hub: Hub, conn: Connection, after_seq: int, epoch: str | None
+    conns: Connections,
+    hub: Hub,
+    conn: Connection,
+    after_seq: int,
+    epoch: str | None,
+    on_connect: bool = False,
 ) -> None:
     """Replay what the client missed, then hand over to live events: no gap, no duplicate.
 
     A position from another epoch of the stream (it was recreated) means nothing here:
     nothing is replayed and ``recovered`` is false, so the client reloads state over HTTP.
+    A replay that fails raises (the socket closes with 4002 and the client resumes again):
+    the live events held meanwhile are never released without the ``resumed`` before them.
     """
     if conn.resuming:
         conn.send(_frame(ErrorFrame(code="invalid", message="a resume is already running")))
+        return
+    budget = hub.replays.start(conn.wedding_id, conn.user_id)
+    if budget is None:
+        if on_connect:  # it is not at the welcome's position: going live would be a gap
+            conn.request_close(Close.TRY_LATER, "rate_limited: too many resumes, retry later")
+        else:
+            limit = f"over {hub.replays.rate:g} replayed events per second: resume later"
+            conn.send(_frame(ErrorFrame(code="rate_limited", message=limit)))
         return
     conn.resuming = conn.replaying = True  # live events are held from here
     try:
@@ -400,6 +426,7 @@ async def _resume(
             ):
                 if channel == GUESTS and hub.contacts is not None:
                     data = hub.contacts.open_event_bytes(data)
+                budget.spend(1)
                 await conn.replayed(seq, channel, data)
         conn.last_sent = max(conn.last_sent, upto)
         done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
@@ -407,4 +434,4 @@ async def _resume(
         await conn.queue.put(_frame(done))
     finally:
         conn.resuming = False
-        conn.finish_replay()  # held live events after the replayed ones, none twice
+    conn.finish_replay()  # held live events after the replayed ones, none twice

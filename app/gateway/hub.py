@@ -3,7 +3,8 @@
 Every event of a wedding reaches this process once (an ordered JetStream consumer on
 ``wedsync.wedding.<id>.>``, delivering only new events), is turned into its ``event`` frame
 once, and is offered to each local socket of that wedding. Control messages on
-``wedsync.control.>`` (sessions ended, roles changed) reach every process at once.
+``wedsync.control.>`` (sessions ended, roles and statuses changed) reach every process at
+once.
 Presence changes come from one watch of the presence bucket per process (app/presence),
 batched per room and encoded once per viewer role.
 """
@@ -34,6 +35,7 @@ from app.auth.guest_contacts import GuestContacts
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
+from app.gateway.limits import ReplayBudgets
 from app.history import last_seq
 from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, diff_frame
 from app.presence.table import presence_bucket
@@ -41,7 +43,7 @@ from config.settings import Settings
 from streams.definitions import EVENTS
 from streams.notifications import NotificationFrame
 from streams.permissions import Channel
-from streams.presence import Record
+from streams.presence import Record, can_see, sees_editing
 from streams.protocol import (
     Close,
     ControlMessage,
@@ -186,6 +188,7 @@ class Hub:
         self.admission = Admission(g.max_lag, g.max_inflight)
         key = settings.auth.data_key
         self.contacts = GuestContacts(ContactCipher(key)) if key else None
+        self.replays = ReplayBudgets(g.resume_rate, g.resume_burst)
         _observe(self)
 
     async def __aenter__(self) -> Hub:
@@ -237,21 +240,27 @@ class Hub:
             return
         if change.previous is not None and change.previous.editing == r.editing:
             return
+        editing = r.editing
         others = [o for o in self.presence_of(room.wedding_id)
-                  if o.editing == r.editing and o.user_id != r.user_id]  # fmt: skip
+                  if o.editing == editing and o.user_id != r.user_id]  # fmt: skip
         if not others:
             return
 
-        def peer(x: Record) -> EditingPeer:
-            return EditingPeer(x.user_id, x.display_name, x.connection_id)
+        def tell(conn: Connection, peers: list[Record]) -> None:
+            """Only peers the viewer may see, about a field it may read (docs/presence.md)."""
+            shown = [
+                EditingPeer(x.user_id, x.display_name, x.connection_id)
+                for x in peers
+                if can_see(conn.role, x.role)
+            ]
+            if shown and sees_editing(conn.role, editing):
+                conn.send(_encode.encode(EditingConflictFrame(editing, shown)).decode())
 
-        frame = EditingConflictFrame(editing=r.editing, peers=[peer(o) for o in others])
         for conn in room.local(r.connection_id):
-            conn.send(_encode.encode(frame).decode())
-        told = _encode.encode(EditingConflictFrame(editing=r.editing, peers=[peer(r)])).decode()
+            tell(conn, others)
         for o in others:
             for conn in room.local(o.connection_id):
-                conn.send(told)
+                tell(conn, [r])
 
     @property
     def connection_count(self) -> int:
@@ -320,6 +329,8 @@ class Hub:
         for conn in list(room.connections):
             if ctl.kind == "sessions_ended" and str(conn.session_id) in ctl.session_ids:
                 conn.request_close(Close.SESSION_ENDED, "session ended")
+            elif ctl.kind == "status_changed" and ctl.status is not None:
+                conn.change_status(ctl.status)
             elif ctl.kind == "notification" and conn.user_id == ctl.user_id and ctl.notification:
                 conn.send(_encode.encode(NotificationFrame(ctl.notification)).decode())
             elif ctl.kind == "role_changed" and conn.user_id == ctl.user_id:

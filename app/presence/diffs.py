@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from app.presence.table import Change, Kind
 from streams.permissions import Role
-from streams.presence import can_see, group_by_user
+from streams.presence import UserPresence, group_by_user
 from streams.protocol import PresenceDiffFrame
 
 
@@ -41,16 +41,17 @@ def coalesce(prev: Change | None, new: Change) -> Change | None:
 def diff_frame(
     changes: list[Change], viewer: Role, exclude: str | None
 ) -> PresenceDiffFrame | None:
-    """The diff ``viewer`` may see, without its own connection; None if nothing is left."""
-    seen = [c for c in changes if can_see(viewer, c.record.role)
-            and c.record.connection_id != exclude]  # fmt: skip
-    if not seen:
+    """The diff ``viewer`` may see (streams/presence.py: ``group_by_user``), without its own
+    connection; None if nothing is left."""
+    mine = [c for c in changes if c.record.connection_id != exclude]
+
+    def of(kind: Kind) -> list[UserPresence]:
+        return group_by_user([c.record for c in mine if c.kind is kind], viewer)
+
+    joins, leaves, updates = of(Kind.JOIN), of(Kind.LEAVE), of(Kind.UPDATE)
+    if not (joins or leaves or updates):
         return None
-    return PresenceDiffFrame(
-        joins=group_by_user([c.record for c in seen if c.kind is Kind.JOIN]),
-        leaves=group_by_user([c.record for c in seen if c.kind is Kind.LEAVE]),
-        updates=group_by_user([c.record for c in seen if c.kind is Kind.UPDATE]),
-    )
+    return PresenceDiffFrame(joins=joins, leaves=leaves, updates=updates)
 
 
 class DiffBatcher:

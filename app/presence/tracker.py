@@ -2,8 +2,9 @@
 
 - connect: the socket's record is put in the bucket (created: a join, logged durably;
   already there, e.g. a reconnect within the grace: just taken over, no join);
-- activity and ``presence`` frames update it; a sweep demotes quiet sockets to ``idle``
-  then ``away`` (only while the status is the server's to choose);
+- activity and ``presence`` frames update it, at most one write per socket every
+  ``WEDSYNC_PRESENCE_WRITE_EVERY`` (changes in between coalesce); a sweep demotes quiet
+  sockets to ``idle`` then ``away`` (only while the status is the server's to choose);
 - disconnect: the record is marked disconnected (nothing visible), and deleted after the
   grace unless a new socket of the same session took it over meanwhile (the delete is
   conditional on the revision, so it cannot remove a newer record): then the leave;
@@ -65,6 +66,8 @@ class Presence:
     socket: str = field(default_factory=lambda: uuid.uuid4().hex)
     record: Record | None = None
     last_activity: float = field(default_factory=time.monotonic)
+    written_at: float = 0.0  # monotonic time of this socket's last presence write
+    pending: asyncio.Task[None] | None = None  # a coalesced write due at the window's end
 
     @property
     def key(self) -> str:
@@ -147,6 +150,7 @@ class PresenceTracker:
         data = _encode.encode(record)
         self.local.add(p)
         p.record = record
+        p.written_at = time.monotonic()
         if base is None:
             try:
                 revision = await self.kv.create(p.key, data)
@@ -167,7 +171,34 @@ class PresenceTracker:
         new = msgspec.structs.replace(p.record, last_active_at=time.time(), **fields)
         p.record = new
         p.last_activity = time.monotonic()
-        await self.kv.put(p.key, _encode.encode(new))
+        await self._write(p)
+
+    async def _write(self, p: Presence) -> None:
+        """Put the socket's record now, or, within ``write_every`` of its last put, once at
+        the end of that window with whatever the record is by then: a socket sending
+        presence frames fast costs at most one write per window, and its last state wins."""
+        wait = p.written_at + self.settings.write_every - time.monotonic()
+        if p.pending is not None:
+            return  # the scheduled write will carry this change
+        if wait > 0:
+            p.pending = asyncio.create_task(self._write_later(p, wait))
+            self._tasks.add(p.pending)
+            p.pending.add_done_callback(self._tasks.discard)
+            return
+        assert p.record is not None
+        p.written_at = time.monotonic()
+        await self.kv.put(p.key, _encode.encode(p.record))
+
+    async def _write_later(self, p: Presence, wait: float) -> None:
+        await asyncio.sleep(wait)
+        p.pending = None
+        if p.record is None or p not in self.local:
+            return  # disconnected meanwhile: its record is marked so already
+        p.written_at = time.monotonic()
+        try:
+            await self.kv.put(p.key, _encode.encode(p.record))
+        except Exception as exc:  # nobody waits for it: the next change or sweep retries
+            log.warning("presence update of %s failed: %r", p.key, exc)
 
     async def activity(self, p: Presence) -> None:
         """The socket did something: back to ``active`` if the server had demoted it."""

@@ -1,0 +1,59 @@
+"""An open socket's session: extended by use, closed when it expires.
+
+A session lives ``WEDSYNC_SESSION_TTL`` seconds after its last use. A socket uses it by
+opening (app/gateway/handshake.py) and by every frame it sends; extending costs one
+UPDATE, so a socket does it at most every :func:`touch_every` seconds, not per frame. A
+socket that sends nothing does not extend it: when the session expires the socket is
+closed with 4500, as a frame after the expiry would be (never acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from app.db import sessions as session_store
+from app.gateway.connection import Connection
+from streams.protocol import Close
+
+MAX_TOUCH_EVERY = 60.0
+EXPIRED = "session expired or ended: join again"
+
+
+def touch_every(ttl: float) -> float:
+    """Seconds between two extensions by one socket (a quarter of a short TTL)."""
+    return min(MAX_TOUCH_EVERY, ttl / 4)
+
+
+async def use(pool: asyncpg.Pool, conn: Connection, ttl: float) -> None:
+    """The client sent a frame. Extends the session when it is due (or when it seems to
+    have expired: the database decides); closes the socket with 4500 if it is over.
+    Database failures propagate (the socket closes with 4002)."""
+    now = time.monotonic()
+    if now - conn.touched_at < touch_every(ttl) and time.time() < conn.expires_at:
+        return
+    conn.touched_at = now
+    async with pool.acquire() as db:
+        expires = await session_store.touch(db, conn.session_id, extend_by=ttl)
+    if expires is None:
+        conn.request_close(Close.INVALID_SESSION, EXPIRED)
+    else:
+        conn.expires_at = expires.timestamp()
+
+
+async def watch(pool: asyncpg.Pool, conn: Connection) -> None:
+    """Runs for the socket's life: at its session's expiry asks the database whether it was
+    extended meanwhile (another socket, ``GET /api/collaboration/join``), else closes."""
+    while not conn.closed:
+        await asyncio.sleep(max(conn.expires_at - time.time(), 0.0))
+        if time.time() < conn.expires_at:
+            continue  # extended by this socket's own use meanwhile
+        async with pool.acquire() as db:
+            expires = await session_store.expiry(db, conn.session_id)
+        if expires is None:
+            conn.request_close(Close.INVALID_SESSION, EXPIRED)
+            return
+        # this host's clock and the database's may differ a little: no tight loop
+        conn.expires_at = max(expires.timestamp(), time.time() + 1.0)
