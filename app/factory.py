@@ -7,9 +7,11 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import trace
 
@@ -41,16 +43,15 @@ from config.settings import Settings
 from config.telemetry import Telemetry
 
 
-async def _before_request(request: Request[Any, Any, Any]) -> None:
+def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Names the request's span after its route (``GET /api/weddings/{wedding_id}``:
-    one name per endpoint, no ids; the tracing middleware starts it before routing), then
-    counts the request against its rate limit."""
-    route = request.scope.get("path_template")
-    if route:
+    one name per endpoint, no ids; the tracing middleware starts it before routing). The
+    first guard, so a request refused by a later one is named too."""
+    route = connection.scope.get("path_template")
+    if route and connection.scope["type"] == ScopeType.HTTP:
         span = trace.get_current_span()
-        span.update_name(f"{request.method} {route}")
+        span.update_name(f"{connection.scope['method']} {route}")
         span.set_attribute("http.route", route)
-    await limit_request(request)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -99,7 +100,8 @@ def create_app(settings: Settings) -> Litestar:
             metrics_endpoint,
         ],
         dependencies={"identity": Provide(provide_identity)},
-        before_request=_before_request,
+        # before every other guard: a request a later guard refuses is named and counted
+        guards=[_name_span, limit_request],
         lifespan=[lifespan],
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],

@@ -216,7 +216,9 @@ async def run_dev(settings: Settings) -> int:
             supervisor.watch()
             print(
                 f"WedSync realtime ready at {base_url} in {time.monotonic() - started:.2f}s "
-                f"(API docs {base_url}/schema, data in {live.data_dir.resolve()})",
+                f"(API docs {base_url}/schema, data in {live.data_dir.resolve()})\n"
+                f'Metrics (Prometheus): curl -H "Authorization: Bearer $(wedsync metrics-token)" '
+                f"{base_url}/metrics",
                 flush=True,
             )
             await stopped

@@ -11,6 +11,8 @@ import msgspec
 from litestar import Request, WebSocket
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
 from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from app.auth.crypto import ContactCipher
@@ -68,18 +70,25 @@ def is_admin_token(auth: AuthSettings, token: str) -> bool:
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
-async def limit_request(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: a request counts against its client IP, by its cost; the
-    admin API with the right token against that token's own limit; probes not at all."""
-    path = request.scope["path"]
+async def limit_request(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """App-wide guard, so it runs before every other guard (a wrong admin or metrics token
+    is counted too): an HTTP request counts against its client IP, by its cost; the admin
+    API with the right token against that token's own limit; probes not at all. WebSocket
+    handshakes have their own limit (``admit_handshake``)."""
+    if connection.scope["type"] != ScopeType.HTTP:
+        return
+    path = connection.scope["path"]
     if path in UNLIMITED_PATHS:
         return
-    auth: AuthContext = request.app.state.auth
-    cost = request_cost(request.query_params)
-    if path.startswith(ADMIN_PREFIX) and is_admin_token(auth.settings, token := bearer(request)):
+    auth: AuthContext = connection.app.state.auth
+    cost = request_cost(connection.query_params)
+    token = bearer(connection)
+    if path.startswith(ADMIN_PREFIX) and is_admin_token(auth.settings, token):
         await auth.limits.check_admin(token, cost)
         return
-    await auth.limits.check_ip(client_ip(request) or "unknown", cost)
+    await auth.limits.check_ip(client_ip(connection) or "unknown", cost)
 
 
 async def admit_handshake(socket: WebSocket[Any, Any, Any]) -> bool:
