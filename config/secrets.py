@@ -101,10 +101,8 @@ class MissingSecrets(RuntimeError):
         lines = "\n".join(f"  - {m}" for m in missing)
         super().__init__(
             f"refusing to start without these settings:\n{lines}\n"
-            "(`wedsync dev` generates development values; in production set them, e.g. "
-            "WEDSYNC_DATA_KEY from `python -c 'from cryptography.fernet import Fernet; "
-            "print(Fernet.generate_key().decode())'` and tokens from `python -c 'import "
-            "secrets; print(secrets.token_urlsafe(32))'`)"
+            "(`wedsync dev` generates development values; docs/security.md says how to make "
+            "production ones)"
         )
         self.missing = missing
 
