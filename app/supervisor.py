@@ -115,7 +115,7 @@ class Supervisor:
         self.env, self.dev, self.stop = env, dev, stop
         self.limit, self.window = dev.crash_limit()
         self.children: list[Child] = []
-        self.crash_loop: str | None = None  # why everything stopped, if a child crash-looped
+        self.fatal: str | None = None  # why everything stopped, if not a signal (a crash loop)
         self._keepers: list[asyncio.Task[None]] = []
 
     async def start(self, *args: str) -> Child:
@@ -142,11 +142,11 @@ class Supervisor:
                 child.crashes.popleft()
             crashes = len(child.crashes)
             if crashes >= self.limit:
-                self.crash_loop = (
+                self.fatal = (
                     f"{child.name} crashed {crashes} times within {self.window:g}s (last: "
                     f"{describe_exit(code)}): a crash loop; stopping everything"
                 )
-                log.error("%s", self.crash_loop)
+                log.error("%s", self.fatal)
                 self.stop.set()
                 return
             delay = self.restart_delay(crashes)
@@ -165,7 +165,13 @@ class Supervisor:
                 await asyncio.wait_for(self.stop.wait(), delay)
             if self.stop.is_set():
                 return
-            child.proc = await _spawn(self.env, *child.args)
+            try:
+                child.proc = await _spawn(self.env, *child.args)
+            except OSError as exc:  # no process at all (fork, exec, limits): nothing to keep
+                self.fatal = f"{child.name} could not be restarted ({exc}); stopping everything"
+                log.error("%s", self.fatal)
+                self.stop.set()
+                return
             log.warning("%s restarted (pid %d)", child.name, child.proc.pid)
 
     async def close(self) -> None:
@@ -222,8 +228,8 @@ async def run_dev(settings: Settings) -> int:
                 flush=True,
             )
             await stopped
-            if supervisor.crash_loop is not None:
-                print(f"wedsync dev: {supervisor.crash_loop}", file=sys.stderr, flush=True)
+            if supervisor.fatal is not None:
+                print(f"wedsync dev: {supervisor.fatal}", file=sys.stderr, flush=True)
                 return 1
             return 0
         finally:
