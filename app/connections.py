@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -18,6 +22,13 @@ from config.settings import Settings
 from streams import ensure_streams
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_PG_UNREACHABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # starting up, shutting down
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +47,43 @@ def _require(settings: Settings) -> tuple[str, str]:
     return settings.nats.url, settings.database.url
 
 
+async def _until_reachable(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()`` until it connects: a service that is not there yet (or restarting)
+    when a process starts is waited for, with one log line, not a crash."""
+    delay, warned_at = 0.25, 0.0
+    while True:
+        try:
+            return await attempt()
+        except (OSError, TimeoutError, nats.errors.Error, *_PG_UNREACHABLE) as exc:
+            now = time.monotonic()
+            if now - warned_at > 30:  # once, then a reminder every 30 s
+                log.warning("%s not reachable yet (%r); waiting for it", what, exc)
+                warned_at = now
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 @contextlib.asynccontextmanager
 async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator[Connections]:
-    """Open NATS and the pool; on exit drain NATS (flushing pending publishes) and close."""
+    """Open NATS and the pool (waiting for either if it is not up yet); on exit drain NATS
+    (flushing pending publishes) and close."""
     nats_url, db_url = _require(settings)
-    nc = await nats.connect(
-        servers=nats_url.split(","),
-        name=name,
-        connect_timeout=settings.nats.connect_timeout,
-        max_reconnect_attempts=-1,
+    nc = await _until_reachable(
+        "NATS",
+        lambda: nats.connect(
+            servers=nats_url.split(","),
+            name=name,
+            connect_timeout=settings.nats.connect_timeout,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+        ),
     )
     try:
-        pool = await asyncpg.create_pool(
-            db_url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
+        pool = await _until_reachable(
+            "PostgreSQL",
+            lambda: asyncpg.create_pool(
+                db_url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
+            ),
         )
         try:
             yield Connections(nc=nc, js=nc.jetstream(), pool=pool)

@@ -3,6 +3,7 @@ the budget approvals a couple member decides."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -63,11 +64,30 @@ class Queued(msgspec.Struct):
     seq: int  # position in the changes stream; the outcome arrives as events
 
 
+#: How long ``/state`` waits for a wedding's committed events still in the outbox to be
+#: published (a few ms normally; while NATS is away it answers anyway, after this).
+OUTBOX_WAIT = 2.0
+
+
+async def _published(conn: Conn, wedding_id: uuid.UUID) -> None:
+    """Wait (a little) until the wedding's committed changes have their events published.
+    Not needed for correctness (folding skips an event already in the snapshot) but it
+    spares a client a deleted entity coming back for a moment from a later event."""
+    deadline = time.monotonic() + OUTBOX_WAIT
+    delay = 0.005
+    while time.monotonic() < deadline and await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE wedding_id = $1)", wedding_id
+    ):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 async def _settled(conn: Conn, wedding_id: uuid.UUID) -> None:
-    """Within a transaction: wait until no worker is between publishing a change's events
-    and committing them, and keep it so until commit. The worker holds the wedding's state
-    row FOR UPDATE over that span; sharing it here means every event published so far is
-    reflected in what this transaction reads, and none is published meanwhile."""
+    """Within a transaction: wait until no worker is applying a change of the wedding, and
+    keep it so until commit. The worker holds the wedding's state row FOR UPDATE from
+    before it reads until it commits, and events are published only after the commit
+    (the outbox), so every event stored so far is reflected in what this transaction
+    reads, and no change commits meanwhile (docs/conflicts.md)."""
     await conn.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1) ON CONFLICT DO NOTHING",
                        wedding_id)  # fmt: skip
     await conn.execute("SELECT 1 FROM wedding_state WHERE wedding_id = $1 FOR SHARE", wedding_id)
@@ -85,6 +105,7 @@ class StateController(Controller):
             m = await require_member(conn, wedding_id, identity)
             readable = [k.value for k in EntityKind
                         if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read]  # fmt: skip
+            await _published(conn, wedding_id)
             await _settled(conn, wedding_id)
             seq = await last_seq(conns.js, conns.pool, wedding_id)
             rows = await conn.fetch(

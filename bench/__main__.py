@@ -1,7 +1,7 @@
 """`python -m bench SCENARIO [options]`: one command per benchmark, JSON + PNG results.
 
-Scenarios: connections, fanout, peers (bench/connections.py, bench/fanout.py,
-bench/peers/), and the standalone scripts presence and resume (bench/presence.py,
+Scenarios: connections, fanout, overload, peers (bench/connections.py, bench/fanout.py,
+bench/overload.py, bench/peers/), and the standalone scripts presence and resume (bench/presence.py,
 bench/resume.py; their own options, ``--out DIR`` here). ``python -m bench SCENARIO -h``
 lists a scenario's options. Results go to ``--out`` (default bench/results/).
 """
@@ -15,12 +15,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import connections, fanout
+from bench import connections, fanout, overload
 from bench.peers import scenario as peers
 from bench.report import DEFAULT_OUT
 
-SCENARIOS: dict[str, ModuleType] = {"connections": connections, "fanout": fanout,
-                                    "peers": peers}  # fmt: skip
+SCENARIOS: dict[str, ModuleType] = {
+    "connections": connections,
+    "fanout": fanout,
+    "overload": overload,
+    "peers": peers,
+}
 SCRIPTS = ("presence", "resume")  # keep their own CLIs; only --out DIR is translated
 
 

@@ -119,7 +119,7 @@ async def drive(
         "traffic_span_s": {k: round(v, 2) for k, v in res.traffic_span.items()},
         "latency_us": percentiles_us(res.delivery), "ack_latency_us": percentiles_us(res.ack),
         "cpu_percent": cpu, "rss_mib": rss, "go_at_s": round(go_at, 2),
-        "per_second": res.timeline,
+        "per_second": res.timeline, "p99_per_second_ms": res.p99_per_second_ms(),
     }  # fmt: skip
     return result, res
 

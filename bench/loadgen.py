@@ -70,8 +70,12 @@ class Loader:
         self.delivery, self.ack = new_histogram(), new_histogram()
         self.connect, self.rtt = new_histogram(), new_histogram()
         self.window = new_histogram()  # delivery latency since the last tick
+        self.by_second: dict[int, HdrHistogram] = {}  # delivery latency per wall second
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.pending: dict[int, float] = {}  # ack id -> send time
+        # ids unique per run and loader: a server that deduplicates by (session, id), as
+        # WedSync does, must not take a later run's messages for re-sends of an earlier one
+        self.id_base = (int(spec.epoch * 1000) % 10**7) * 10**8 + index * 10**7
         self.sockets: list[_Socket] = []
         self.readers: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self.failures: list[str] = []  # a sample, for the report
@@ -115,6 +119,13 @@ class Loader:
                 await asyncio.sleep(random.uniform(0, 0.5 * 2**attempt))
         self.counts["gave_up"] += 1
 
+    def _second(self, t: float) -> HdrHistogram:
+        second = max(0, int(t - self.spec.epoch))
+        hist = self.by_second.get(second)
+        if hist is None:
+            hist = self.by_second[second] = new_histogram()
+        return hist
+
     def _failed(self, exc: BaseException) -> None:
         self.counts["connect_failures"] += 1
         if len(self.failures) < 5:
@@ -131,6 +142,7 @@ class Loader:
                         t = now()
                         record_seconds(self.delivery, t - value)
                         record_seconds(self.window, t - value)
+                        record_seconds(self._second(t), t - value)
                         counts["delivered"] += 1
                         self.timeline.add("delivered", now=t)
                         self.last_delivery = t
@@ -170,12 +182,13 @@ class Loader:
             while n < due:
                 sock = socks[n % len(socks)]
                 n += 1  # ack ids from 1: socket.io's join uses 0
+                ack_id = self.id_base + n
                 sent_at = time.time()
-                self.pending[n] = sent_at
+                self.pending[ack_id] = sent_at
                 try:
-                    await sock.ws.send(self.wire.message(n, sent_at, pad))
+                    await sock.ws.send(self.wire.message(ack_id, sent_at, pad))
                 except ConnectionClosed:
-                    self.pending.pop(n, None)
+                    self.pending.pop(ack_id, None)
                     self.counts["send_failures"] += 1
                     continue
                 self.counts["sent"] += 1
@@ -220,6 +233,7 @@ class Loader:
             "delivery": self.delivery.encode(), "ack": self.ack.encode(),
             "connect": self.connect.encode(), "rtt": self.rtt.encode(),
             "timeline": self.timeline.series, "pid": os.getpid(),
+            "by_second": {s: h.encode() for s, h in self.by_second.items()},
             "first_sent": self.first_sent, "last_ack": self.last_ack,
             "last_delivery": self.last_delivery,
         }  # fmt: skip
@@ -282,6 +296,19 @@ class PoolResult:
     connect_s: float
     traffic_span: dict[str, float]  # "acked"/"delivered": seconds from first send to last one
     failures: list[str] = field(default_factory=list)
+    # delivery latency by wall second since the epoch (the per-second tails)
+    by_second: dict[int, HdrHistogram] = field(default_factory=dict)
+
+    def p99_per_second_ms(self) -> list[float]:
+        """p99 of the deliveries of each second, from the first second with any, in ms."""
+        if not self.by_second:
+            return []
+        first, last = min(self.by_second), max(self.by_second)
+        empty = new_histogram()
+        return [
+            round(self.by_second.get(s, empty).get_value_at_percentile(99) / 1000, 1)
+            for s in range(first, last + 1)
+        ]
 
 
 class LoaderPool:
@@ -422,6 +449,10 @@ class LoaderPool:
             connect_s=max(f["connect_s"] for f in values),
             traffic_span=_spans(values),
             failures=[x for f in values for x in f["failures"]][:10],
+            by_second={
+                s: merged([f["by_second"][s] for f in values if s in f["by_second"]])
+                for s in {s for f in values for s in f["by_second"]}
+            },
         )
 
 

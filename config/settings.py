@@ -150,6 +150,18 @@ class GatewaySettings:
     max_per_user: int = _setting(
         8, "WS_MAX_PER_USER", "Open sockets per user per wedding in one gateway process (4029)."
     )
+    max_lag: float = _setting(
+        0.1,
+        "WS_MAX_LAG",
+        "Event loop lag (seconds) above which a gateway refuses part of the frames "
+        "(`overloaded`); 0 turns lag-based shedding off.",
+    )
+    max_inflight: int = _setting(
+        1024,
+        "WS_MAX_INFLIGHT",
+        "Publishes to JetStream one gateway process has in flight before it refuses "
+        "frames (`overloaded`).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

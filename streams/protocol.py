@@ -109,10 +109,14 @@ class AckFrame(msgspec.Struct, tag="ack"):
     seq: int
 
 
-class ErrorFrame(msgspec.Struct, tag="error"):
+class ErrorFrame(msgspec.Struct, tag="error", omit_defaults=True):
+    """``id`` names the frame refused (when there is one); ``retry_after`` (seconds) comes
+    with ``overloaded``: resend the same frame, same id, no sooner than that."""
+
     code: str
     message: str
     id: str | None = None
+    retry_after: float | None = None
 
 
 class ResumedFrame(msgspec.Struct, tag="resumed"):

@@ -2,7 +2,7 @@
 end to end as its own process (own embedded NATS + PostgreSQL, gateways, load processes)
 and writes a sane JSON result and a PNG. No timing assertions: this machine is shared.
 
-The five runs start together (at most three at a time) when the first test asks for one:
+The six runs start together (at most three at a time) when the first test asks for one:
 most of a tiny run is process start-up and waiting, so they overlap well."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ RUNS: dict[str, tuple[str, ...]] = {
     "presence": ("--users", "12", "--room", "4", "--rate", "10", "--duration", "1",
                  "--loaders", "1", "--gateways", "1"),
     "resume": ("--events", "40", "--repeat", "2"),
+    "overload": ("--rooms", "2", "--members", "3", "--duration", "2", "--capacity", "12",
+                 "--levels", "0.5,1", "--gateways", "1", "--loaders", "1"),
 }  # fmt: skip
 
 
@@ -140,3 +142,15 @@ async def test_resume(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
     for case in ("from_jetstream", "from_archive"):
         assert len(r[case]["runs_s"]) == 2 and r[case]["events_per_s"] > 0
     assert r["archive_job"]["events_per_s"] > 0
+
+
+async def test_overload(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
+    r = await result_of(runs, "overload")
+    assert r["scenario"] == "overload" and set(r["modes"]) == {"on", "off"}
+    for rows in r["modes"].values():
+        assert [row["level"] for row in rows] == [0.5, 1.0]
+        for row in rows:  # far below capacity: nothing refused, everything delivered
+            assert row["offered_per_s"] > 0 and row["all_delivered"]
+            assert row["refused_per_s"] == 0 and row["accepted_per_s"] > 0
+            assert 0 < row["p50_ms"] <= row["p99_ms"]
+            assert row["p99_per_second_ms"] and row["worst_second_p99_ms"] > 0

@@ -8,12 +8,16 @@ import logging
 from types import TracebackType
 from typing import Self
 
+from workers.outage import OUTAGES, is_infrastructure
+
 log = logging.getLogger(__name__)
 
 
 class Periodic:
     """``async with Sub(...) as s: await s.wait()`` runs ``s.tick()`` every ``s.every``
-    seconds; a failing tick is logged and the next one runs as usual."""
+    seconds; a failing tick is logged and the next one runs as usual. A tick failing
+    because NATS or PostgreSQL is unreachable is an outage: reported once per process
+    (:data:`workers.outage.OUTAGES`), with the next tries spaced out up to 5 s."""
 
     every: float = 1.0
     name: str = "periodic"
@@ -45,10 +49,20 @@ class Periodic:
         await asyncio.sleep(self.every)
 
     async def _loop(self) -> None:
+        backoff = 0.0
         while True:
             try:
                 result = await self.tick()
-            except Exception:
-                log.exception("%s failed", self.name)
-                result = None
+            except Exception as exc:
+                if not is_infrastructure(exc):
+                    log.exception("%s failed", self.name)
+                    result = None
+                else:
+                    OUTAGES.begin("NATS or PostgreSQL", f"{self.name}: {exc!r}")
+                    backoff = min(max(backoff * 2, 0.25), 5.0)
+                    await asyncio.sleep(backoff)
+                    continue
+            if backoff:
+                backoff = 0.0
+                OUTAGES.end()
             await self.pause(result)

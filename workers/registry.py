@@ -71,19 +71,21 @@ def _presence(settings: Settings) -> WorkerDefinition:
 
 
 def _conflicts(settings: Settings) -> WorkerDefinition:
-    from workers.conflicts import ApprovalExpiry, ConflictHandler, consumer
+    from workers.conflicts import ApprovalExpiry, ConflictHandler, OutboxRelay, consumer
     from workers.runner import ConsumerRunner
 
     @contextlib.asynccontextmanager
     async def service(conns: Connections) -> AsyncIterator[Service]:
-        handler = ConflictHandler(conns.js, settings.conflicts)
+        handler = ConflictHandler(settings.conflicts)
+        owned = settings.conflicts.owned()
         async with contextlib.AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(OutboxRelay(conns.js, conns.pool, owned))
             parts: list[Service] = [await stack.enter_async_context(
                 ConsumerRunner(conns.js, conns.pool, consumer(p), handler, settings.worker)
-            ) for p in settings.conflicts.owned()]  # fmt: skip
+            ) for p in owned]  # fmt: skip
             parts.append(await stack.enter_async_context(
                 ApprovalExpiry(conns.js, conns.pool, settings.conflicts)))  # fmt: skip
-            yield Together(*parts)
+            yield Together(relay, *parts)
 
     return WorkerDefinition("conflicts", service=service)
 

@@ -5,10 +5,16 @@ Guarantees, in order of importance:
 * a message is acknowledged only after its handler's transaction committed;
 * the commit records (consumer, stream, seq) with the effects, so a redelivery of an
   already-committed message changes nothing twice (it is just acknowledged);
-* a failing handler's message is redelivered after a delay that doubles per attempt
+* an unreachable NATS or PostgreSQL is an outage, not a failing message
+  (:mod:`workers.outage`): the runner keeps the message in hand, tells JetStream it is
+  still working on it, waits until both services answer and tries again. Nothing is
+  counted, nothing is dead-lettered, the process stays up, and the outage is logged once;
+* a handler failing while both services answer is counted in PostgreSQL
+  (``worker_failures``, not JetStream's delivery count, which also counts redeliveries
+  caused by outages and restarts) and redelivered after a delay that doubles per failure
   (never a bare nak, which would hot-loop a poison message);
-* after ``max_deliveries`` failures the message is copied to the dead-letter stream with
-  the reason in headers, then terminated;
+* after ``max_deliveries`` such failures the message is copied to the dead-letter stream
+  with the reason in headers, then terminated;
 * a deleted consumer is re-created, resuming after the last committed sequence;
 * on stop, the message in hand finishes; fetched-but-unstarted ones are handed back.
 """
@@ -21,12 +27,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import NotFoundError
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -35,14 +42,20 @@ from config.settings import WorkerSettings
 from config.telemetry import extract
 from streams.definitions import ConsumerSpec
 from streams.subjects import dead_letter_subject
+from workers.outage import OUTAGES, Outages, is_infrastructure, unreachable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 meter = metrics.get_meter(__name__)
 HANDLED = meter.create_counter(
-    "wedsync.worker.messages", unit="{message}",
+    "wedsync.worker.messages",
+    unit="{message}",
     description="Messages a worker consumer settled, by result (acked, retried, dead)",
-)  # fmt: skip
+)
+
+Result = Literal["acked", "retried", "dead", "outage"]
+#: Connection errors retried at once (uncounted) while both services answer, per message.
+BLIPS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +74,15 @@ Handler = Callable[[Delivery, Conn], Awaitable[None]]
 
 
 class Unfinished(Exception):
-    """Raised by a handler that failed after an external side effect (e.g. a publish):
-    the message is retried, never dead-lettered, so the effect is completed, not orphaned.
-    A failed commit after a handler returned is treated the same way."""
+    """Raised by a handler that failed after an external side effect: the message is
+    retried after the usual delay but never dead-lettered, so the effect is completed,
+    not orphaned."""
 
 
-def retry_delay(num_delivered: int, settings: WorkerSettings) -> float:
-    """Delay before redelivery number ``num_delivered + 1``: base * 2^(n-1), capped."""
+def retry_delay(failures: int, settings: WorkerSettings) -> float:
+    """Delay before the attempt after failure number ``failures``: base * 2^(n-1), capped."""
     return float(
-        min(settings.retry_base_delay * 2 ** max(num_delivered - 1, 0), settings.retry_max_delay)
+        min(settings.retry_base_delay * 2 ** max(failures - 1, 0), settings.retry_max_delay)
     )
 
 
@@ -83,12 +96,15 @@ class ConsumerRunner:
         spec: ConsumerSpec,
         handler: Handler,
         settings: WorkerSettings,
+        *,
+        outages: Outages = OUTAGES,
     ) -> None:
         self.js = js
         self.pool = pool
         self.spec = spec
         self.handler = handler
         self.settings = settings
+        self.outages = outages
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -96,7 +112,13 @@ class ConsumerRunner:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> ConsumerRunner:
-        await self._ensure_consumer(recreate=False)
+        try:
+            await self._ensure_consumer(recreate=False)
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise  # a declaration the server refuses: fail loudly, at start
+            # NATS or PostgreSQL is away at start: the loop creates it once they answer
+            log.warning("consumer %s: not created yet (%r); retrying", self.spec.durable, exc)
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.spec.durable}")
         return self
 
@@ -139,8 +161,9 @@ class ConsumerRunner:
         if recreate:
             last = await self._last_committed()
             start = None if last is None else last + 1
-            log.warning("consumer %s was deleted; re-creating from seq %s", self.spec.durable,
-                        start or 1)  # fmt: skip
+            log.warning(
+                "consumer %s was deleted; re-creating from seq %s", self.spec.durable, start or 1
+            )
         cfg = self.spec.config(
             ack_wait=self.spec.ack_wait or self.settings.ack_wait,
             max_ack_pending=self.spec.max_ack_pending or max(self.settings.batch * 4, 64),
@@ -150,6 +173,7 @@ class ConsumerRunner:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+            self._sub = None
         self._sub = await self.js.pull_subscribe_bind(
             durable=self.spec.durable, stream=self.spec.stream
         )
@@ -164,36 +188,26 @@ class ConsumerRunner:
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        idle_checks = 0
+        """Never ends before a stop: whatever fails here is an outage to wait out, or a
+        deleted consumer to re-create."""
+        idle = 0
         while not self._stopping.is_set():
-            assert self._sub is not None
-            batch = self.spec.batch or self.settings.batch
-            fetch = asyncio.ensure_future(self._sub.fetch(batch, timeout=1.0))
-            stop = asyncio.ensure_future(self._stopping.wait())
-            done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if fetch not in done:
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await fetch
-                break
-            stop.cancel()
             try:
-                msgs = fetch.result()
-            except (NatsTimeoutError, TimeoutError):
-                idle_checks += 1
-                if idle_checks % 3 == 0 and not await self._consumer_exists():
-                    await self._ensure_consumer(recreate=True)
+                if self._sub is None:
+                    await self._ensure_consumer(recreate=await self._was_deleted())
+                msgs = await self._fetch()
+                if msgs is None:
+                    return  # stopping
+                if not msgs:
+                    idle += 1
+                    # a deleted consumer answers nothing at all to fetches: look now and then
+                    if idle % 3 == 0 and not await self._consumer_exists():
+                        await self._ensure_consumer(recreate=True)
+                    continue
+                idle = 0
+            except Exception as exc:
+                await self._trouble(exc)
                 continue
-            except (NotFoundError, ServiceUnavailableError, APIError) as exc:
-                # A deleted consumer answers fetches with 404/503; anything else: back off.
-                if not await self._consumer_exists():
-                    await self._ensure_consumer(recreate=True)
-                else:
-                    log.warning("consumer %s: fetch failed: %r", self.spec.durable, exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), 1.0)
-                continue
-            idle_checks = 0
             for i, msg in enumerate(msgs):
                 if self._stopping.is_set():
                     for rest in msgs[i:]:  # hand back at once to another replica
@@ -202,81 +216,210 @@ class ConsumerRunner:
                     break
                 await self._process(msg)
 
+    async def _was_deleted(self) -> bool:
+        """On a (re)bind: whether the durable existed and is gone (then resume after the
+        last commit rather than the declared start)."""
+        return await self._last_committed() is not None and not await self._consumer_exists()
+
+    async def _fetch(self) -> list[Msg] | None:
+        """The next batch ([] on an idle timeout), or None once stopping."""
+        assert self._sub is not None
+        batch = self.spec.batch or self.settings.batch
+        fetch = asyncio.ensure_future(self._sub.fetch(batch, timeout=1.0))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if fetch not in done:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+            return None
+        stop.cancel()
+        try:
+            return fetch.result()
+        except (NatsTimeoutError, TimeoutError):
+            return []  # idle, or NATS away: the loop's consumer check tells which
+
+    async def _trouble(self, exc: Exception) -> None:
+        """A fetch or consumer request failed: a deleted consumer, or an outage."""
+        try:
+            if not await self._consumer_exists():
+                await self._ensure_consumer(recreate=True)
+                return
+        except Exception as again:
+            exc = again
+        else:
+            if not is_infrastructure(exc):
+                log.warning("consumer %s: fetch failed: %r", self.spec.durable, exc)
+        await self.outages.wait_out(self.js, self.pool, self._stopping, detail=repr(exc))
+        with contextlib.suppress(TimeoutError):  # healthy again, or a persistent API error
+            await asyncio.wait_for(self._stopping.wait(), 0.25)
+
     async def _process(self, msg: Msg) -> None:
         # the trace of whoever published it (gateway frame, conflicts worker) goes on here
         with tracer.start_as_current_span(
-            f"process {self.spec.durable}", context=extract(msg.headers), kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
-                        "messaging.consumer.group.name": self.spec.durable},
-        ) as span:  # fmt: skip
-            result = await self._settle(msg)
+            f"process {self.spec.durable}",
+            context=extract(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.spec.durable,
+            },
+        ) as span:
+            meta = msg.metadata
+            delivery = Delivery(
+                subject=msg.subject,
+                data=msg.data,
+                headers=dict(msg.headers or {}),
+                stream=meta.stream,
+                stream_seq=meta.sequence.stream,
+                num_delivered=meta.num_delivered,
+            )
+            result = await self._settle(msg, delivery)
             if result != "acked":
                 span.set_status(StatusCode.ERROR, result)
             HANDLED.add(1, {"consumer": self.spec.durable, "result": result})
 
-    async def _settle(self, msg: Msg) -> str:
-        meta = msg.metadata
-        delivery = Delivery(
-            subject=msg.subject,
-            data=msg.data,
-            headers=dict(msg.headers or {}),
-            stream=meta.stream,
-            stream_seq=meta.sequence.stream,
-            num_delivered=meta.num_delivered,
-        )
-        handled = False
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                first = await conn.fetchval(
-                    """INSERT INTO worker_consumed (consumer, stream, stream_seq)
-                       VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
-                    self.spec.durable, delivery.stream, delivery.stream_seq,
-                )  # fmt: skip
-                if first:
-                    await self.handler(delivery, conn)
-                handled = True
-        except Exception as exc:
-            trace.get_current_span().record_exception(exc)
+    async def _settle(self, msg: Msg, d: Delivery) -> Result:
+        """Handle the message until it is acked, counted as failed, or we stop: an outage
+        is waited out and the message tried again, uncounted."""
+        blips = 0
+        while not self._stopping.is_set():
             try:
-                return await self._failed(msg, delivery, exc, retry_only=handled)
-            except Exception:  # NATS trouble: the message comes back after ack_wait
-                log.exception("consumer %s: could not settle failed seq %d",
-                              self.spec.durable, delivery.stream_seq)  # fmt: skip
-            return "retried"
-        try:
-            await msg.ack_sync()
-        except Exception:  # committed already: a redelivery will only be acknowledged
-            log.exception("consumer %s: ack of seq %d failed", self.spec.durable,
-                          delivery.stream_seq)  # fmt: skip
-        return "acked"
+                failures = await self._handle(d)
+            except Exception as exc:
+                trace.get_current_span().record_exception(exc)
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+                down = await unreachable(self.js, self.pool)
+                if down is None and is_infrastructure(exc) and blips < BLIPS:
+                    # a connection error while both answer now: a blip (a restart just
+                    # ended, a pooled connection was stale); a few quick tries, uncounted
+                    blips += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 0.5 * blips)
+                    continue
+                if down is None:
+                    result = await self._failed(msg, d, reason, isinstance(exc, Unfinished))
+                    if result != "outage":
+                        return result
+                else:
+                    self.outages.begin(down, reason)
+            else:
+                if failures < self.settings.max_deliveries:
+                    try:
+                        await msg.ack_sync()
+                    except Exception:  # committed already: a redelivery is only acked
+                        log.warning(
+                            "consumer %s: ack of seq %d failed (committed; a redelivery "
+                            "is only acknowledged)",
+                            self.spec.durable,
+                            d.stream_seq,
+                        )
+                    return "acked"
+                result = await self._dead_letter(msg, d, failures, "failed too often before")
+                if result != "outage":
+                    return result
+            await self.outages.wait_out(self.js, self.pool, self._stopping, tick=msg.in_progress)
+        return "outage"  # stopping mid-outage: the message comes back after its ack wait
 
-    async def _failed(
-        self, msg: Msg, d: Delivery, exc: Exception, *, retry_only: bool = False
-    ) -> str:
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        retry_only = retry_only or isinstance(exc, Unfinished)
-        if d.num_delivered >= self.settings.max_deliveries and not retry_only:
-            log.error("consumer %s: seq %d failed %d times, dead-lettered: %s",
-                      self.spec.durable, d.stream_seq, d.num_delivered, reason)  # fmt: skip
-            headers = {
-                "Wedsync-Dlq-Consumer": self.spec.durable,
-                "Wedsync-Dlq-Stream": d.stream,
-                "Wedsync-Dlq-Stream-Seq": str(d.stream_seq),
-                "Wedsync-Dlq-Subject": d.subject,
-                "Wedsync-Dlq-Deliveries": str(d.num_delivered),
-                "Wedsync-Dlq-Error": reason.replace("\r", " ").replace("\n", " "),
-                # stored once even if we crash between this publish and the term
-                "Nats-Msg-Id": f"{self.spec.durable}:{d.stream}:{d.stream_seq}",
-            }
-            await self.js.publish(
-                dead_letter_subject(self.spec.durable),
-                d.data,
-                headers=headers,
+    async def _handle(self, d: Delivery) -> int:
+        """Runs the handler in the transaction that records the message as consumed; the
+        failures counted so far when they already reached the limit (nothing run), else 0."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if d.num_delivered > 1:  # seen before: failed, or its ack was lost
+                failures: int | None = await conn.fetchval(
+                    """SELECT failures FROM worker_failures
+                       WHERE consumer = $1 AND stream = $2 AND stream_seq = $3""",
+                    self.spec.durable,
+                    d.stream,
+                    d.stream_seq,
+                )
+                if failures is not None and failures >= self.settings.max_deliveries:
+                    return failures
+            first = await conn.fetchval(
+                """INSERT INTO worker_consumed (consumer, stream, stream_seq)
+                   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
+                self.spec.durable,
+                d.stream,
+                d.stream_seq,
             )
-            await msg.term()
-            return "dead"
-        delay = retry_delay(d.num_delivered, self.settings)
-        log.warning("consumer %s: seq %d failed (attempt %d), retry in %.1fs: %s",
-                    self.spec.durable, d.stream_seq, d.num_delivered, delay, reason)  # fmt: skip
-        await msg.nak(delay=delay)
+            if first:
+                await self.handler(d, conn)
+                if d.num_delivered > 1:
+                    await conn.execute(
+                        """DELETE FROM worker_failures
+                           WHERE consumer = $1 AND stream = $2 AND stream_seq = $3""",
+                        self.spec.durable,
+                        d.stream,
+                        d.stream_seq,
+                    )
+        return 0
+
+    async def _failed(self, msg: Msg, d: Delivery, reason: str, unfinished: bool) -> Result:
+        """Count a failure of the message on healthy services; redeliver it later, or
+        dead-letter it at the limit. "outage" if a service went away meanwhile."""
+        try:
+            failures = await self._count(d, reason)
+            if failures >= self.settings.max_deliveries and not unfinished:
+                return await self._dead_letter(msg, d, failures, reason)
+            delay = retry_delay(failures, self.settings)
+            log.warning(
+                "consumer %s: seq %d failed (%d of %d), retry in %.1fs: %s",
+                self.spec.durable,
+                d.stream_seq,
+                failures,
+                self.settings.max_deliveries,
+                delay,
+                reason,
+            )
+            await msg.nak(delay=delay)
+        except Exception as settle:
+            if is_infrastructure(settle):
+                self.outages.begin("NATS or PostgreSQL", repr(settle))
+                return "outage"
+            raise
         return "retried"
+
+    async def _count(self, d: Delivery, reason: str) -> int:
+        async with self.pool.acquire() as conn:
+            failures: int = await conn.fetchval(
+                """INSERT INTO worker_failures (consumer, stream, stream_seq, failures, last_error)
+                   VALUES ($1, $2, $3, 1, $4)
+                   ON CONFLICT (consumer, stream, stream_seq) DO UPDATE
+                   SET failures = worker_failures.failures + 1, last_error = $4,
+                       updated_at = now()
+                   RETURNING failures""",
+                self.spec.durable,
+                d.stream,
+                d.stream_seq,
+                reason.replace("\x00", ""),
+            )
+        return failures
+
+    async def _dead_letter(self, msg: Msg, d: Delivery, failures: int, reason: str) -> Result:
+        log.error(
+            "consumer %s: seq %d failed %d times, dead-lettered: %s",
+            self.spec.durable,
+            d.stream_seq,
+            failures,
+            reason,
+        )
+        headers = {
+            "Wedsync-Dlq-Consumer": self.spec.durable,
+            "Wedsync-Dlq-Stream": d.stream,
+            "Wedsync-Dlq-Stream-Seq": str(d.stream_seq),
+            "Wedsync-Dlq-Subject": d.subject,
+            "Wedsync-Dlq-Deliveries": str(failures),
+            "Wedsync-Dlq-Error": reason.replace("\r", " ").replace("\n", " "),
+            # stored once even if we crash between this publish and the term
+            "Nats-Msg-Id": f"{self.spec.durable}:{d.stream}:{d.stream_seq}",
+        }
+        try:
+            await self.js.publish(dead_letter_subject(self.spec.durable), d.data, headers=headers)
+            await msg.term()
+        except Exception as exc:
+            if is_infrastructure(exc):
+                self.outages.begin("NATS", repr(exc))
+                return "outage"  # tried again once NATS answers (the count is kept)
+            raise
+        return "dead"

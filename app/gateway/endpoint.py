@@ -66,6 +66,30 @@ def _frame(obj: Any) -> str:
     return _encode.encode(obj).decode()
 
 
+class _Outage:
+    """Publishes failing (NATS away): one log line when they start, one when they work again,
+    not one per frame."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("publishing to JetStream failed (%r): frames get `unavailable`", exc)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("publishing works again after %.1fs (%d frames refused meanwhile)",
+                        time.monotonic() - self.since, self.failures)  # fmt: skip
+            self.since, self.failures = None, 0
+
+
+_publish_outage = _Outage()
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
@@ -245,6 +269,12 @@ async def _read(
                 limit = f"over {settings.rate:g} messages per second"
                 conn.send(_frame(ErrorFrame(id=frame.id, code="rate_limited", message=limit)))
                 continue
+            if (retry := hub.admission.refuse()) is not None:
+                conn.send(_frame(ErrorFrame(
+                    id=frame.id, code="overloaded", retry_after=retry,
+                    message="server overloaded: not stored; resend the same frame later",
+                )))  # fmt: skip
+                continue
             # a trace starts at each frame that stores something: it follows the message
             # through JetStream into the workers (W3C traceparent in NATS headers)
             with span(
@@ -253,10 +283,10 @@ async def _read(
                                   "wedsync.frame_id": frame.id, "enduser.id": conn.user_id},
             ):  # fmt: skip
                 if isinstance(frame, MessageFrame):
-                    stored = await _publish(conns, conn, frame)
+                    stored = await _publish(conns, hub, conn, frame)
                 else:
                     parts = socket.app.state.settings.conflicts.partitions
-                    stored = await _change(conns, conn, frame, parts)
+                    stored = await _change(conns, hub, conn, frame, parts)
             tally.published += stored
             await hub.tracker.activity(conn.presence)
 
@@ -273,7 +303,7 @@ async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
         conn.send(_frame(ErrorFrame(code="unavailable", message="presence not updated; retry")))
 
 
-async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) -> bool:
+async def _publish(conns: Connections, hub: Hub, conn: Connection, frame: MessageFrame) -> bool:
     if not conn.can_write(frame.channel):
         conn.send(_frame(ErrorFrame(id=frame.id, code="forbidden",
                                     message=f"{conn.role.value} may not write {frame.channel.value}")))  # fmt: skip  # noqa: E501
@@ -284,28 +314,33 @@ async def _publish(conns: Connections, conn: Connection, frame: MessageFrame) ->
         data=frame.data, ts=time.time(),
     )  # fmt: skip
     subject = wedding_subject(conn.wedding_id, frame.channel)
-    return await _store(conns, conn, frame.id, subject, EVENTS.name, _encode.encode(event))
+    return await _store(conns, hub, conn, frame.id, subject, EVENTS.name, _encode.encode(event))
 
 
-async def _store(conns: Connections, conn: Connection, frame_id: str, subject: str, stream: str,
-                 payload: bytes) -> bool:  # fmt: skip
+async def _store(conns: Connections, hub: Hub, conn: Connection, frame_id: str, subject: str,
+                 stream: str, payload: bytes) -> bool:  # fmt: skip
     """Publish, and ack the client only once JetStream has stored it (deduplicated by the
     session and frame id, so a frame re-sent after a reconnect is stored once)."""
+    admission = hub.admission
+    admission.inflight += 1
     try:
         headers = {"Nats-Msg-Id": f"{conn.session_id}:{frame_id}"}
         with producing(tracer, stream, subject, headers):
             ack = await conns.js.publish(subject, payload, stream=stream, headers=headers)
     except Exception as exc:  # not durable: the client must retry with the same id
-        log.warning("publish failed: %r", exc)
+        _publish_outage.failed(exc)
         conn.send(_frame(ErrorFrame(id=frame_id, code="unavailable",
                                     message="not stored; retry with the same id")))  # fmt: skip
         return False
+    finally:
+        admission.inflight -= 1
+    _publish_outage.ok()
     conn.send(_frame(AckFrame(id=frame_id, seq=ack.seq)))
     return True
 
 
 async def _change(
-    conns: Connections, conn: Connection, frame: ChangeFrame, partitions: int
+    conns: Connections, hub: Hub, conn: Connection, frame: ChangeFrame, partitions: int
 ) -> bool:
     """Validate a state change at the edge and queue it for the conflicts worker."""
 
@@ -333,7 +368,7 @@ async def _change(
         entity=frame.entity, entity_id=frame.entity_id, op=frame.op, fields=fields,
         base_version=frame.base_version, ts=time.time(),
     )  # fmt: skip
-    return await _store(conns, conn, frame.id, change_subject(wedding, partitions),
+    return await _store(conns, hub, conn, frame.id, change_subject(wedding, partitions),
                         CHANGES.name, _encode.encode(change))  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from nats.js.api import DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
 from app.history import last_seq
@@ -92,6 +93,12 @@ def _observe(hub: Hub) -> None:
     meter.create_observable_gauge(
         "wedsync.rooms", [lambda _: [Observation(len(hub.rooms))]], unit="{room}",
         description="Weddings with sockets in this process")
+    meter.create_observable_counter(
+        "wedsync.ws.frames.refused", [lambda _: [Observation(hub.admission.refused)]],
+        unit="{frame}", description="Frames refused as overloaded (admission control)")
+    meter.create_observable_gauge(
+        "wedsync.eventloop.lag", [lambda _: [Observation(hub.admission.lag)]], unit="s",
+        description="How late this process's event loop ran a timer (last sample)")
     meter.create_observable_gauge(
         "wedsync.presence.entries",
         [lambda _: [Observation(len(hub.mirror.table) if hub.mirror else 0)]],
@@ -159,12 +166,15 @@ class Hub:
         self.mirror: Mirror | None = None
         self._tracker: PresenceTracker | None = None
         self.tally = Tally()
+        g = settings.gateway
+        self.admission = Admission(g.max_lag, g.max_inflight)
         _observe(self)
 
     async def __aenter__(self) -> Hub:
         self.epoch = await stream_epoch(self.js)
         kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.admission)
             self.mirror = await stack.enter_async_context(Mirror(kv, self._on_presence))
             self._tracker = await stack.enter_async_context(
                 PresenceTracker(self.js, kv, self.mirror.table, self.settings.presence)

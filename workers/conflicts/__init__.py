@@ -1,7 +1,18 @@
 """``wedsync worker conflicts``: the authoritative wedding state and its conflict rules."""
 
 from workers.conflicts.engine import Entity, Outcome, Rules, View, apply_change, policy
+from workers.conflicts.outbox import OutboxRelay
 from workers.conflicts.worker import ApprovalExpiry, ConflictHandler, consumer
 
-__all__ = ["ApprovalExpiry", "ConflictHandler", "Entity", "Outcome", "Rules", "View",
-           "apply_change", "consumer", "policy"]  # fmt: skip
+__all__ = [
+    "ApprovalExpiry",
+    "ConflictHandler",
+    "Entity",
+    "OutboxRelay",
+    "Outcome",
+    "Rules",
+    "View",
+    "apply_change",
+    "consumer",
+    "policy",
+]

@@ -135,6 +135,11 @@ def _reject(change: ChangeRequest, seq: int, reason: str, message: str,
     return Outcome(events=[Emit("conflict.rejected", CHANNEL_OF[change.entity], data)])
 
 
+def invalid(change: ChangeRequest, seq: int, message: str) -> Outcome:
+    """The change refused with reason ``invalid``: it cannot be applied or stored at all."""
+    return _reject(change, seq, "invalid", message, None)
+
+
 def _time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value)
 

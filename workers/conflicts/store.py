@@ -115,8 +115,3 @@ async def due_approvals(conn: Conn, now: dt.datetime) -> list[tuple[uuid.UUID, u
         now,
     )
     return [(r["id"], r["wedding_id"]) for r in rows]
-
-
-async def set_seq(conn: Conn, wedding_id: uuid.UUID, seq: int) -> None:
-    await conn.execute("UPDATE wedding_state SET seq = greatest(seq, $2) WHERE wedding_id = $1",
-                       wedding_id, seq)  # fmt: skip

@@ -6,10 +6,15 @@ time — however many worker processes run (extra ones are hot standbys, or own 
 partitions with ``WEDSYNC_CONFLICT_OWN_PARTITIONS``).
 
 Per change, inside the runner's transaction (which also records the message as consumed):
-lock the wedding's state row, load, apply the rules, write, publish the resulting events
-(deduplicated by change seq and index), record the last event seq, commit, ack. A crash
-before the commit redelivers the change into unchanged state: the same outcome, the same
-event ids, stored once. A crash after the commit finds the message already consumed.
+lock the wedding's state row, load, apply the rules, write the state and the resulting
+events into the outbox, commit, ack; the outbox relay publishes the events after the
+commit (workers/conflicts/outbox.py). A crash before the commit redelivers the change into
+unchanged state (and no event of it exists anywhere); after it, the message is found
+consumed and its events are in the outbox until published.
+
+A change PostgreSQL refuses (a value it cannot store) or the rules fail on is refused to
+its author at once (``conflict.rejected``, reason ``invalid``) in the same transaction,
+rather than retried: it would fail the same way each time, holding up its partition.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from streams.definitions import CHANGES, EVENTS, ConsumerSpec
 from streams.permissions import Channel, Role, WeddingStatus
 from streams.protocol import Actor, Event
 from streams.subjects import wedding_subject
-from workers.conflicts import store
-from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change
+from workers.conflicts import outbox, store
+from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change, invalid
+from workers.outage import is_infrastructure
 from workers.periodic import Periodic
-from workers.runner import Delivery, Unfinished
+from workers.runner import Delivery
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -67,8 +73,7 @@ def consumer(partition: int) -> ConsumerSpec:
 
 
 class ConflictHandler:
-    def __init__(self, js: JetStreamContext, settings: ConflictSettings) -> None:
-        self.js = js
+    def __init__(self, settings: ConflictSettings) -> None:
         self.rules = Rules(settings.approval_threshold, settings.approval_ttl)
 
     async def __call__(self, d: Delivery, conn: Conn) -> None:
@@ -81,30 +86,46 @@ class ConflictHandler:
         status = await store.lock_wedding(conn, wedding_id)
         if status is None:
             return  # the wedding was deleted
-        if isinstance(msg, ChangeRequest):
-            view = View(await store.load(conn, wedding_id, msg))
-            out = apply_change(msg, d.stream_seq, view, status, self.rules)
-        else:
-            out = await self._decide(conn, wedding_id, msg, d.stream_seq, status)
-        await store.save(conn, wedding_id, out, d.stream_seq)
-        actor = msg.actor
-        last = await self._publish(wedding_id, out.events, actor, msg.ts, d)
-        if last:
-            await store.set_seq(conn, wedding_id, last)
+        try:
+            async with conn.transaction():  # a savepoint: a refusal undoes only this change
+                if isinstance(msg, ChangeRequest):
+                    view = View(await store.load(conn, wedding_id, msg))
+                    out = apply_change(msg, d.stream_seq, view, status, self.rules)
+                else:
+                    out = await self._decide(conn, wedding_id, msg, d.stream_seq, status)
+                await store.save(conn, wedding_id, out, d.stream_seq)
+        except Exception as exc:
+            if not deterministic(exc):
+                raise  # an outage or a transient conflict: the runner tries again
+            # it would fail the same way every time: refuse it to its author now rather than
+            # hold the partition (every wedding in it) through retries
+            log.warning("change %s:%d refused as invalid: %r", d.stream, d.stream_seq, exc)
+            if not isinstance(msg, ChangeRequest):
+                return  # a decision that cannot be applied: the approval stays pending
+            out = invalid(msg, d.stream_seq, "the change holds a value that cannot be stored")
+        partition = int(d.subject.split(".")[2])
+        await outbox.enqueue(conn, partition, wedding_id, self._outgoing(wedding_id, out, msg, d))
 
-    async def _decide(self, conn: Conn, wedding_id: uuid.UUID, msg: Decision, seq: int,
-                      status: WeddingStatus) -> Outcome:  # fmt: skip
+    async def _decide(
+        self, conn: Conn, wedding_id: uuid.UUID, msg: Decision, seq: int, status: WeddingStatus
+    ) -> Outcome:
         held = await store.pending_approval(conn, wedding_id, msg.approval_id)
         if held is None:
             return Outcome()  # decided or expired already: the first decision stands
         verdict = {Verdict.GRANT: "granted", Verdict.DENY: "denied", Verdict.EXPIRE: "expired"}
         result = verdict[msg.verdict]
         await store.decide(conn, msg.approval_id, result, msg.actor.user_id, msg.ts)
-        emit = Emit(f"approval.{result}", Channel.BUDGET, {
-            "approval_id": msg.approval_id, "entity": held.entity.value,
-            "entity_id": held.entity_id, "by": msg.actor.user_id,
-            "requested_by": held.actor.user_id,
-        })  # fmt: skip
+        emit = Emit(
+            f"approval.{result}",
+            Channel.BUDGET,
+            {
+                "approval_id": msg.approval_id,
+                "entity": held.entity.value,
+                "entity_id": held.entity_id,
+                "by": msg.actor.user_id,
+                "requested_by": held.actor.user_id,
+            },
+        )
         if msg.verdict is not Verdict.GRANT:
             return Outcome(events=[emit])
         view = View(await store.load(conn, wedding_id, held))
@@ -113,23 +134,34 @@ class ConflictHandler:
         out.events.insert(0, emit)
         return out
 
-    async def _publish(self, wedding_id: uuid.UUID, events: list[Emit], actor: Actor, ts: float,
-                       d: Delivery) -> int:  # fmt: skip
-        last = 0
-        try:
-            for i, e in enumerate(events):
-                msg_id = f"{d.stream}:{d.stream_seq}:{i}"
-                event = Event(id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type=e.type,
-                              channel=e.channel, actor=actor, data=e.data, ts=ts)  # fmt: skip
-                subject = wedding_subject(wedding_id, e.channel)
-                headers = {"Nats-Msg-Id": msg_id}
-                with producing(tracer, EVENTS.name, subject, headers):
-                    ack = await self.js.publish(subject, _encode.encode(event),
-                                                stream=EVENTS.name, headers=headers)  # fmt: skip
-                last = ack.seq
-        except Exception as exc:
-            raise Unfinished(f"publishing results failed: {exc!r}") from exc
-        return last
+    def _outgoing(
+        self, wedding_id: uuid.UUID, out: Outcome, msg: ChangeMessage, d: Delivery
+    ) -> list[outbox.Outgoing]:
+        events = []
+        for i, e in enumerate(out.events):
+            msg_id = f"{d.stream}:{d.stream_seq}:{i}"
+            event = Event(
+                id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)),
+                type=e.type,
+                channel=e.channel,
+                actor=msg.actor,
+                data=e.data,
+                ts=msg.ts,
+            )
+            subject = wedding_subject(wedding_id, e.channel)
+            headers: dict[str, str] = {}
+            # the trace goes on from here into the notifications worker (the relay sends
+            # these headers with the event once the transaction committed)
+            with producing(tracer, EVENTS.name, subject, headers):
+                events.append(outbox.Outgoing(msg_id, subject, event, headers))
+        return events
+
+
+def deterministic(exc: Exception) -> bool:
+    """Whether applying the change would fail the same way again on healthy services:
+    PostgreSQL refusing the data (bad encoding, out of range, a constraint) or a bug in
+    the rules. Not an outage, and not a serialization failure or deadlock (retried)."""
+    return not (is_infrastructure(exc) or isinstance(exc, asyncpg.TransactionRollbackError))
 
 
 class ApprovalExpiry(Periodic):
