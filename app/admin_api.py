@@ -139,7 +139,8 @@ class AdminController(Controller):
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
             await _wedding_status(conn, wedding_id)
-        return await event_page(conns, wedding_id, after_seq, limit)
+        contacts = state.auth.contacts
+        return await event_page(conns, wedding_id, after_seq, limit, contacts=contacts)
 
     @get(
         "/weddings/{wedding_id:uuid}/presence",

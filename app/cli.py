@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             env["WEDSYNC_API_PROCESSES"] = str(args.api_processes)
         if args.port is not None:
             env["WEDSYNC_PORT"] = str(args.port)
+        # a developer's webhook receiver runs on their machine
+        env.setdefault("WEDSYNC_WEBHOOK_ALLOW_PRIVATE", "true")
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:

@@ -26,6 +26,12 @@ class Unauthorized(ApplicationError):
     status, code = 401, "unauthorized"
 
 
+class ReservedSubject(Unauthorized):
+    """A token whose ``sub`` is an id the system uses for itself (``server``, ``system``…)."""
+
+    code = "reserved_subject"
+
+
 class Forbidden(ApplicationError):
     status, code = 403, "forbidden"
 

@@ -12,11 +12,11 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from app.access import require_member
-from app.auth import Identity
+from app.auth import AuthContext, GuestContacts, Identity
 from app.connections import Connections
 from app.gateway.history import events_between
 from app.history import last_seq
-from streams.permissions import permissions_for
+from streams.permissions import Channel, permissions_for
 from streams.protocol import EventPage
 
 
@@ -37,15 +37,17 @@ class EventsController(Controller):
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
-        return await event_page(conns, wedding_id, after_seq, limit, readable)
+        auth: AuthContext = state.auth
+        return await event_page(conns, wedding_id, after_seq, limit, readable, auth.contacts)
 
 
 async def event_page(
     conns: Connections, wedding_id: uuid.UUID, after_seq: int, limit: int,
-    readable: set[str] | None = None,
+    readable: set[str] | None = None, contacts: GuestContacts | None = None,
 ) -> EventPage:  # fmt: skip
     """Up to ``limit`` events after ``after_seq`` (JetStream and the archive), oldest first,
-    only of ``readable`` channels (None: every channel)."""
+    only of ``readable`` channels (None: every channel); guest contacts opened with
+    ``contacts`` (None: served as stored)."""
     head = await last_seq(conns.js, conns.pool, wedding_id)
     events: list[dict[str, Any]] = []
     more = False
@@ -57,7 +59,10 @@ async def event_page(
             if len(events) == limit:
                 more = True
                 break
-            events.append({"seq": seq, "event": msgspec.json.decode(data)})
+            event = msgspec.json.decode(data)
+            if channel == Channel.GUESTS.value and contacts is not None:
+                contacts.open_event(event)
+            events.append({"seq": seq, "event": event})
     return EventPage(
         events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
     )

@@ -21,7 +21,7 @@ class MeController(Controller):
     async def export(self, identity: Identity, state: State) -> PersonalExport:
         conns: Connections = state.conns
         auth: AuthContext = state.auth
-        return await export(conns, auth.cipher, identity)
+        return await export(conns, auth.cipher, identity, auth.contacts)
 
     @delete("", summary="Erase the caller's personal data everywhere", status_code=200)
     async def erase(
@@ -29,9 +29,10 @@ class MeController(Controller):
     ) -> ErasureReport:
         conns: Connections = state.conns
         auth: AuthContext = state.auth
-        done = await erase(conns, auth.cipher, identity)
+        partitions = state.settings.conflicts.partitions
+        done = await erase(conns, auth.cipher, identity.user_id, partitions)
         return ErasureReport(
             user_id=identity.user_id, weddings=done.weddings, rows_deleted=done.rows_deleted,
             rows_redacted=done.rows_redacted, messages_deleted=done.messages,
-            pending_changes=done.pending_changes,
+            pending_changes=done.pending_changes, changes_queued=done.changes_queued,
         )  # fmt: skip

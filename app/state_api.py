@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from opentelemetry import trace
 
 from app.access import require_member, require_role
-from app.auth import Identity, client_ip
+from app.auth import GuestContacts, Identity, client_ip
 from app.connections import Connections
 from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, Unavailable
@@ -114,10 +114,14 @@ class StateController(Controller):
                 wedding_id, readable,
             )  # fmt: skip
         entities: dict[str, dict[str, EntityState]] = {k: {} for k in readable}
+        contacts: GuestContacts = state.auth.contacts
         for r in rows:
-            entities[r["kind"]][r["entity_id"]] = EntityState(
-                r["version"], msgspec.Raw(r["fields"].encode())
-            )
+            raw = r["fields"]
+            if r["kind"] == EntityKind.GUESTS.value:  # their contact is sealed at rest
+                raw = msgspec.json.encode(contacts.open_fields(msgspec.json.decode(raw)))
+            else:
+                raw = raw.encode()
+            entities[r["kind"]][r["entity_id"]] = EntityState(r["version"], msgspec.Raw(raw))
         return WeddingState(seq=seq, epoch=hub.epoch, entities=entities)
 
     @get("/approvals", summary="Budget approvals, pending first (couple and planner)")

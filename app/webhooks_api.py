@@ -16,11 +16,26 @@ from app.connections import Connections
 from app.db import audit
 from app.db.notifications import WAKE
 from app.db.types import Conn
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Invalid, NotFound
+from config.settings import Settings
 from streams.notifications import ReplayResult, Webhook, WebhookCreate
-from workers.notifications.channels import new_secret
+from workers.notifications.channels import DestinationRefused, check_url, new_secret
 
 _COLS = "id, url, events, enabled, disabled_reason, created_at"
+
+
+async def _check_destination(url: str, settings: Settings) -> None:
+    """422 unless the URL's host resolves to public addresses only (the dispatcher checks
+    again at every send, against the address it connects to)."""
+    try:
+        await check_url(url, settings.notify.webhook_allow_private)
+    except DestinationRefused:
+        # one message for unresolvable, private, loopback and link-local alike: the
+        # answer must not tell which internal names exist
+        raise Invalid(
+            "the webhook URL must resolve to public internet addresses only "
+            "(private, loopback and link-local destinations are refused)"
+        ) from None
 
 
 def _hook(r: asyncpg.Record, secret: str | None = None) -> Webhook:
@@ -46,6 +61,7 @@ class WebhooksController(Controller):
     ) -> Webhook:  # fmt: skip
         conns: Connections = state.conns
         auth: AuthContext = state.auth
+        await _check_destination(data.url, state.settings)
         secret = new_secret()
         async with conns.pool.acquire() as conn, conn.transaction():
             await self._admin(conn, wedding_id, identity, request, "manage_webhooks")
@@ -86,7 +102,11 @@ class WebhooksController(Controller):
                 hook_id, wedding_id):  # fmt: skip
                 raise NotFound("webhook not found")
 
-    @post("/{hook_id:uuid}/enable", summary="Re-enable a disabled endpoint", status_code=200)
+    @post(
+        "/{hook_id:uuid}/enable",
+        status_code=200,
+        summary="Re-enable a disabled endpoint (the caller becomes its owner)",
+    )
     async def enable(
         self, wedding_id: uuid.UUID, hook_id: uuid.UUID, identity: Identity, state: State,
         request: Request[Any, Any, Any],
@@ -94,10 +114,24 @@ class WebhooksController(Controller):
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
             await self._admin(conn, wedding_id, identity, request, "manage_webhooks")
-            row = await conn.fetchrow(
-                f"""UPDATE webhooks SET enabled = true, disabled_at = NULL, disabled_reason = NULL
-                    WHERE id = $1 AND wedding_id = $2 RETURNING {_COLS}""",
-                hook_id, wedding_id)  # fmt: skip
+            url = await conn.fetchval(
+                "SELECT url FROM webhooks WHERE id = $1 AND wedding_id = $2", hook_id, wedding_id
+            )
+            if url is None:
+                raise NotFound("webhook not found")
+            await _check_destination(url, state.settings)
+            async with conn.transaction():
+                # the endpoint now acts with the caller's authority: it stops with it
+                row = await conn.fetchrow(
+                    f"""UPDATE webhooks SET enabled = true, disabled_at = NULL,
+                                            disabled_reason = NULL, created_by = $3
+                        WHERE id = $1 AND wedding_id = $2 RETURNING {_COLS}""",
+                    hook_id,
+                    wedding_id,
+                    identity.user_id,
+                )
+                ip, who, hook = client_ip(request), identity.user_id, str(hook_id)
+                await audit.record(conn, wedding_id, who, "webhook_enabled", ip, webhook=hook)
         if row is None:
             raise NotFound("webhook not found")
         return _hook(row)

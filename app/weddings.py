@@ -17,6 +17,7 @@ from app.connections import Connections
 from app.db import audit
 from app.db import sessions as session_store
 from app.db import weddings as store
+from app.db.notifications import disable_webhooks_of
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.gateway import control
 from streams.api import (
@@ -29,7 +30,8 @@ from streams.api import (
     WeddingPatch,
 )
 from streams.definitions import EVENTS
-from streams.permissions import TRANSITIONS, Role
+from streams.permissions import ADMINS, TRANSITIONS, Role
+from streams.protocol import reserved_user_id
 
 
 def _check_timezone(tz: str) -> None:
@@ -129,6 +131,8 @@ class WeddingController(Controller):
         ip = client_ip(request)
         if not user_id or len(user_id) > 128:
             raise Invalid("user id must be 1-128 characters")
+        if reserved_user_id(user_id):
+            raise Invalid(f"user id {user_id!r} is reserved for the system")
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, ip, "manage_members")
@@ -142,9 +146,14 @@ class WeddingController(Controller):
                 )  # fmt: skip
                 before = None if target is None else target["role"]
                 action = "member_added" if created else "member_changed"
+                hooks = []
+                if data.role not in ADMINS:  # a webhook acts with its owner's authority
+                    why = "owner_lost_permission"
+                    hooks = await disable_webhooks_of(conn, wedding_id, user_id, why)
                 await audit.record(conn, wedding_id, identity.user_id, action, ip,
                                    member=user_id, role=data.role.value,
-                                   previous_role=before)  # fmt: skip
+                                   previous_role=before,
+                                   webhooks_disabled=[str(h) for h in hooks])  # fmt: skip
                 row = await store.member(conn, wedding_id, user_id)
         assert row is not None
         if before is not None and before != data.role.value:
@@ -168,9 +177,11 @@ class WeddingController(Controller):
             async with conn.transaction():
                 await store.delete_member(conn, wedding_id, user_id)
                 ended = await session_store.end(conn, wedding_id, user_id, "member_removed")
+                hooks = await disable_webhooks_of(conn, wedding_id, user_id, "owner_removed")
                 await audit.record(conn, wedding_id, identity.user_id, "member_removed", ip,
                                    member=user_id, role=target["role"],
-                                   sessions_ended=len(ended))  # fmt: skip
+                                   sessions_ended=len(ended),
+                                   webhooks_disabled=[str(h) for h in hooks])  # fmt: skip
         await control.role_changed(conns.nc, wedding_id, user_id, None)
         await control.sessions_ended(conns.nc, wedding_id, ended)
 
@@ -186,6 +197,9 @@ class WeddingController(Controller):
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, client_ip(request), "read_audit_log")
             rows = await audit.page(conn, wedding_id, before=before, limit=limit + 1)
+        contacts = state.auth.contacts
+        for r in rows:
+            contacts.open_audit(r["details"])
         items = [msgspec.convert(r, AuditEntry) for r in rows[:limit]]
         return AuditPage(items=items, next_before=items[-1].id if len(rows) > limit else None)
 

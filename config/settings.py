@@ -319,6 +319,12 @@ class NotifySettings:
         "5,300,1800,7200,18000,36000", "WEBHOOK_RETRY",
         "Seconds before each webhook retry; after the last the endpoint is disabled.",
     )
+    webhook_allow_private: bool = _setting(
+        False,
+        "WEBHOOK_ALLOW_PRIVATE",
+        "Allow webhook URLs to loopback, private and link-local addresses (dev and tests with "
+        "local receivers only; `wedsync dev` turns it on unless set).",
+    )
     digest_hour: int = _setting(
         18, "NOTIFY_DIGEST_HOUR", "Local hour (wedding time zone) of the daily email digest."
     )

@@ -137,6 +137,9 @@ class ErasureReport(msgspec.Struct):
     rows_deleted: dict[str, int]
     rows_redacted: dict[str, int]
     messages_deleted: dict[str, int]
-    # change requests naming them that the conflicts worker has not applied yet: they
-    # are kept (nothing accepted is lost); erase again once they are applied
+    # change requests of theirs that the conflicts worker has not applied yet: they are
+    # kept (nothing accepted is lost); erase again once they are applied
     pending_changes: int
+    # state changes published (system actor) for fields pointing at them: a task's
+    # assignee, a vendor record's member; clients receive them as entity.updated events
+    changes_queued: int = 0

@@ -78,6 +78,20 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
 #: backends, not a member. ``server: true`` is what marks it (a member's JWT ``sub`` could
 #: be "server" too); the planner role is what role-based readers treat it as.
 SERVER_ACTOR = Actor(user_id="server", role=Role.PLANNER, server=True)
+#: The author of changes the system makes itself (an approval's expiry, an erase clearing
+#: a task's assignee): published on WEDSYNC_CHANGES like a member's, applied by the worker.
+SYSTEM_ACTOR = Actor(user_id="system", role=Role.PLANNER)
+#: The audit log's actor for what the admin API did.
+ADMIN_API_ACTOR = "admin-api"
+
+#: User ids that name the system, never a person: refused as a JWT ``sub`` (401
+#: ``reserved_subject``) and as a member id, so no member can be taken for the system in
+#: the audit log, the history or an export (compared case-insensitively, trimmed).
+RESERVED_USER_IDS = frozenset({SERVER_ACTOR.user_id, SYSTEM_ACTOR.user_id, ADMIN_API_ACTOR})
+
+
+def reserved_user_id(user_id: str) -> bool:
+    return user_id.strip().casefold() in RESERVED_USER_IDS
 
 
 class Event(msgspec.Struct, frozen=True):

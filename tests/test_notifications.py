@@ -167,3 +167,38 @@ async def test_approvals_vendor_status_and_wedding_day_guests(
     assert [str(m.message["Subject"]) for m in smtp.to("plan@example.org")] == [
         "Guest list changed on the wedding day"]
     assert smtp.to("music@example.org") == [] and smtp.to("fam@example.org") == []
+
+
+async def test_a_push_endpoint_cannot_be_taken_over(
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: tuple[SmtpServer, HttpProviders],
+) -> None:
+    """Issue 22, finding 11: someone who learns a planner's push endpoint registers it
+    with keys of their own; the planner's browser still gets the planner's notices, and
+    the intruder's row is theirs alone (deleting it leaves the planner's)."""
+    smtp, http = servers
+    planner = await add_member(world, "planner")
+    vendor = await add_member(world, "vendor")
+    browser = Browser(http, f"phone-{planner}")
+    r = await api(
+        world, "POST", "/api/notifications/push-subscriptions", planner, json=browser.subscription()
+    )
+    assert r.status_code == 201, r.text
+    intruder = f"user-{planner}"
+    forged = Browser(http, f"phone-{planner}")  # the same endpoint, other keys
+    assert forged.endpoint == browser.endpoint
+    r = await api(
+        world, "POST", "/api/notifications/push-subscriptions", intruder, json=forged.subscription()
+    )
+    assert r.status_code == 201, r.text
+    r = await api(
+        world, "DELETE", f"/api/notifications/push-subscriptions/{r.json()['id']}", intruder
+    )
+    assert r.status_code == 204
+    n = notify_settings(settings, smtp, http)
+    async with notifier(conns, settings, n, world.wedding, Clock()):
+        await say(world, vendor, "emergency", {"text": "Power cut in the marquee"})
+        pushed = await eventually(browser.received, timeout=20)
+    assert [p["body"] for p in pushed] == ["Power cut in the marquee"]

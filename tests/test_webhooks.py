@@ -369,3 +369,65 @@ async def test_replay_after_the_endpoint_is_fixed(
         "the replayed attempt is missing from the delivery log",
         log["attempts"],
     )
+
+
+# -- a webhook acts with its owner's authority (issue 22, finding 4) ---------------------
+
+
+async def register_as(world: World, http: HttpProviders, user: str) -> tuple[dict[str, Any], str]:
+    path = f"/hooks/{uuid.uuid4().hex[:12]}"
+    r = await api(
+        world,
+        "POST",
+        hooks_path(world),
+        user,
+        json={"url": http.base + path, "events": ["message"]},
+    )
+    assert r.status_code == 201, r.text
+    hook: dict[str, Any] = r.json()
+    return hook, path
+
+
+async def test_webhooks_stop_with_their_owner(
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: tuple[SmtpServer, HttpProviders],
+) -> None:
+    """A removed planner's webhook, and a demoted one's, stop receiving events (the
+    couple's own keeps them); re-enabled by the couple it receives again, as theirs."""
+    smtp, http = servers
+    removed, demoted = await add_member(world, "planner"), await add_member(world, "planner")
+    gone, gone_path = await register_as(world, http, removed)
+    down, down_path = await register_as(world, http, demoted)
+    _, kept_path = await register_as(world, http, world.couple)
+    await world.remove(removed)
+    r = await api(
+        world,
+        "PUT",
+        f"/api/weddings/{world.wedding}/members/{demoted}",
+        world.couple,
+        json={"role": "family"},
+    )
+    assert r.status_code == 200, r.text
+    assert (await listed(world, gone["id"]))["disabled_reason"] == "owner_removed"
+    assert (await listed(world, down["id"]))["disabled_reason"] == "owner_lost_permission"
+    assert not (await listed(world, down["id"]))["enabled"]
+    n = notify_settings(settings, smtp, http)
+    async with notifier(conns, settings, n, world.wedding, Clock()):
+        await say(world, world.couple, "chat", {"text": "budget is 40k"})
+        await eventually(lambda: received(http, kept_path))
+        # one planner transaction weighed all three: the disabled ones got no delivery
+        assert await hook_rows(conns, world, gone["id"]) == []
+        assert await hook_rows(conns, world, down["id"]) == []
+        assert received(http, gone_path) == [] and received(http, down_path) == []
+
+        r = await api(world, "POST", hooks_path(world, gone["id"], "enable"), world.couple)
+        assert r.status_code == 200 and r.json()["enabled"], r.text
+        await say(world, world.couple, "chat", {"text": "and 45k with the band"})
+        await eventually(lambda: received(http, gone_path))
+    async with conns.pool.acquire() as conn:
+        owner = await conn.fetchval(
+            "SELECT created_by FROM webhooks WHERE id = $1", uuid.UUID(gone["id"])
+        )
+    assert owner == world.couple

@@ -10,12 +10,14 @@ from app.auth.guard import (
     limit_request,
     provide_identity,
 )
+from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits
 from app.auth.tokens import Identity, TokenVerifier, issue_token
 
 __all__ = [
     "AuthContext",
     "ContactCipher",
+    "GuestContacts",
     "Identity",
     "RateLimits",
     "TokenVerifier",

@@ -16,6 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from app.auth.crypto import ContactCipher
+from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits, request_cost
 from app.auth.tokens import Identity, TokenVerifier
 from app.errors import RateLimited, Unauthorized
@@ -32,12 +33,14 @@ class AuthContext:
     verifier: TokenVerifier
     cipher: ContactCipher
     limits: RateLimits
+    contacts: GuestContacts  # guest-list contacts, sealed in entity fields and events
 
     @classmethod
     def build(cls, auth: AuthSettings) -> AuthContext:
         if not auth.data_key:
             raise ValueError("no WEDSYNC_DATA_KEY configured to encrypt contact details")
-        return cls(auth, TokenVerifier(auth), ContactCipher(auth.data_key), RateLimits(auth))
+        cipher = ContactCipher(auth.data_key)
+        return cls(auth, TokenVerifier(auth), cipher, RateLimits(auth), GuestContacts(cipher))
 
 
 #: probes and the scraper: never refused by the per-IP limit a client may have used up

@@ -15,8 +15,9 @@ from typing import Any
 import jwt
 import msgspec
 
-from app.errors import Unauthorized
+from app.errors import ReservedSubject, Unauthorized
 from config.settings import AuthSettings
+from streams.protocol import reserved_user_id
 
 ASYMMETRIC = ("RS256", "ES256")
 
@@ -89,6 +90,8 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 128:
             raise Unauthorized("invalid token: bad sub")
+        if reserved_user_id(sub):
+            raise ReservedSubject(f"sub {sub!r} is reserved for the system, not a user id")
         return Identity(user_id=sub, name=claims.get("name"), email=claims.get("email"))
 
 

@@ -105,11 +105,13 @@ async def save_preferences(
 async def add_push_subscription(
     conn: Conn, user_id: str, endpoint: str, p256dh: str, auth: str
 ) -> asyncpg.Record:
-    """One row per browser endpoint; a browser re-subscribed by another user moves to them."""
+    """One row per (user, browser endpoint): registering again updates the caller's own
+    keys; an endpoint someone else registered is never moved to the caller (that would
+    let anyone who learns an endpoint take over its notifications)."""
     row = await conn.fetchrow(
         """INSERT INTO push_subscriptions (id, user_id, endpoint, p256dh, auth)
            VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (endpoint) DO UPDATE SET user_id = $2, p256dh = $4, auth = $5
+           ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = $4, auth = $5
            RETURNING id, endpoint, created_at""",
         uuid.uuid4(), user_id, endpoint, p256dh, auth,
     )  # fmt: skip
@@ -150,3 +152,18 @@ async def deliveries(
         )
         for r in rows
     ]
+
+
+async def disable_webhooks_of(
+    conn: Conn, wedding_id: uuid.UUID, user_id: str, reason: str
+) -> list[uuid.UUID]:
+    """Disable the enabled webhooks ``user_id`` registered (or re-enabled) in the wedding:
+    a webhook acts with its owner's authority, so it stops when they lose it."""
+    rows = await conn.fetch(
+        """UPDATE webhooks SET enabled = false, disabled_at = now(), disabled_reason = $3
+           WHERE wedding_id = $1 AND created_by = $2 AND enabled RETURNING id""",
+        wedding_id,
+        user_id,
+        reason,
+    )
+    return [r["id"] for r in rows]

@@ -21,7 +21,7 @@ from app.db import sessions as session_store
 from app.db import weddings as wedding_store
 from app.gateway.connection import Connection
 from app.gateway.history import events_between, fully_held, same_epoch
-from app.gateway.hub import Hub
+from app.gateway.hub import GUESTS, Hub
 from app.history import last_seq
 from app.presence import Presence
 from config.settings import GatewaySettings
@@ -362,6 +362,8 @@ async def _change(
             fields = validate_fields(frame.entity, frame.op, frame.fields)
     except FieldError as exc:
         return refuse("invalid", str(exc))
+    if hub.contacts is not None:  # encrypted from here on: JetStream, the worker, PostgreSQL
+        fields = hub.contacts.seal(frame.entity, fields)
     wedding = str(conn.wedding_id)
     change = ChangeRequest(
         client_id=frame.id, wedding_id=wedding, actor=Actor(user_id=conn.user_id, role=conn.role),
@@ -396,6 +398,8 @@ async def _resume(
             async for seq, channel, data in events_between(
                 conns.js, conns.pool, conn.wedding_id, after_seq, upto
             ):
+                if channel == GUESTS and hub.contacts is not None:
+                    data = hub.contacts.open_event_bytes(data)
                 await conn.replayed(seq, channel, event_frame(seq, data))
         conn.last_sent = max(conn.last_sent, upto)
         done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,

@@ -29,6 +29,8 @@ from nats.js.api import DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from app.auth.crypto import ContactCipher
+from app.auth.guest_contacts import GuestContacts
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
@@ -38,6 +40,7 @@ from app.presence.table import presence_bucket
 from config.settings import Settings
 from streams.definitions import EVENTS
 from streams.notifications import NotificationFrame
+from streams.permissions import Channel
 from streams.presence import Record
 from streams.protocol import (
     Close,
@@ -105,10 +108,20 @@ def _observe(hub: Hub) -> None:
         unit="{connection}", description="Presence records (all processes) in this mirror")
 
 
+GUESTS = Channel.GUESTS.value
+
+
 class Room:
-    def __init__(self, wedding_id: uuid.UUID, batch_window: float, tally: Tally) -> None:
+    def __init__(
+        self,
+        wedding_id: uuid.UUID,
+        batch_window: float,
+        tally: Tally,
+        contacts: GuestContacts | None = None,
+    ) -> None:
         self.wedding_id = wedding_id
         self.tally = tally
+        self.contacts = contacts
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
         self.presence = DiffBatcher(batch_window, self.on_presence)
@@ -137,7 +150,10 @@ class Room:
         seq = msg.metadata.sequence.stream
         self.head = max(self.head, seq)
         channel = msg.subject.rsplit(".", 1)[1]
-        frame = event_frame(seq, msg.data)  # encoded once for every local receiver
+        data = msg.data
+        if channel == GUESTS and self.contacts is not None:  # the only events decoded
+            data = self.contacts.open_event_bytes(data)
+        frame = event_frame(seq, data)  # encoded once for every local receiver
         for conn in list(self.connections):
             conn.offer_event(seq, channel, frame)
         tally = self.tally
@@ -168,6 +184,8 @@ class Hub:
         self.tally = Tally()
         g = settings.gateway
         self.admission = Admission(g.max_lag, g.max_inflight)
+        key = settings.auth.data_key
+        self.contacts = GuestContacts(ContactCipher(key)) if key else None
         _observe(self)
 
     async def __aenter__(self) -> Hub:
@@ -251,7 +269,8 @@ class Hub:
                 return False
             room = self.rooms.get(conn.wedding_id)
             if room is None:
-                room = Room(conn.wedding_id, self.settings.presence.batch, self.tally)
+                batch = self.settings.presence.batch
+                room = Room(conn.wedding_id, batch, self.tally, self.contacts)
                 room.sub = await self.js.subscribe(
                     wedding_wildcard(conn.wedding_id),
                     stream=EVENTS.name,

@@ -1,7 +1,7 @@
-"""Personal data: export everything about a person, and erase it everywhere it lives."""
+"""Personal data: export everything about a person, and erase what is theirs."""
 
 from app.privacy.erase import Erasure, erase
 from app.privacy.export import export
-from app.privacy.redact import Redactor
+from app.privacy.redact import Identifiers, Redactor, erase_event
 
-__all__ = ["Erasure", "Redactor", "erase", "export"]
+__all__ = ["Erasure", "Identifiers", "Redactor", "erase", "erase_event", "export"]

@@ -9,12 +9,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from app.auth import ContactCipher, Identity
+from app.auth import ContactCipher, GuestContacts, Identity
 from app.connections import Connections
 from app.gateway.history import events_between
 from app.history import last_seq
 from app.privacy.erase import weddings_of
 from streams.api import PersonalExport
+from streams.permissions import Channel
 
 
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -30,7 +31,9 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
     return out
 
 
-async def export(conns: Connections, cipher: ContactCipher, who: Identity) -> PersonalExport:
+async def export(
+    conns: Connections, cipher: ContactCipher, who: Identity, contacts: GuestContacts
+) -> PersonalExport:
     uid = who.user_id
     async with conns.pool.acquire() as conn:
         members = await conn.fetch(
@@ -75,9 +78,12 @@ async def export(conns: Connections, cipher: ContactCipher, who: Identity) -> Pe
         head = await last_seq(conns.js, conns.pool, wedding_id)
         replay = events_between(conns.js, conns.pool, wedding_id, 0, head)
         async with contextlib.aclosing(replay):
-            async for seq, _channel, data in replay:
+            async for seq, channel, data in replay:
                 event = msgspec.json.decode(data)
-                if event.get("actor", {}).get("user_id") == uid:
+                actor = event.get("actor", {})
+                if actor.get("user_id") == uid and not actor.get("server"):
+                    if channel == Channel.GUESTS.value:  # what they typed, opened
+                        contacts.open_event(event)
                     events.append({"wedding_id": wedding_id, "seq": seq, "event": event})
     return PersonalExport(
         user_id=uid, exported_at=dt.datetime.now(dt.UTC),

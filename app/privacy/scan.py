@@ -18,6 +18,7 @@ class StoredMsg:
     subject: str
     data: bytes
     stored_at: dt.datetime
+    headers: dict[str, str] | None = None
 
 
 async def scan(
@@ -40,7 +41,8 @@ async def scan(
             except NatsTimeoutError:
                 return
             md = msg.metadata
-            yield StoredMsg(md.sequence.stream, msg.subject, msg.data, md.timestamp)
+            headers = msg.headers
+            yield StoredMsg(md.sequence.stream, msg.subject, msg.data, md.timestamp, headers)
             if md.num_pending == 0:
                 return
     finally:

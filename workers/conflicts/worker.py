@@ -41,8 +41,8 @@ from streams.changes import (
     partition_filter,
 )
 from streams.definitions import CHANGES, EVENTS, ConsumerSpec
-from streams.permissions import Channel, Role, WeddingStatus
-from streams.protocol import Actor, Event
+from streams.permissions import Channel, WeddingStatus
+from streams.protocol import SYSTEM_ACTOR, Event
 from streams.subjects import wedding_subject
 from workers.conflicts import outbox, store
 from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change, invalid
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 EVENT_NAMESPACE = uuid.UUID("0f5d8e2a-6c3b-4a1f-9e7d-5b2c8a4f6e13")
-SYSTEM = Actor(user_id="system", role=Role.PLANNER)
 
 _decode = msgspec.json.Decoder(ChangeMessage)
 _encode = msgspec.json.Encoder()
@@ -180,8 +179,13 @@ class ApprovalExpiry(Periodic):
         async with self.pool.acquire() as conn:
             due = await store.due_approvals(conn, now or dt.datetime.now(dt.UTC))
         for approval_id, wedding_id in due:
-            decision = Decision(wedding_id=str(wedding_id), approval_id=str(approval_id),
-                                verdict=Verdict.EXPIRE, actor=SYSTEM, ts=time.time())  # fmt: skip
+            decision = Decision(
+                wedding_id=str(wedding_id),
+                approval_id=str(approval_id),
+                verdict=Verdict.EXPIRE,
+                actor=SYSTEM_ACTOR,
+                ts=time.time(),
+            )
             await self.js.publish(
                 change_subject(str(wedding_id), self.settings.partitions),
                 _encode.encode(decision), stream=CHANGES.name,

@@ -36,10 +36,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.auth.crypto import ContactCipher
+from app.auth.guest_contacts import GuestContacts
 from app.db.notifications import WAKE
 from config.settings import NotifySettings
 from config.telemetry import extract
 from streams.notifications import Category, Medium, Notification
+from streams.permissions import Channel
 from streams.protocol import ControlMessage
 from streams.subjects import control_subject, dead_letter_subject
 from workers.notifications.channels import (
@@ -48,6 +50,7 @@ from workers.notifications.channels import (
     SendError,
     SmsChannel,
     WebhookChannel,
+    webhook_client,
 )
 from workers.notifications.planner import Clock, utcnow
 from workers.notifications.schedule import retry_after
@@ -136,6 +139,7 @@ class Dispatcher(Periodic):
     ) -> None:  # fmt: skip
         self.pool, self.nc, self.js = pool, nc, js
         self.settings, self.cipher, self.clock, self.every = settings, cipher, clock, poll
+        self.contacts = GuestContacts(cipher)  # a guest's contact opens for the receiver
         self.owner = secrets.randbelow(2**31 - 1) + 1
         self._wake = asyncio.Event()
         self._lock_conn: Any = None
@@ -143,7 +147,8 @@ class Dispatcher(Periodic):
         self.email = EmailChannel(settings)
         self.sms = SmsChannel(settings, self._http)
         self.push = PushChannel(settings)
-        self.webhook = WebhookChannel(settings, self._http)
+        self._hooks_http = webhook_client(settings)  # its own: public addresses only
+        self.webhook = WebhookChannel(settings, self._hooks_http)
         self._recovered_at = -RECOVER_EVERY  # monotonic time of the last recovery scan
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -159,6 +164,7 @@ class Dispatcher(Periodic):
     ) -> None:
         await super().__aexit__(et, e, tb)
         await self._http.aclose()
+        await self._hooks_http.aclose()
         await self.push.close()
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
@@ -269,7 +275,11 @@ class Dispatcher(Periodic):
                 return Outcome("failed", "endpoint_disabled", permanent=True)
             secret = self.cipher.open(r["secret_enc"])
             assert secret is not None
-            body = json.dumps(json.loads(r["payload"]), separators=(",", ":"))
+            payload = json.loads(r["payload"])
+            event = payload.get("data", {}).get("event", {})
+            if event.get("channel") == Channel.GUESTS.value:
+                self.contacts.open_event(event)
+            body = json.dumps(payload, separators=(",", ":"))
             with _calling("webhook"):
                 ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret,
                                               body=body)  # fmt: skip

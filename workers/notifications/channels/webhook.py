@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from config.settings import NotifySettings
 from workers.notifications.channels.base import SendError
+from workers.notifications.channels.destination import REFUSED, GuardedTransport, refused
 
 
 def new_secret() -> str:
@@ -31,10 +32,17 @@ def signed_headers(secret: str, msg_id: str, at: dt.datetime, body: str) -> dict
     }
 
 
+def webhook_client(settings: NotifySettings) -> httpx.AsyncClient:
+    """The HTTP client of webhook sends: connects to public addresses only (unless
+    ``WEBHOOK_ALLOW_PRIVATE``), checked at connect time against what it connects to."""
+    transport = GuardedTransport(settings.webhook_allow_private)
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+
+
 class WebhookChannel:
     def __init__(self, settings: NotifySettings, client: httpx.AsyncClient) -> None:
         self.settings = settings
-        self.client = client
+        self.client = client  # from webhook_client(): the destination guard is in it
 
     async def send(self, *, key: str, url: str, secret: str, body: str) -> str:
         # the signature's timestamp is the real time of sending (receivers check it)
@@ -45,6 +53,8 @@ class WebhookChannel:
                 headers=signed_headers(secret, key, at, body),
             )  # fmt: skip
         except httpx.HTTPError as exc:
+            if refused(exc):  # the same words whatever the address and whatever listens
+                raise SendError(REFUSED, permanent=True) from None
             raise SendError(f"endpoint unreachable: {type(exc).__name__}") from None
         if not 200 <= r.status_code < 300:
             # a webhook endpoint answering 4xx may be fixed later: always retried
