@@ -1,5 +1,5 @@
 """The ``wedsync`` command: dev, api, worker NAME, retention run JOB, migrate, token,
-admin-token."""
+admin-token, metrics-token."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from config.logging import configure_logging
-from config.secrets import with_dev_secrets
+from config.secrets import MissingSecrets, require_secrets, with_dev_secrets
 from config.settings import Settings, SettingsError
 
 
@@ -110,6 +110,10 @@ def _api(settings: Settings) -> int:
         "lifespan": "on",
         # a peer that stopped reading never lets its socket flush: do not wait for it forever
         "timeout_graceful_shutdown": settings.server.shutdown_timeout,
+        # X-Forwarded-For only from the proxies named (uvicorn's default trusts 127.0.0.1,
+        # so a client on this host could pick its own address and dodge the per-IP limit)
+        "proxy_headers": bool(settings.server.proxies()),
+        "forwarded_allow_ips": settings.server.proxies() or None,
     }
     if settings.server.processes > 1:
         uvicorn.run(
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default a day)")
     sub.add_parser("admin-token", help="print the server API's admin token (/api/admin)")
+    sub.add_parser("metrics-token", help="print the bearer token of GET /metrics")
     return p
 
 
@@ -163,10 +168,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log, process=args.command)
-    if args.command in ("dev", "api", "token", "admin-token"):
-        settings = with_dev_secrets(settings)
+    try:
+        if args.command == "dev":
+            settings.dev.crash_limit()
+        if args.command in ("dev", "api"):
+            settings.server.proxies()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command in ("dev", "token", "admin-token", "metrics-token"):
+        settings = with_dev_secrets(settings)  # dev hands them to its children
+    if args.command == "api":
+        try:
+            require_secrets(settings)  # never generated outside `wedsync dev`
+        except MissingSecrets as exc:
+            print(f"wedsync api: {exc}", file=sys.stderr)
+            return 2
     if args.command == "admin-token":
         print(settings.auth.admin_token)
+        return 0
+    if args.command == "metrics-token":
+        print(settings.auth.metrics_token)
         return 0
     if args.command == "token":
         from app.auth.tokens import issue_token
@@ -175,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                           ttl=args.ttl))  # fmt: skip
         return 0
     if args.command == "dev":
-        from app.supervisor import run_dev
+        from app.embedded.process import EmbeddedError
+        from app.supervisor import StartFailed, run_dev
 
-        return asyncio.run(run_dev(settings))
+        try:
+            return asyncio.run(run_dev(settings))
+        except (StartFailed, EmbeddedError) as exc:  # the reason is the message: no traceback
+            print(f"wedsync dev: {exc}", file=sys.stderr)
+            return 1
     if args.command == "api":
         return _api(settings)
     if args.command == "worker":

@@ -7,16 +7,17 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.openapi import OpenAPIConfig
+from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import trace
 
 from app.access_log import AccessLog
 from app.admin_api import AdminController
-from app.auth import AuthContext, limit_by_ip, provide_identity
+from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
 from app.errors import EXCEPTION_HANDLERS
@@ -32,26 +33,26 @@ from app.metrics import (
     worker_consumers,
 )
 from app.notifications_api import InboxController, WeddingNotificationsController
+from app.openapi import document_errors, openapi_config
 from app.presence_api import PresenceController
 from app.state_api import StateController
 from app.webhooks_api import WebhooksController
 from app.weddings import WeddingController
 from config.logging import configure_logging
-from config.secrets import with_dev_secrets
+from config.secrets import require_secrets
 from config.settings import Settings
 from config.telemetry import Telemetry
 
 
-async def _before_request(request: Request[Any, Any, Any]) -> None:
+def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Names the request's span after its route (``GET /api/weddings/{wedding_id}``:
-    one name per endpoint, no ids; the tracing middleware starts it before routing), then
-    counts the request against its client IP."""
-    route = request.scope.get("path_template")
-    if route:
+    one name per endpoint, no ids; the tracing middleware starts it before routing). The
+    first guard, so a request refused by a later one is named too."""
+    route = connection.scope.get("path_template")
+    if route and connection.scope["type"] == ScopeType.HTTP:
         span = trace.get_current_span()
-        span.update_name(f"{request.method} {route}")
+        span.update_name(f"{connection.scope['method']} {route}")
         span.set_attribute("http.route", route)
-    await limit_by_ip(request)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -100,7 +101,8 @@ def create_app(settings: Settings) -> Litestar:
             metrics_endpoint,
         ],
         dependencies={"identity": Provide(provide_identity)},
-        before_request=_before_request,
+        # before every other guard: a request a later guard refuses is named and counted
+        guards=[_name_span, limit_request],
         lifespan=[lifespan],
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],
@@ -108,15 +110,17 @@ def create_app(settings: Settings) -> Litestar:
         # logging is config/logging.py's (levels, JSON, trace ids, no query strings):
         # Litestar's default would replace the root handler and level
         logging_config=None,
-        openapi_config=OpenAPIConfig(title="WedSync realtime", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config(),
     )
+    document_errors(app)  # every operation's error responses and security, in one place
     app.state.settings = settings
     app.state.auth = auth
     return app
 
 
 def app_from_env() -> AccessLog:
-    """Factory for each server process of ``wedsync api``: settings built once, here."""
-    settings = with_dev_secrets(Settings.from_env(os.environ))
+    """Factory for each server process of ``wedsync api``: settings built once, here
+    (secrets come from the environment: `wedsync dev` passes its generated ones)."""
+    settings = require_secrets(Settings.from_env(os.environ))
     configure_logging(settings.log, process=f"api[{os.getpid()}]")
     return AccessLog(create_app(settings))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import Iterable
@@ -23,7 +24,9 @@ from typing import Any
 
 import asyncpg
 from litestar import MediaType, Response, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -37,7 +40,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from config.settings import Settings
+from app.errors import Unauthorized
+from config.settings import AuthSettings, Settings
 from config.telemetry import Telemetry
 from streams.subjects import METRICS_SCRAPE
 
@@ -119,7 +123,25 @@ def merge(parts: list[tuple[str, bytes]]) -> bytes:
     return generate_latest(registry)
 
 
-@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False)
+def require_metrics_token(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Guard of ``/metrics``: 401 unless ``Authorization: Bearer`` carries the metrics token
+    (``WEDSYNC_METRICS_TOKEN``) or the admin token, compared in constant time. The scrape
+    names every wedding id with a backlog and every process: not for the public."""
+    auth: AuthSettings = connection.app.state.settings.auth
+    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("missing bearer token (WEDSYNC_METRICS_TOKEN or the admin token)")
+    # both compared, always: the time taken does not tell which one exists
+    tokens = [t for t in (auth.metrics_token, auth.admin_token) if t]
+    ok = [hmac.compare_digest(given, t.encode()) for t in tokens]
+    if not any(ok):
+        raise Unauthorized("wrong metrics token")
+
+
+@get("/metrics", media_type=MediaType.TEXT, include_in_schema=False, guards=[require_metrics_token])
 async def metrics_endpoint(state: State) -> Response[bytes]:
     """Prometheus text exposition of every process of the system."""
     settings: Settings = state.settings

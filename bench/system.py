@@ -70,6 +70,7 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
             "WEDSYNC_DATA_DIR": str(Path(tmp) / "data"),
             "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(48),
             "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
+            "WEDSYNC_ADMIN_TOKEN": secrets.token_urlsafe(32),  # `wedsync api` requires it
             **OPEN_LIMITS, **(env or {}),
         })  # fmt: skip
         async with embedded_services(base) as live:

@@ -1,8 +1,10 @@
 """Development secrets: generated once in the data dir when none are configured.
 
-So that `wedsync dev`, `wedsync token` and `wedsync admin-token` agree across restarts
-without any setup. In production set WEDSYNC_JWT_SECRET (or a public key / JWKS URL),
-WEDSYNC_DATA_KEY and WEDSYNC_ADMIN_TOKEN.
+So that `wedsync dev`, `wedsync token`, `wedsync admin-token` and `wedsync metrics-token`
+agree across restarts without any setup; `wedsync dev` hands them to its children in their
+environment. Everywhere else (`wedsync api`) nothing is generated: WEDSYNC_JWT_SECRET (or a
+public key / JWKS URL), WEDSYNC_DATA_KEY and WEDSYNC_ADMIN_TOKEN must be set
+(``missing_secrets``), or the process refuses to start.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def with_dev_secrets(settings: Settings) -> Settings:
     needs_jwt = auth.jwt_secret is None and not (auth.jwt_public_key or auth.jwks_url)
     needs_vapid = settings.notify.vapid_private_key is None
     needs_admin = auth.admin_token is None
-    if not needs_jwt and auth.data_key is not None and not needs_vapid and not needs_admin:
+    needs_metrics = auth.metrics_token is None
+    if not (needs_jwt or auth.data_key is None or needs_vapid or needs_admin or needs_metrics):
         return settings
     path = settings.data_dir / FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,9 @@ def with_dev_secrets(settings: Settings) -> Settings:
         changed = True
     if "admin_token" not in stored:
         stored["admin_token"] = secrets.token_urlsafe(32)
+        changed = True
+    if "metrics_token" not in stored:
+        stored["metrics_token"] = secrets.token_urlsafe(32)
         changed = True
     if "vapid_private_key" not in stored:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -68,5 +74,41 @@ def with_dev_secrets(settings: Settings) -> Settings:
             jwt_secret=stored["jwt_secret"] if needs_jwt else auth.jwt_secret,
             data_key=auth.data_key or stored["data_key"],
             admin_token=auth.admin_token or stored["admin_token"],
+            metrics_token=auth.metrics_token or stored["metrics_token"],
         ),
     )
+
+
+def missing_secrets(settings: Settings) -> list[str]:
+    """The secrets an API process cannot run without, by variable, that are not set."""
+    auth = settings.auth
+    missing = []
+    if not (auth.jwt_secret or auth.jwt_public_key or auth.jwks_url):
+        missing.append(
+            "WEDSYNC_JWT_SECRET (or WEDSYNC_JWT_PUBLIC_KEY or WEDSYNC_JWKS_URL): verifies user JWTs"
+        )
+    if not auth.data_key:
+        missing.append("WEDSYNC_DATA_KEY: encrypts contact details at rest")
+    if not auth.admin_token:
+        missing.append("WEDSYNC_ADMIN_TOKEN: the admin API's and /metrics' bearer token")
+    return missing
+
+
+class MissingSecrets(RuntimeError):
+    """Raised (with every missing variable named) instead of generating production secrets."""
+
+    def __init__(self, missing: list[str]) -> None:
+        lines = "\n".join(f"  - {m}" for m in missing)
+        super().__init__(
+            f"refusing to start without these settings:\n{lines}\n"
+            "(`wedsync dev` generates development values; docs/security.md says how to make "
+            "production ones)"
+        )
+        self.missing = missing
+
+
+def require_secrets(settings: Settings) -> Settings:
+    """``settings`` if every required secret is set; ``MissingSecrets`` otherwise."""
+    if missing := missing_secrets(settings):
+        raise MissingSecrets(missing)
+    return settings

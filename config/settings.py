@@ -8,6 +8,7 @@ every component explicitly.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +31,33 @@ class ServerSettings:
     host: str = _setting("127.0.0.1", "HOST", "Interface the HTTP/WebSocket API binds to.")
     port: int = _setting(8000, "PORT", "Port of the HTTP/WebSocket API (0 picks a free one).")
     processes: int = _setting(1, "API_PROCESSES", "API server processes sharing the port.")
+    trusted_proxies: str = _setting(
+        "",
+        "TRUSTED_PROXIES",
+        "Comma-separated IPs or networks of reverse proxies whose `X-Forwarded-For` / "
+        "`X-Forwarded-Proto` are believed (empty: none; the peer address is the client).",
+    )
     shutdown_timeout: float = _setting(
         3.0,
         "SHUTDOWN_TIMEOUT",
         "Seconds a stopping API process waits for open connections before closing them hard.",
     )
+
+    def proxies(self) -> list[str]:
+        """``trusted_proxies`` as a list, each entry checked (``*`` trusts every peer)."""
+        out = []
+        for entry in (p.strip() for p in self.trusted_proxies.split(",")):
+            if not entry:
+                continue
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry)
+                except ValueError:
+                    raise SettingsError(
+                        f"WEDSYNC_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+                    ) from None
+            out.append(entry)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +107,12 @@ class AuthSettings:
         "Bearer token of the server API for operators and backends (`/api/admin`). "
         "Unset in dev: generated in the data dir (`wedsync admin-token` prints it).",
     )
+    metrics_token: str | None = _setting(
+        None,
+        "METRICS_TOKEN",
+        "Bearer token a Prometheus scraper sends to `GET /metrics` (the admin token works "
+        "too). Unset in dev: generated in the data dir (`wedsync metrics-token` prints it).",
+    )
     session_ttl: float = _setting(
         8 * 3600.0, "SESSION_TTL", "Seconds a collaboration session lives after its last use."
     )
@@ -94,7 +123,19 @@ class AuthSettings:
         "120/minute", "RATE_LIMIT_USER", "HTTP requests allowed per user (limits syntax)."
     )
     rate_ip: str = _setting(
-        "600/minute", "RATE_LIMIT_IP", "HTTP requests allowed per client IP (limits syntax)."
+        "600/minute",
+        "RATE_LIMIT_IP",
+        "HTTP requests allowed per client IP (limits syntax); `/healthz`, `/readyz`, "
+        "`/metrics` and the admin API are not counted here.",
+    )
+    rate_ws: str = _setting(
+        "600/minute",
+        "RATE_LIMIT_WS",
+        "WebSocket handshakes allowed per client IP, checked before the session token is "
+        "looked up (HTTP 429 beyond).",
+    )
+    rate_admin: str = _setting(
+        "6000/minute", "RATE_LIMIT_ADMIN", "Admin API requests allowed per admin token."
     )
 
 
@@ -183,6 +224,35 @@ class PresenceSettings:
 class LogSettings:
     level: str = _setting("INFO", "LOG_LEVEL", "Log level (DEBUG, INFO, WARNING, ERROR).")
     format: str = _setting("dev", "LOG_FORMAT", "`dev` (readable) or `json` (production).")
+
+
+@dataclass(frozen=True, slots=True)
+class DevSettings:
+    restart_delay: float = _setting(
+        0.5,
+        "DEV_RESTART_DELAY",
+        "Seconds `wedsync dev` waits before restarting a crashed child; doubles with each "
+        "crash of that child within the crash-loop window (at most 30 s).",
+    )
+    crash_loop: str = _setting(
+        "5/60",
+        "DEV_CRASH_LOOP",
+        "`N/S`: the Nth crash of one child within S seconds is a crash loop: `wedsync dev` "
+        "stops everything and exits 1.",
+    )
+
+    def crash_limit(self) -> tuple[int, float]:
+        """(crashes, seconds) of ``crash_loop``."""
+        count, _, window = self.crash_loop.partition("/")
+        try:
+            n, s = int(count), float(window)
+        except ValueError:
+            n, s = 0, 0.0
+        if n < 1 or s <= 0:
+            raise SettingsError(
+                f"WEDSYNC_DEV_CRASH_LOOP={self.crash_loop!r} is not N/S (e.g. 5/60)"
+            )
+        return n, s
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +457,7 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     conflicts: ConflictSettings = field(default_factory=ConflictSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)

@@ -37,6 +37,7 @@ async def settings(session_dir: Path) -> AsyncIterator[Settings]:
             "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(32),
             "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
             "WEDSYNC_ADMIN_TOKEN": secrets.token_urlsafe(32),  # the server API (/api/admin)
+            "WEDSYNC_METRICS_TOKEN": secrets.token_urlsafe(32),  # GET /metrics
             # generous: the suite makes many requests from one user and one IP
             "WEDSYNC_RATE_LIMIT_USER": "100000/minute",
             "WEDSYNC_RATE_LIMIT_IP": "100000/minute",

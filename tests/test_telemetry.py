@@ -212,7 +212,8 @@ async def test_metrics_of_every_process_in_one_scrape(
 
         async def scraped() -> dict[str, Any] | None:
             async with httpx.AsyncClient(base_url=gateways[0]) as c:
-                r = await c.get("/metrics")
+                scraper = {"Authorization": f"Bearer {world.settings.auth.metrics_token}"}
+                r = await c.get("/metrics", headers=scraper)
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
             fams = _families(r.text)
             sends = fams.get("wedsync_notification_sends")

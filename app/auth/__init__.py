@@ -1,7 +1,15 @@
 """Authentication (JWT), contact-detail encryption and rate limits."""
 
 from app.auth.crypto import ContactCipher
-from app.auth.guard import AuthContext, client_ip, limit_by_ip, provide_identity
+from app.auth.guard import (
+    AuthContext,
+    admit_handshake,
+    bearer,
+    client_ip,
+    is_admin_token,
+    limit_request,
+    provide_identity,
+)
 from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits
 from app.auth.tokens import Identity, TokenVerifier, issue_token
@@ -13,8 +21,11 @@ __all__ = [
     "Identity",
     "RateLimits",
     "TokenVerifier",
+    "admit_handshake",
+    "bearer",
     "client_ip",
+    "is_admin_token",
     "issue_token",
-    "limit_by_ip",
+    "limit_request",
     "provide_identity",
 ]

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
+import msgspec
+from litestar import Request, WebSocket
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from app.auth.crypto import ContactCipher
 from app.auth.guest_contacts import GuestContacts
-from app.auth.ratelimit import RateLimits
+from app.auth.ratelimit import RateLimits, request_cost
 from app.auth.tokens import Identity, TokenVerifier
-from app.errors import Unauthorized
+from app.errors import RateLimited, Unauthorized
 from config.settings import AuthSettings
+from streams.protocol import Close
+from streams.schemas import ErrorBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +43,91 @@ class AuthContext:
         return cls(auth, TokenVerifier(auth), cipher, RateLimits(auth), GuestContacts(cipher))
 
 
-def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    """The peer's IP address, or None (a Unix socket, a test transport)."""
-    host = request.client.host if request.client else ""
+#: probes and the scraper: never refused by the per-IP limit a client may have used up
+#: (/metrics needs its token; /readyz is one cheap database round trip)
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+ADMIN_PREFIX = "/api/admin/"
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The peer's IP address, or None (a Unix socket, a test transport). Behind a proxy
+    named in WEDSYNC_TRUSTED_PROXIES, uvicorn has put the forwarded client here."""
+    host = connection.client.host if connection.client else ""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return None
 
 
-async def limit_by_ip(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: every request counts against its client IP."""
-    auth: AuthContext = request.app.state.auth
-    await auth.limits.check_ip(client_ip(request) or "unknown")
+def bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The ``Authorization: Bearer`` token, or ``""``."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_admin_token(auth: AuthSettings, token: str) -> bool:
+    """Constant-time comparison with the configured admin token (none: never)."""
+    expected = auth.admin_token
+    if not expected or not token:
+        return False
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+async def limit_request(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """App-wide guard, so it runs before every other guard (a wrong admin or metrics token
+    is counted too): an HTTP request counts against its client IP, by its cost; the admin
+    API with the right token against that token's own limit; probes not at all. WebSocket
+    handshakes have their own limit (``admit_handshake``)."""
+    if connection.scope["type"] != ScopeType.HTTP:
+        return
+    path = connection.scope["path"]
+    if path in UNLIMITED_PATHS:
+        return
+    auth: AuthContext = connection.app.state.auth
+    cost = request_cost(connection.query_params)
+    token = bearer(connection)
+    if path.startswith(ADMIN_PREFIX) and is_admin_token(auth.settings, token):
+        await auth.limits.check_admin(token, cost)
+        return
+    await auth.limits.check_ip(client_ip(connection) or "unknown", cost)
+
+
+async def admit_handshake(socket: WebSocket[Any, Any, Any]) -> bool:
+    """First call of a WebSocket handler, before anything touches the database: whether
+    the client IP is within ``WEDSYNC_RATE_LIMIT_WS``. If not, the handshake is refused
+    with HTTP 429 and ``Retry-After`` (where the server supports denial responses; else it
+    is closed before it is accepted, which uvicorn answers with 403) and False returned."""
+    auth: AuthContext = socket.app.state.auth
+    try:
+        await auth.limits.check_handshake(client_ip(socket) or "unknown")
+    except RateLimited as exc:
+        await _refuse_handshake(socket, exc)
+        return False
+    return True
+
+
+async def _refuse_handshake(socket: WebSocket[Any, Any, Any], exc: RateLimited) -> None:
+    await socket.receive()  # the websocket.connect event
+    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
+        await socket.close(Close.TRY_LATER, exc.message)
+        return
+    body = msgspec.json.encode(ErrorBody(code=exc.code, message=exc.message))
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    start: WebSocketResponseStartEvent = {
+        "type": "websocket.http.response.start",
+        "status": exc.status,
+        "headers": headers,
+    }
+    await socket.send(start)
+    done: WebSocketResponseBodyEvent = {
+        "type": "websocket.http.response.body",
+        "body": body,
+        "more_body": False,
+    }
+    await socket.send(done)
 
 
 async def provide_identity(request: Request[Any, Any, Any], state: State) -> Identity:
@@ -58,5 +138,5 @@ async def provide_identity(request: Request[Any, Any, Any], state: State) -> Ide
         raise Unauthorized("missing bearer token")
     auth: AuthContext = state.auth
     identity = await auth.verifier.verify(token.strip())
-    await auth.limits.check_user(identity.user_id)
+    await auth.limits.check_user(identity.user_id, request_cost(request.query_params))
     return identity

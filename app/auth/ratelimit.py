@@ -1,13 +1,19 @@
-"""HTTP rate limits per user and per client IP (the ``limits`` library, moving window).
+"""Rate limits (the ``limits`` library, moving window): HTTP requests per user and per client
+IP, WebSocket handshakes per client IP, admin API requests per admin token.
 
 Counters live in each API process's memory: with N processes a client may get up to N times
 the limit. A shared store (limits supports Redis/Memcached) is the upgrade path.
+
+A request is charged by what it costs: one hit, or ``ceil(limit / 100)`` hits for a page
+of ``limit`` items (``/events?limit=1000`` costs what ten cheap requests cost).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from collections.abc import Mapping
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
@@ -16,24 +22,48 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from app.errors import RateLimited
 from config.settings import AuthSettings
 
+#: items of a page that cost one hit
+ITEMS_PER_HIT = 100
+#: the most one request is charged (a page of 1 000, the largest any route serves)
+MAX_COST = 10
+
+
+def request_cost(query: Mapping[str, str]) -> int:
+    """Hits one request costs: ``ceil(limit / 100)`` when it asks for a page of ``limit``
+    items, else 1 (read before validation, so a malformed ``limit`` costs 1: it is refused
+    with 422 anyway)."""
+    raw = query.get("limit", "")
+    if not raw.isdigit() or len(raw) > 6:
+        return 1
+    return max(1, min(MAX_COST, math.ceil(int(raw) / ITEMS_PER_HIT)))
+
 
 class RateLimits:
     def __init__(self, auth: AuthSettings) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._user = parse(auth.rate_user)
         self._ip = parse(auth.rate_ip)
+        self._ws = parse(auth.rate_ws)
+        self._admin = parse(auth.rate_admin)
 
-    async def _hit(self, item: RateLimitItem, kind: str, key: str) -> None:
-        if not await self._limiter.hit(item, kind, key):
+    async def _hit(self, item: RateLimitItem, kind: str, key: str, cost: int, what: str) -> None:
+        # a request costing more than the whole limit can still pass once the window is empty
+        if not await self._limiter.hit(item, kind, key, cost=min(cost, item.amount)):
             stats = await self._limiter.get_window_stats(item, kind, key)
             retry = max(1, math.ceil(stats.reset_time - time.time()))
             raise RateLimited(
-                f"too many requests for this {kind}; retry in {retry}s",
-                headers={"Retry-After": str(retry)},
+                f"too many {what}; retry in {retry}s", headers={"Retry-After": str(retry)}
             )
 
-    async def check_user(self, user_id: str) -> None:
-        await self._hit(self._user, "user", user_id)
+    async def check_user(self, user_id: str, cost: int = 1) -> None:
+        await self._hit(self._user, "user", user_id, cost, "requests for this user")
 
-    async def check_ip(self, ip: str) -> None:
-        await self._hit(self._ip, "ip", ip)
+    async def check_ip(self, ip: str, cost: int = 1) -> None:
+        await self._hit(self._ip, "ip", ip, cost, "requests from this IP")
+
+    async def check_handshake(self, ip: str) -> None:
+        await self._hit(self._ws, "ws", ip, 1, "WebSocket handshakes from this IP")
+
+    async def check_admin(self, token: str, cost: int = 1) -> None:
+        key = hashlib.sha256(token.encode()).hexdigest()[:16]  # the token itself is no key
+        await self._hit(self._admin, "admin", key, cost, "admin API requests for this token")

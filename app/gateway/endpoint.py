@@ -16,11 +16,12 @@ from litestar.exceptions import WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from app.auth import admit_handshake
 from app.connections import Connections
 from app.gateway import session
 from app.gateway.connection import Connection
 from app.gateway.handshake import admit
-from app.gateway.history import events_between, fully_held
+from app.gateway.history import events_between, fully_held, same_epoch
 from app.gateway.hub import GUESTS, Hub
 from app.gateway.limits import TokenBucket
 from app.history import last_seq
@@ -101,6 +102,8 @@ def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
 async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
     """Unexpected failures close with 4002 (reconnect and resume), never with Litestar's
     default 4500, which our protocol reserves for an invalid session (terminal)."""
+    if not await admit_handshake(socket):  # per-IP handshake limit, before any query
+        return
     try:
         await _serve(socket, wedding_id)
     except Exception:
@@ -416,7 +419,7 @@ async def _resume(
         # what is stored now (the room's cached head may name a since-purged event);
         # anything newer is held while we replay
         upto = await last_seq(conns.js, conns.pool, conn.wedding_id)
-        if epoch not in (None, hub.epoch) or after_seq > upto:
+        if (epoch is not None and not same_epoch(epoch, hub.epoch)) or after_seq > upto:
             recovered = False  # a position from a recreated stream: skip to now
         else:
             recovered = await fully_held(conns.js, conns.pool, conn.wedding_id, after_seq)

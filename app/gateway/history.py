@@ -107,9 +107,22 @@ async def events_between(
 
 
 async def stream_epoch(js: JetStreamContext) -> str:
-    """The events stream's creation time: a recreated stream restarts its seqs."""
+    """The events stream's creation time (UTC, ISO 8601 with ``Z``: URL-safe, it is pasted
+    into ``?epoch=``): a recreated stream restarts its seqs."""
     info = await js.stream_info(EVENTS.name)
-    return info.created.isoformat() if info.created else "0"
+    return canonical_epoch(info.created.isoformat()) if info.created else "0"
+
+
+def canonical_epoch(epoch: str) -> str:
+    """One spelling of an epoch: the ``+00:00`` of earlier releases (and its unencoded
+    form in a URL, where ``+`` reads as a space) is ``Z``."""
+    epoch = epoch.strip().replace(" ", "+")
+    return epoch[: -len("+00:00")] + "Z" if epoch.endswith("+00:00") else epoch
+
+
+def same_epoch(given: str, current: str) -> bool:
+    """Whether a client's epoch names the stream's current life, whichever form it has."""
+    return canonical_epoch(given) == canonical_epoch(current)
 
 
 async def fully_held(
