@@ -16,8 +16,10 @@ from app.auth import Identity
 from app.connections import Connections
 from app.gateway.history import events_between
 from app.history import last_seq
+from streams.limits import INT64_MAX
 from streams.permissions import permissions_for
 from streams.protocol import EventPage
+from streams.stored import placeholder, read_event
 
 
 class EventsController(Controller):
@@ -30,7 +32,7 @@ class EventsController(Controller):
         wedding_id: uuid.UUID,
         identity: Identity,
         state: State,
-        after_seq: int = Parameter(default=0, ge=0),
+        after_seq: int = Parameter(default=0, ge=0, le=INT64_MAX),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> EventPage:
         conns: Connections = state.conns
@@ -38,6 +40,13 @@ class EventsController(Controller):
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
         return await event_page(conns, wedding_id, after_seq, limit, readable)
+
+
+def page_item(seq: int, channel: str, data: bytes) -> dict[str, Any]:
+    """One history item: the stored bytes as they are, or a placeholder (streams/stored.py)."""
+    if read_event(data) is not None:
+        return {"seq": seq, "event": msgspec.Raw(data)}
+    return {"seq": seq, "event": placeholder(data, channel), "unreadable": True}
 
 
 async def event_page(
@@ -57,7 +66,7 @@ async def event_page(
             if len(events) == limit:
                 more = True
                 break
-            events.append({"seq": seq, "event": msgspec.json.decode(data)})
+            events.append(page_item(seq, channel, data))
     return EventPage(
         events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
     )

@@ -18,6 +18,7 @@ from app.admin_api import AdminController
 from app.auth import AuthContext, limit_by_ip, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
+from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
 from app.gateway import Hub, wedding_socket
@@ -44,13 +45,14 @@ from config.telemetry import Telemetry
 async def _before_request(request: Request[Any, Any, Any]) -> None:
     """Names the request's span after its route (``GET /api/weddings/{wedding_id}``:
     one name per endpoint, no ids; the tracing middleware starts it before routing), then
-    counts the request against its client IP."""
+    counts the request against its client IP and checks its parameters."""
     route = request.scope.get("path_template")
     if route:
         span = trace.get_current_span()
         span.update_name(f"{request.method} {route}")
         span.set_attribute("http.route", route)
     await limit_by_ip(request)
+    check_parameters(request)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         dependencies={"identity": Provide(provide_identity)},
         before_request=_before_request,
+        request_class=EdgeRequest,  # JSON bodies checked by streams/limits.py
         lifespan=[lifespan],
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],

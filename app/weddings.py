@@ -29,6 +29,7 @@ from streams.api import (
     WeddingPatch,
 )
 from streams.definitions import EVENTS
+from streams.limits import INT64_MAX
 from streams.permissions import TRANSITIONS, Role
 
 
@@ -178,7 +179,7 @@ class WeddingController(Controller):
     async def audit_log(
         self, wedding_id: uuid.UUID, identity: Identity, state: State,
         request: Request[Any, Any, Any],
-        before: int | None = Parameter(default=None, ge=1),
+        before: int | None = Parameter(default=None, ge=1, le=INT64_MAX),
         limit: int = Parameter(default=50, ge=1, le=500),
     ) -> AuditPage:  # fmt: skip
         conns: Connections = state.conns
