@@ -15,6 +15,7 @@ from app.gateway.history import events_between
 from app.history import last_seq
 from app.privacy.erase import weddings_of
 from streams.api import PersonalExport
+from streams.stored import placeholder, read_event
 
 
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -25,9 +26,22 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
             if hasattr(v, "exploded"):  # inet
                 row[k] = str(v)
             elif isinstance(v, str) and k in ("data", "prefs", "details"):
-                row[k] = msgspec.json.decode(v)  # jsonb
+                row[k] = msgspec.Raw(v.encode())  # jsonb text: always JSON, never re-encoded
         out.append(row)
     return out
+
+
+def _authored(uid: str, seq: int, channel: str, data: bytes) -> dict[str, Any] | None:
+    """The history item of an event ``uid`` authored (None: someone else's). One that cannot
+    be read back (streams/stored.py) is exported with its stored text as well."""
+    event = read_event(data)
+    if event is not None:
+        return {"seq": seq, "event": msgspec.Raw(data)} if event.actor.user_id == uid else None
+    head = placeholder(data, channel)
+    if (head["actor"] or {}).get("user_id") != uid:
+        return None
+    stored = data.decode("utf-8", "replace")
+    return {"seq": seq, "event": head, "unreadable": True, "stored": stored}
 
 
 async def export(conns: Connections, cipher: ContactCipher, who: Identity) -> PersonalExport:
@@ -75,10 +89,9 @@ async def export(conns: Connections, cipher: ContactCipher, who: Identity) -> Pe
         head = await last_seq(conns.js, conns.pool, wedding_id)
         replay = events_between(conns.js, conns.pool, wedding_id, 0, head)
         async with contextlib.aclosing(replay):
-            async for seq, _channel, data in replay:
-                event = msgspec.json.decode(data)
-                if event.get("actor", {}).get("user_id") == uid:
-                    events.append({"wedding_id": wedding_id, "seq": seq, "event": event})
+            async for seq, channel, data in replay:
+                if (item := _authored(uid, seq, channel, data)) is not None:
+                    events.append({"wedding_id": wedding_id, **item})
     return PersonalExport(
         user_id=uid, exported_at=dt.datetime.now(dt.UTC),
         claims={"name": who.name, "email": who.email}, memberships=memberships,

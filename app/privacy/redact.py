@@ -73,9 +73,9 @@ class Redactor:
         return value
 
     def json_bytes(self, data: bytes) -> bytes:
-        """Stored JSON bytes with identifiers blanked (non-JSON bytes: blanked as text)."""
+        """Stored JSON bytes with identifiers blanked (non-JSON bytes, and JSON nested too
+        deeply to walk: blanked as text, in their JSON-escaped forms too)."""
         try:
-            decoded = msgspec.json.decode(data)
-        except msgspec.DecodeError:
+            return msgspec.json.encode(self.value(msgspec.json.decode(data)))
+        except (msgspec.DecodeError, RecursionError):
             return data if self._raw is None else self._raw.sub(ERASED.encode(), data)
-        return msgspec.json.encode(self.value(decoded))
