@@ -182,12 +182,3 @@ def check(
                     raise Unstorable("number that is not finite", _path((key, trail)))
             elif kind is not bool and child is not None:
                 stack.append((child, depth, (key, trail)))  # a container, or checked above
-
-
-def checked(value: Any) -> str | None:
-    """:func:`check` as a message: None when ``value`` is storable."""
-    try:
-        check(value)
-    except Unstorable as exc:
-        return str(exc)
-    return None
