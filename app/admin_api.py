@@ -27,7 +27,7 @@ from app.connections import Connections
 from app.db import audit
 from app.db import sessions as session_store
 from app.db.types import Conn
-from app.errors import Conflict, Invalid, NotFound, Unauthorized, Unavailable
+from app.errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized, Unavailable
 from app.events import event_page
 from app.gateway import Hub, control
 from config.telemetry import producing
@@ -47,6 +47,7 @@ from streams.admin import (
     reserved_type,
 )
 from streams.definitions import EVENTS, STREAMS
+from streams.limits import INT64_MAX
 from streams.permissions import WeddingStatus
 from streams.presence import Record
 from streams.protocol import SERVER_ACTOR, Close, Event, EventPage
@@ -116,9 +117,12 @@ class AdminController(Controller):
         event = Event(id=event_id, type=data.type, channel=data.channel, actor=SERVER_ACTOR,
                       data=data.data, ts=time.time())  # fmt: skip
         subject = wedding_subject(wedding_id, data.channel)
+        payload = _encode.encode(event)
+        if len(payload) > conns.nc.max_payload:  # NATS would refuse it, every time
+            raise TooLarge(f"the event is over {conns.nc.max_payload} bytes")
         try:
             with producing(tracer, EVENTS.name, subject, headers):  # the request's trace
-                ack = await conns.js.publish(subject, _encode.encode(event), stream=EVENTS.name,
+                ack = await conns.js.publish(subject, payload, stream=EVENTS.name,
                                              headers=headers or None)  # fmt: skip
         except Exception as exc:
             log.warning("server event not stored: %r", exc)
@@ -133,7 +137,7 @@ class AdminController(Controller):
         self,
         wedding_id: uuid.UUID,
         state: State,
-        after_seq: int = Parameter(default=0, ge=0),
+        after_seq: int = Parameter(default=0, ge=0, le=INT64_MAX),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> EventPage:
         conns: Connections = state.conns

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from streams.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -48,6 +51,10 @@ class Invalid(ApplicationError):
     status, code = 422, "invalid"
 
 
+class TooLarge(ApplicationError):
+    status, code = 413, "too_large"
+
+
 class RateLimited(ApplicationError):
     status, code = 429, "rate_limited"
 
@@ -59,7 +66,7 @@ class Unavailable(ApplicationError):
 _HTTP_CODES = {
     400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
-    429: "rate_limited", 503: "unavailable",
+    429: "rate_limited", 500: "internal", 503: "unavailable",
 }  # fmt: skip
 
 
@@ -92,7 +99,15 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
     return _respond(status, _HTTP_CODES.get(status, "error"), message, dict(exc.headers or {}))
 
 
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything else is a bug: logged with its traceback (the path, never the query string,
+    which may hold a token), answered in the same ``{code, message}`` format."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _respond(500, "internal", "internal server error", {})
+
+
 EXCEPTION_HANDLERS: Any = {
     ApplicationError: application_error_handler,
     HTTPException: http_exception_handler,
+    Exception: unexpected_error_handler,
 }

@@ -17,9 +17,11 @@ from app.auth import AuthContext, GuestContacts, Identity
 from app.connections import Connections
 from app.gateway.history import events_between
 from app.history import last_seq
+from streams.limits import INT64_MAX
 from streams.permissions import Channel, permissions_for
 from streams.protocol import EventPage
 from streams.scope import RecordScope
+from streams.stored import placeholder, read_event
 
 
 class EventsController(Controller):
@@ -32,7 +34,7 @@ class EventsController(Controller):
         wedding_id: uuid.UUID,
         identity: Identity,
         state: State,
-        after_seq: int = Parameter(default=0, ge=0),
+        after_seq: int = Parameter(default=0, ge=0, le=INT64_MAX),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> EventPage:
         conns: Connections = state.conns
@@ -44,6 +46,23 @@ class EventsController(Controller):
         return await event_page(
             conns, wedding_id, after_seq, limit, readable, auth.contacts, scope
         )
+
+
+def _scoped_item(
+    scope: RecordScope, seq: int, channel: str, data: bytes
+) -> dict[str, Any] | None:
+    """A history item as a record-level ``scope`` shows it (None: not shown at all)."""
+    if read_event(data) is None:
+        return {"seq": seq, "event": placeholder(data, channel), "unreadable": True}
+    event = scope.view(msgspec.json.decode(data))
+    return None if event is None else {"seq": seq, "event": event}
+
+
+def page_item(seq: int, channel: str, data: bytes) -> dict[str, Any]:
+    """One history item: the stored bytes as they are, or a placeholder (streams/stored.py)."""
+    if read_event(data) is not None:
+        return {"seq": seq, "event": msgspec.Raw(data)}
+    return {"seq": seq, "event": placeholder(data, channel), "unreadable": True}
 
 
 async def event_page(
@@ -63,17 +82,18 @@ async def event_page(
         async for seq, channel, data in replay:
             if readable is not None and channel not in readable:
                 continue
-            event = msgspec.json.decode(data)
+            if channel == Channel.GUESTS.value and contacts is not None:
+                data = contacts.open_event_bytes(data)
             if scope is not None and channel in scope.channels:
-                event = scope.view(event)
-                if event is None:
-                    continue
+                item = _scoped_item(scope, seq, channel, data)
+                if item is None:
+                    continue  # not the vendor's record: not theirs to see
+            else:
+                item = page_item(seq, channel, data)
             if len(events) == limit:
                 more = True
                 break
-            if channel == Channel.GUESTS.value and contacts is not None:
-                contacts.open_event(event)
-            events.append({"seq": seq, "event": event})
+            events.append(item)
     return EventPage(
         events=events, last_seq=head, next_after_seq=events[-1]["seq"] if more else None
     )

@@ -20,6 +20,7 @@ from app.admin_api import AdminController
 from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
+from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
 from app.gateway import Hub, wedding_socket
@@ -103,6 +104,10 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"identity": Provide(provide_identity)},
         # before every other guard: a request a later guard refuses is named and counted
         guards=[_name_span, limit_request],
+        # then path and query parameters (NUL, lone surrogates, int64) and JSON bodies
+        # (streams/limits.py) are checked before any handler sees them
+        before_request=check_parameters,
+        request_class=EdgeRequest,
         lifespan=[lifespan],
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)
         plugins=[OpenTelemetryPlugin(http_tracing)],

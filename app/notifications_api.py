@@ -17,6 +17,7 @@ from app.connections import Connections
 from app.db import notifications as store
 from app.errors import NotFound, Unavailable
 from config.settings import Settings
+from streams.limits import INT64_MAX
 from streams.notifications import (
     DeliveryPage,
     Notification,
@@ -29,6 +30,7 @@ from streams.notifications import (
 )
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
+Before = Annotated[int | None, Parameter(ge=1, le=INT64_MAX)]
 
 
 def _now() -> dt.datetime:
@@ -46,7 +48,7 @@ class InboxController(Controller):
     @get("", summary="The caller's notifications, unread first (optionally one wedding)")
     async def list_(
         self, identity: Identity, state: State, wedding_id: uuid.UUID | None = None,
-        offset: Annotated[int, Parameter(ge=0)] = 0, limit: Limit = 50,
+        offset: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0, limit: Limit = 50,
     ) -> NotificationPage:  # fmt: skip
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
@@ -128,7 +130,7 @@ class WeddingNotificationsController(Controller):
     @get("/notifications/deliveries", summary="Every delivery attempt (couple, planner)")
     async def deliveries(
         self, wedding_id: uuid.UUID, identity: Identity, state: State,
-        request: Request[Any, Any, Any], before: int | None = None, limit: Limit = 100,
+        request: Request[Any, Any, Any], before: Before = None, limit: Limit = 100,
     ) -> DeliveryPage:  # fmt: skip
         conns: Connections = state.conns
         async with conns.pool.acquire() as conn:

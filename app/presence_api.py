@@ -54,7 +54,10 @@ MAX_DAYS = 366
 def _range(first: dt.date | None, last: dt.date | None, tz: str) -> tuple[dt.date, dt.date]:
     today = dt.datetime.now(zoneinfo.ZoneInfo(tz)).date()
     last = last or today
-    first = first or last - dt.timedelta(days=29)
+    try:
+        first = first or last - dt.timedelta(days=29)
+    except OverflowError:  # `to` in the first month of year 1
+        raise Invalid("`to` is too early") from None
     if first > last:
         raise Invalid("`from` is after `to`")
     if (last - first).days >= MAX_DAYS:

@@ -30,6 +30,7 @@ from streams.api import (
     WeddingPatch,
 )
 from streams.definitions import EVENTS
+from streams.limits import INT64_MAX
 from streams.permissions import ADMINS, TRANSITIONS, Role
 from streams.protocol import reserved_user_id
 
@@ -191,7 +192,7 @@ class WeddingController(Controller):
     async def audit_log(
         self, wedding_id: uuid.UUID, identity: Identity, state: State,
         request: Request[Any, Any, Any],
-        before: int | None = Parameter(default=None, ge=1),
+        before: int | None = Parameter(default=None, ge=1, le=INT64_MAX),
         limit: int = Parameter(default=50, ge=1, le=500),
     ) -> AuditPage:  # fmt: skip
         conns: Connections = state.conns

@@ -274,7 +274,7 @@ class WeddingClient:
         """Handle one server frame; True when it was the welcome (connection usable)."""
         try:
             frame = _decode.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             log.debug("ignored a frame this client does not know: %.200r", raw)
             return False
         if isinstance(frame, EventFrame):

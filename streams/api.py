@@ -12,7 +12,8 @@ from streams.permissions import Access, Role, WeddingStatus
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
 Phone = Annotated[str, msgspec.Meta(max_length=32, pattern=r"^\+?[0-9 ()\-.]{4,32}$")]
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 

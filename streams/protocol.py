@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from streams.limits import INT64_MAX, Unstorable, check, decode_error, utf8_over
 from streams.notifications import Notification, NotificationFrame
 from streams.permissions import Access, Channel, Role, WeddingStatus
 from streams.presence import Editing, Status, UserPresence
@@ -33,8 +34,11 @@ class MessageFrame(msgspec.Struct, tag="message", forbid_unknown_fields=True):
     data: dict[str, Any]
 
 
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+
+
 class ResumeFrame(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
-    after_seq: Annotated[int, msgspec.Meta(ge=0)]
+    after_seq: Seq
     epoch: str | None = None  # from the welcome; another epoch means seqs were reset
 
 
@@ -61,10 +65,40 @@ class ChangeFrame(msgspec.Struct, tag="change", forbid_unknown_fields=True):
     entity_id: EntityId
     op: Op
     fields: dict[str, Any] = {}
-    base_version: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    base_version: Seq | None = None
 
 
 ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFrame
+
+_client_frame = msgspec.json.Decoder(ClientFrame)
+
+
+class FrameRefused(Exception):
+    """A client frame the gateway answers with an error frame (``code``: ``too_large`` or
+    ``invalid``) without acting on it; the socket stays open."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message[:200]
+
+
+def decode_client_frame(raw: str, max_bytes: int) -> ClientFrame:
+    """One text frame as the gateway accepts it: at most ``max_bytes`` of UTF-8, a valid
+    client frame, and storable as a whole (:mod:`streams.limits`), else
+    :class:`FrameRefused`. A frame too deep for the decoder itself is refused alike."""
+    if utf8_over(raw, max_bytes):
+        raise FrameRefused("too_large", f"frame over {max_bytes} bytes")
+    if not raw:
+        raise FrameRefused("invalid", "empty or binary frame: frames are JSON text messages")
+    try:
+        frame = _client_frame.decode(raw)
+        check(frame, from_json=True)
+    except (msgspec.ValidationError, msgspec.DecodeError, Unstorable) as exc:
+        message = decode_error(str(exc), raw) if isinstance(exc, msgspec.DecodeError) else str(exc)
+        raise FrameRefused("invalid", message) from None
+    except RecursionError:
+        raise FrameRefused("invalid", "nested too deeply to decode") from None
+    return frame
 
 
 class AuthFrame(msgspec.Struct, tag="auth", forbid_unknown_fields=True):

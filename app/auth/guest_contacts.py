@@ -82,7 +82,7 @@ class GuestContacts:
             return stored
         try:
             event = msgspec.json.decode(stored)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # served as stored (or a placeholder)
             return stored
         if not isinstance(event, dict):
             return stored

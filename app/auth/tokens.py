@@ -8,6 +8,7 @@ key can never be used as an HMAC secret (algorithm confusion) and ``alg: none`` 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ import msgspec
 
 from app.errors import ReservedSubject, Unauthorized
 from config.settings import AuthSettings
+from streams.api import EMAIL_PATTERN
+from streams.limits import NAME_MAX, text_problem
 from streams.protocol import reserved_user_id
 
 ASYMMETRIC = ("RS256", "ES256")
+_EMAIL = re.compile(EMAIL_PATTERN)
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -88,11 +92,28 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 128:
+        if not isinstance(sub, str) or not sub or len(sub) > 128 or text_problem(sub):
             raise Unauthorized("invalid token: bad sub")
         if reserved_user_id(sub):
             raise ReservedSubject(f"sub {sub!r} is reserved for the system, not a user id")
-        return Identity(user_id=sub, name=claims.get("name"), email=claims.get("email"))
+        name, email = profile_name(claims.get("name")), profile_email(claims.get("email"))
+        return Identity(user_id=sub, name=name, email=email)
+
+
+def profile_name(claim: Any) -> str | None:
+    """The ``name`` claim as a display name: a string, stripped, cut to ``NAME_MAX``
+    characters; ignored (None) if it is anything else, blank, or not storable text. The
+    claims are optional profile hints, so a bad one never refuses the token."""
+    if not isinstance(claim, str) or text_problem(claim):
+        return None
+    return claim.strip()[:NAME_MAX] or None
+
+
+def profile_email(claim: Any) -> str | None:
+    """The ``email`` claim if it is a plausible address (``streams.api.Email``), else None."""
+    if not isinstance(claim, str) or len(claim) > 254 or text_problem(claim):
+        return None
+    return claim if _EMAIL.search(claim) else None
 
 
 def issue_token(

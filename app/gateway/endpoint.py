@@ -35,10 +35,10 @@ from streams.protocol import (
     AckFrame,
     Actor,
     ChangeFrame,
-    ClientFrame,
     Close,
     ErrorFrame,
     Event,
+    FrameRefused,
     MessageFrame,
     PingFrame,
     PongFrame,
@@ -46,6 +46,7 @@ from streams.protocol import (
     ResumedFrame,
     ResumeFrame,
     WelcomeFrame,
+    decode_client_frame,
 )
 from streams.state import CHANNEL_OF, EntityKind, FieldError, Op, validate_fields
 from streams.subjects import wedding_subject
@@ -58,7 +59,6 @@ BATCH_BYTES = 64 * 1024
 
 EVENT_NAMESPACE = uuid.UUID("5b0e3c1e-2f0a-4d7e-9a51-8c8f2a6e7d10")
 
-_decode = msgspec.json.Decoder(ClientFrame)
 _encode = msgspec.json.Encoder()
 
 
@@ -137,7 +137,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
         conn.welcomed = True
         _spawn(tasks, conn, "session watch", session.watch(conns.pool, conn))
         after = socket.query_params.get("after_seq")
-        if after is not None and after.isdigit():
+        if after is not None and after.isascii() and after.isdigit():  # not "²"
             epoch = socket.query_params.get("epoch")
             _spawn(tasks, conn, "resume", _resume(conns, hub, conn, int(after), epoch, True))
         else:
@@ -237,14 +237,10 @@ async def _read(
         if conn.closed:
             return
         tally.frames_in += 1
-        if len(raw) > settings.max_frame:
-            too_big = f"frame over {settings.max_frame} bytes"
-            conn.send(_frame(ErrorFrame(code="too_large", message=too_big)))
-            continue
-        try:
-            frame = _decode.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            conn.send(_frame(ErrorFrame(code="invalid", message=str(exc)[:200])))
+        try:  # size in bytes, shape, and storable (streams/limits.py)
+            frame = decode_client_frame(raw, settings.max_frame)
+        except FrameRefused as refused:
+            conn.send(_frame(ErrorFrame(code=refused.code, message=refused.message)))
             continue
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))

@@ -10,6 +10,7 @@ closed with 4500, as a frame after the expiry would be (never acknowledged).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
@@ -19,7 +20,9 @@ from app.gateway.connection import Connection
 from streams.protocol import Close
 
 MAX_TOUCH_EVERY = 60.0
+RETRY_TOUCH = 5.0  # seconds before a failed extension is tried again
 EXPIRED = "session expired or ended: join again"
+log = logging.getLogger(__name__)
 
 
 def touch_every(ttl: float) -> float:
@@ -30,13 +33,24 @@ def touch_every(ttl: float) -> float:
 async def use(pool: asyncpg.Pool, conn: Connection, ttl: float) -> None:
     """The client sent a frame. Extends the session when it is due (or when it seems to
     have expired: the database decides); closes the socket with 4500 if it is over.
-    Database failures propagate (the socket closes with 4002)."""
+
+    PostgreSQL away does not close a socket whose session is known to be valid still (an
+    outage must not cut off chat, which needs only NATS): the extension is tried again in
+    a few seconds. Past the known expiry a database failure propagates (4002)."""
     now = time.monotonic()
-    if now - conn.touched_at < touch_every(ttl) and time.time() < conn.expires_at:
+    every = touch_every(ttl)
+    if now - conn.touched_at < every and time.time() < conn.expires_at:
         return
     conn.touched_at = now
-    async with pool.acquire() as db:
-        expires = await session_store.touch(db, conn.session_id, extend_by=ttl)
+    try:
+        async with pool.acquire(timeout=RETRY_TOUCH) as db:
+            expires = await session_store.touch(db, conn.session_id, extend_by=ttl)
+    except Exception as exc:
+        if time.time() >= conn.expires_at:
+            raise
+        log.debug("session %s not extended (%r): retried later", conn.session_id, exc)
+        conn.touched_at = now - every + RETRY_TOUCH
+        return
     if expires is None:
         conn.request_close(Close.INVALID_SESSION, EXPIRED)
     else:

@@ -16,6 +16,7 @@ from app.history import last_seq
 from app.privacy.erase import weddings_of
 from streams.api import PersonalExport
 from streams.permissions import Channel
+from streams.stored import placeholder, read_event
 
 
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -26,9 +27,30 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
             if hasattr(v, "exploded"):  # inet
                 row[k] = str(v)
             elif isinstance(v, str) and k in ("data", "prefs", "details"):
-                row[k] = msgspec.json.decode(v)  # jsonb
+                row[k] = msgspec.Raw(v.encode())  # jsonb text: always JSON, never re-encoded
         out.append(row)
     return out
+
+
+def _authored(
+    uid: str, seq: int, channel: str, data: bytes, contacts: GuestContacts
+) -> dict[str, Any] | None:
+    """The history item of an event ``uid`` authored (None: someone else's, or a server
+    event). One that cannot be read back (streams/stored.py) is exported with its stored
+    text as well; a guest contact they typed is exported opened."""
+    event = read_event(data)
+    if event is not None:
+        if event.actor.user_id != uid or event.actor.server:
+            return None
+        if channel == Channel.GUESTS.value:
+            data = contacts.open_event_bytes(data)
+        return {"seq": seq, "event": msgspec.Raw(data)}
+    head = placeholder(data, channel)
+    actor = head["actor"] or {}
+    if actor.get("user_id") != uid or actor.get("server"):
+        return None
+    stored = data.decode("utf-8", "replace")
+    return {"seq": seq, "event": head, "unreadable": True, "stored": stored}
 
 
 async def export(
@@ -79,12 +101,8 @@ async def export(
         replay = events_between(conns.js, conns.pool, wedding_id, 0, head)
         async with contextlib.aclosing(replay):
             async for seq, channel, data in replay:
-                event = msgspec.json.decode(data)
-                actor = event.get("actor", {})
-                if actor.get("user_id") == uid and not actor.get("server"):
-                    if channel == Channel.GUESTS.value:  # what they typed, opened
-                        contacts.open_event(event)
-                    events.append({"wedding_id": wedding_id, "seq": seq, "event": event})
+                if (item := _authored(uid, seq, channel, data, contacts)) is not None:
+                    events.append({"wedding_id": wedding_id, **item})
     return PersonalExport(
         user_id=uid, exported_at=dt.datetime.now(dt.UTC),
         claims={"name": who.name, "email": who.email}, memberships=memberships,
