@@ -77,9 +77,9 @@ class FrameRefused(Exception):
     """A client frame the gateway answers with an error frame (``code``: ``too_large`` or
     ``invalid``) without acting on it; the socket stays open."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, frame_id: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message[:200]
+        self.code, self.message, self.frame_id = code, message[:200], frame_id
 
 
 def decode_client_frame(raw: str, max_bytes: int) -> ClientFrame:
@@ -92,12 +92,15 @@ def decode_client_frame(raw: str, max_bytes: int) -> ClientFrame:
         raise FrameRefused("invalid", "empty or binary frame: frames are JSON text messages")
     try:
         frame = _client_frame.decode(raw)
-        check(frame, from_json=True)
-    except (msgspec.ValidationError, msgspec.DecodeError, Unstorable) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         message = decode_error(str(exc), raw) if isinstance(exc, msgspec.DecodeError) else str(exc)
         raise FrameRefused("invalid", message) from None
     except RecursionError:
         raise FrameRefused("invalid", "nested too deeply to decode") from None
+    try:
+        check(frame, from_json=True)
+    except Unstorable as exc:  # a well-formed frame: its id settles the sender's promise
+        raise FrameRefused("invalid", str(exc), getattr(frame, "id", None)) from None
     return frame
 
 

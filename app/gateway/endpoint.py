@@ -240,7 +240,9 @@ async def _read(
         try:  # size in bytes, shape, and storable (streams/limits.py)
             frame = decode_client_frame(raw, settings.max_frame)
         except FrameRefused as refused:
-            conn.send(_frame(ErrorFrame(code=refused.code, message=refused.message)))
+            conn.send(_frame(ErrorFrame(
+                code=refused.code, message=refused.message, id=refused.frame_id
+            )))  # fmt: skip
             continue
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))
