@@ -1,9 +1,10 @@
 """`python -m bench SCENARIO [options]`: one command per benchmark, JSON + PNG results.
 
-Scenarios: connections, fanout, peers (bench/connections.py, bench/fanout.py,
-bench/peers/), and the standalone scripts presence and resume (bench/presence.py,
-bench/resume.py; their own options, ``--out DIR`` here). ``python -m bench SCENARIO -h``
-lists a scenario's options. Results go to ``--out`` (default bench/results/).
+Scenarios: connections, fanout, peers, faults (bench/connections.py, bench/fanout.py,
+bench/peers/, bench/faults/: the outage drill), and the standalone scripts presence and
+resume (bench/presence.py, bench/resume.py; their own options, ``--out DIR`` here).
+``python -m bench SCENARIO -h`` lists a scenario's options. Results go to ``--out``
+(default bench/results/).
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import connections, fanout
+from bench.faults import scenario as faults
 from bench.peers import scenario as peers
 from bench.report import DEFAULT_OUT
 
-SCENARIOS: dict[str, ModuleType] = {"connections": connections, "fanout": fanout,
-                                    "peers": peers}  # fmt: skip
+SCENARIOS: dict[str, ModuleType] = {
+    "connections": connections,
+    "fanout": fanout,
+    "peers": peers,
+    "faults": faults,
+}
 SCRIPTS = ("presence", "resume")  # keep their own CLIs; only --out DIR is translated
 
 

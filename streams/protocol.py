@@ -113,6 +113,7 @@ class ErrorFrame(msgspec.Struct, tag="error"):
     code: str
     message: str
     id: str | None = None
+    retry_after: float | None = None  # seconds, on `overloaded`: send again no sooner
 
 
 class ResumedFrame(msgspec.Struct, tag="resumed"):
