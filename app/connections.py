@@ -103,5 +103,7 @@ async def prepare(conns: Connections, settings: Settings) -> None:
     """Bring the database schema and the JetStream streams up to the declared state."""
     async with conns.pool.acquire() as conn:
         await migrate(conn)
-    await ensure_streams(conns.js, replicas=settings.nats.replicas)
+    await ensure_streams(
+        conns.js, replicas=settings.nats.replicas, duplicate_window=settings.nats.duplicate_window
+    )
     await presence_bucket(conns.js, replicas=settings.nats.replicas)

@@ -1,9 +1,10 @@
 """`python -m bench SCENARIO [options]`: one command per benchmark, JSON + PNG results.
 
-Scenarios: connections, fanout, overload, peers (bench/connections.py, bench/fanout.py,
-bench/overload.py, bench/peers/), and the standalone scripts presence and resume (bench/presence.py,
-bench/resume.py; their own options, ``--out DIR`` here). ``python -m bench SCENARIO -h``
-lists a scenario's options. Results go to ``--out`` (default bench/results/).
+Scenarios: connections, fanout, overload, peers, faults (bench/connections.py,
+bench/fanout.py, bench/overload.py, bench/peers/, bench/faults/: the outage drill), and the
+standalone scripts presence and resume (bench/presence.py, bench/resume.py; their own
+options, ``--out DIR`` here). ``python -m bench SCENARIO -h`` lists a scenario's options.
+Results go to ``--out`` (default bench/results/).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import connections, fanout, overload
+from bench.faults import scenario as faults
 from bench.peers import scenario as peers
 from bench.report import DEFAULT_OUT
 
@@ -24,6 +26,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "fanout": fanout,
     "overload": overload,
     "peers": peers,
+    "faults": faults,
 }
 SCRIPTS = ("presence", "resume")  # keep their own CLIs; only --out DIR is translated
 

@@ -9,6 +9,9 @@
 - ``send()`` returns the JetStream seq once the server acknowledged the message. Sends not
   yet acknowledged when the connection drops are re-sent with the same id after the
   reconnect: the server stores them once.
+- A frame refused as not stored (``unavailable``, ``overloaded``, ``rate_limited``) shuts
+  the retry gate (client/retry.py): sends are held, one probe goes out after a full-jitter
+  wait, its ack releases the rest. An outage costs about one frame per wait, not a storm.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from client.backoff import Backoff
+from client.retry import RETRYABLE, RetryGate
 from streams.notifications import Notification, NotificationFrame
 from streams.permissions import Channel
 from streams.protocol import (
     SUBPROTOCOL,
     TOKEN_PREFIX,
     AckFrame,
+    ChangeFrame,
     ErrorFrame,
     EventFrame,
     MessageFrame,
@@ -44,11 +49,16 @@ from streams.protocol import (
     ServerFrame,
     WelcomeFrame,
 )
+from streams.state import EntityKind, Op
 
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder(ServerFrame)
 _encode = msgspec.json.Encoder()
+
+#: a probe unanswered this long on an open connection counts as refused (the gateway
+#: answers every frame within its JetStream publish timeout, a few seconds)
+PROBE_TIMEOUT = 15.0
 
 
 class State(enum.StrEnum):
@@ -93,7 +103,7 @@ class WeddingClient:
         backoff: Backoff | None = None,
         buffer: int = 10_000,
         ping_interval: float | None = 20.0,
-        unavailable_retry: float = 0.5,
+        retry_backoff: Backoff | None = None,
         on_state: Callable[[State], None] | None = None,
         on_notification: Callable[[Notification], None] | None = None,
         connect_options: dict[str, Any] | None = None,
@@ -107,7 +117,10 @@ class WeddingClient:
         self._resume = after_seq is not None
         self._backoff = backoff or Backoff()
         self._ping_interval = ping_interval
-        self._unavailable_retry = unavailable_retry
+        # the waits of the retry gate: ~1 frame per 10 s at most during a long outage
+        self._gate = RetryGate(retry_backoff or Backoff(base=0.5, cap=10.0))
+        self._gate_changed = asyncio.Event()
+        self._resender: asyncio.Task[None] | None = None
         self._on_state = on_state
         self._on_notification = on_notification
         self._options = connect_options or {}
@@ -122,7 +135,6 @@ class WeddingClient:
         self._error: ClientClosed | None = None
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._retries: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -153,8 +165,8 @@ class WeddingClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for t in list(self._retries):
-            t.cancel()
+        if self._resender is not None:
+            self._resender.cancel()
         self._finish(ClientClosed(None, "closed by the client"))
 
     async def disconnect(self) -> None:
@@ -173,16 +185,44 @@ class WeddingClient:
         self, channel: Channel | str, data: dict[str, Any], id: str | None = None
     ) -> int:
         """Send a message; returns its seq once durable. Raises ServerError if refused."""
+        client_id = id or uuid.uuid4().hex
+        return await self._request(
+            client_id, MessageFrame(id=client_id, channel=Channel(channel), data=data)
+        )
+
+    async def change(
+        self,
+        entity: str,
+        entity_id: str,
+        op: str,
+        fields: dict[str, Any] | None = None,
+        base_version: int | None = None,
+        id: str | None = None,
+    ) -> int:
+        """Send a state change (docs/conflicts.md); returns its seq on the changes stream
+        once stored there (the outcome arrives as events). Re-sent like messages."""
+        client_id = id or uuid.uuid4().hex
+        frame = ChangeFrame(
+            id=client_id,
+            entity=EntityKind(entity),
+            entity_id=entity_id,
+            op=Op(op),
+            fields=fields or {},
+            base_version=base_version,
+        )
+        return await self._request(client_id, frame)
+
+    async def _request(self, client_id: str, frame: MessageFrame | ChangeFrame) -> int:
         if self._error is not None:
             raise self._error
-        client_id = id or uuid.uuid4().hex
         if client_id in self._pending:
             return await asyncio.shield(self._pending[client_id][1])
-        frame = MessageFrame(id=client_id, channel=Channel(channel), data=data)
         text = _encode.encode(frame).decode()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[client_id] = (text, fut)
-        if self.state is State.OPEN:
+        if self._gate.shut:
+            self._gate.hold(client_id)  # goes out once a probe is stored
+        elif self.state is State.OPEN:
             await self._transmit(text)
         return await fut
 
@@ -285,6 +325,12 @@ class WeddingClient:
             entry = self._pending.pop(frame.id, None)
             if entry is not None and not entry[1].done():
                 entry[1].set_result(frame.seq)
+            released = self._gate.acked(frame.id)
+            if released:
+                self._gate_changed.set()
+                for client_id in released:  # in send order, with their ids: stored once
+                    if client_id in self._pending:
+                        await self._transmit(self._pending[client_id][0])
         elif isinstance(frame, ErrorFrame):
             self._on_error(frame)
         elif isinstance(frame, ResumedFrame):
@@ -302,8 +348,13 @@ class WeddingClient:
             self.connects += 1
             self._set_state(State.OPEN)
             self._opened.set()
-            for text, _ in list(self._pending.values()):  # same ids: stored once
-                await self._transmit(text)
+            held = self._gate.held  # they wait for the probe (sent again here if it was out)
+            for client_id, (text, _) in list(self._pending.items()):  # same ids: stored once
+                if client_id not in held:
+                    await self._transmit(text)
+            if self._gate.probe is not None:
+                self._gate.probe_at = asyncio.get_running_loop().time()
+            self._gate_changed.set()
             return True
         elif isinstance(frame, NotificationFrame):
             if self._on_notification is not None:
@@ -321,19 +372,39 @@ class WeddingClient:
         if frame.id is None or frame.id not in self._pending:
             log.warning("server error: %s %s", frame.code, frame.message)
             return
-        if frame.code == "unavailable":  # not stored: the same id again a little later
-            text = self._pending[frame.id][0]
-            task = asyncio.create_task(self._retry(text))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+        if frame.code in RETRYABLE:  # not stored: the same id again, when the gate opens
+            now = asyncio.get_running_loop().time()
+            self._gate.refused(frame.id, frame.retry_after, now)
+            self._gate_changed.set()
+            if self._resender is None or self._resender.done():
+                self._resender = asyncio.create_task(self._resend())
             return
+        self._gate.settled(frame.id)
+        self._gate_changed.set()
         _, fut = self._pending.pop(frame.id)
         if not fut.done():
             fut.set_exception(ServerError(frame.code, frame.message))
 
-    async def _retry(self, text: str) -> None:
-        await asyncio.sleep(self._unavailable_retry)
-        await self._transmit(text)
+    async def _resend(self) -> None:
+        """While the retry gate is shut: send the probe when its wait is over."""
+        loop, gate = asyncio.get_running_loop(), self._gate
+        while gate.shut and not self._ended:
+            self._gate_changed.clear()
+            now = loop.time()
+            wait: float | None = None  # not connected: the welcome wakes us
+            if self.state is State.OPEN:
+                if gate.overdue(now, PROBE_TIMEOUT):
+                    assert gate.probe is not None
+                    gate.refused(gate.probe, None, now)  # lost: counts as refused
+                if (client_id := gate.next_probe(now)) is not None:
+                    if client_id in self._pending:
+                        await self._transmit(self._pending[client_id][0])
+                    else:  # answered meanwhile
+                        gate.settled(client_id)
+                    continue
+                wait = (gate.probe_at + PROBE_TIMEOUT if gate.probe else gate.reopen_at) - now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gate_changed.wait(), wait)
 
     async def _transmit(self, text: str) -> None:
         ws = self._ws
@@ -348,6 +419,7 @@ class WeddingClient:
         self._ended = True
         self._error = error
         self._set_state(State.CLOSED)
+        self._gate.clear()
         for _, fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(error)

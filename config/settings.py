@@ -67,6 +67,12 @@ class NatsSettings:
     )
     connect_timeout: float = _setting(5.0, "NATS_CONNECT_TIMEOUT", "Seconds to wait for NATS.")
     replicas: int = _setting(1, "STREAM_REPLICAS", "JetStream replicas per stream (cluster).")
+    duplicate_window: float | None = _setting(
+        None,
+        "DUPLICATE_WINDOW",
+        "Seconds a stream stores a repeated `Nats-Msg-Id` once (every stream). Unset: each "
+        "stream's own (300; dead letters 120). Short only to test outages longer than it.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ another storage type): that must be done deliberately, by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,8 +177,14 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         log.info("updated stream %s: %s", spec.name, drift)
 
 
-async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, *, replicas: int = 1, duplicate_window: float | None = None
+) -> None:
+    """Apply every declared stream; ``duplicate_window`` (``WEDSYNC_DUPLICATE_WINDOW``)
+    replaces each stream's own window when given."""
     for spec in STREAMS:
+        if duplicate_window is not None:
+            spec = dataclasses.replace(spec, duplicate_window=duplicate_window)
         await ensure_stream(js, spec, replicas=replicas)
 
 

@@ -188,7 +188,7 @@ class ErrorFrame(msgspec.Struct, tag="error", omit_defaults=True):
     code: str
     message: str
     id: str | None = None
-    retry_after: float | None = None
+    retry_after: float | None = None  # seconds, on `overloaded`: send again no sooner
 
 
 class ResumedFrame(msgspec.Struct, tag="resumed"):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import time
 
 import httpx
 import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from client import Backoff, ClientClosed, ServerError, State, WeddingClient
+from client.retry import RetryGate
 from streams.protocol import ResumedFrame
-from tests.world import World
+from tests.world import World, eventually
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
@@ -144,3 +148,124 @@ async def test_starting_from_a_seq_replays_history_first(world: World, gateways:
     async with WeddingClient(gateways[1], world.wedding, token, after_seq=start) as b:
         replayed = [(await b.next_event()).seq for _ in seqs]
         assert replayed == seqs
+
+
+# -- backing off when the server cannot store (client/retry.py) ----------------------------
+
+
+def test_the_retry_gate_holds_everything_behind_one_probe() -> None:
+    gate = RetryGate(Backoff(base=1.0, cap=8.0, rng=random.Random(3)))
+    for i in range(5):  # five frames in flight when storage went away
+        gate.refused(f"m{i}", None, now=100.0)
+    assert gate.shut and gate.rounds == 1 and list(gate.held) == [f"m{i}" for i in range(5)]
+    first_wait = gate.reopen_at
+    assert 100.0 <= first_wait <= 101.0  # one wait for the round, not one per frame
+    assert gate.next_probe(first_wait - 0.001) is None
+    assert gate.next_probe(first_wait) == "m0" and gate.next_probe(first_wait) is None
+    gate.refused("m0", None, now=first_wait + 0.01)  # still down: the next wait is longer
+    assert gate.rounds == 2 and gate.reopen_at <= first_wait + 0.01 + 2.0
+    gate.hold("m5")  # sent meanwhile: held behind the others
+    assert gate.next_probe(gate.reopen_at) == "m1"
+    assert gate.acked("m1") == ["m2", "m3", "m4", "m0", "m5"]  # stored: the rest goes out
+    assert not gate.shut and gate.rounds == 0
+
+
+def test_retry_after_is_the_least_wait() -> None:
+    gate = RetryGate(Backoff(base=0.5, cap=10.0, rng=random.Random(1)))
+    gate.refused("m0", 3.0, now=0.0)
+    assert 3.0 <= gate.reopen_at <= 3.5
+    assert gate.next_probe(2.9) is None and gate.next_probe(3.5) == "m0"
+
+
+class StandIn:
+    """A small WebSocket server standing where a gateway stands, so that what the client
+    sends can be counted exactly: it welcomes, and acks each message id with one seq (a
+    re-sent id gets the same one) — or, while ``refusing``, answers ``code``."""
+
+    def __init__(self, code: str = "unavailable", retry_after: float | None = None) -> None:
+        self.code, self.retry_after = code, retry_after
+        self.refusing = True
+        self.frames: list[tuple[float, str]] = []  # (monotonic time, id) of each message frame
+        self.seqs: dict[str, int] = {}
+        self.port = 0
+        self._server: Server | None = None
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "welcome",
+                    "session_id": "s",
+                    "user_id": "u",
+                    "role": "couple",
+                    "permissions": {},
+                    "last_seq": 0,
+                    "epoch": "e",
+                }
+            )
+        )
+        async for raw in ws:
+            frame = json.loads(raw)
+            now = time.monotonic()
+            self.frames.append((now, frame["id"]))
+            if self.refusing:
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "id": frame["id"],
+                            "code": self.code,
+                            "message": "not stored",
+                            "retry_after": self.retry_after,
+                        }
+                    )
+                )
+            else:
+                seq = self.seqs.setdefault(frame["id"], len(self.seqs) + 1)
+                await ws.send(json.dumps({"type": "ack", "id": frame["id"], "seq": seq}))
+
+    async def __aenter__(self) -> StandIn:
+        self._server = await serve(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_an_outage_costs_a_few_probes_not_a_storm_and_every_send_is_acked_after() -> None:
+    """60 messages sent over a 6 s outage: the old client sent each again every 0.5 s
+    (~400 frames); behind the gate it is the first refused frame plus one probe per wait."""
+    async with StandIn() as server:
+        retry = Backoff(base=0.5, cap=10.0, rng=random.Random(11))
+        async with WeddingClient(
+            f"http://127.0.0.1:{server.port}", "w", "t", retry_backoff=retry
+        ) as c:
+            sends = []
+            for n in range(60):
+                sends.append(asyncio.create_task(c.send("chat", {"n": n}, id=f"n{n}")))
+                await asyncio.sleep(0.1)
+            assert c.unacknowledged == 60
+            during = len(server.frames)
+            server.refusing = False  # the service is back
+            seqs = await asyncio.wait_for(asyncio.gather(*sends), 30)
+    assert during <= 12, server.frames  # 1 refused + a probe per growing wait (~5 in 6 s)
+    assert sorted(seqs) == list(range(1, 61))  # every one acked, each once
+    assert {i for _, i in server.frames} == {f"n{n}" for n in range(60)}  # with its own id
+    assert len(server.frames) <= 60 + during  # after the outage: each held frame once
+
+
+async def test_overloaded_is_retried_no_sooner_than_retry_after() -> None:
+    async with (
+        StandIn("overloaded", retry_after=1.0) as server,
+        WeddingClient(f"http://127.0.0.1:{server.port}", "w", "t") as c,
+    ):
+        send = asyncio.create_task(c.send("chat", {"text": "hi"}, id="m1"))
+        await eventually(lambda: len(server.frames) == 1)
+        refused_at = server.frames[0][0]
+        server.refusing = False
+        assert await asyncio.wait_for(send, 10) == 1
+    assert [i for _, i in server.frames] == ["m1", "m1"]
+    assert server.frames[1][0] - refused_at >= 1.0

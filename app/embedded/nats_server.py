@@ -74,9 +74,10 @@ class EmbeddedNats:
         )
         await wait_for_log(self._proc, log, offset, "Server is ready", timeout=30)
 
-    async def stop(self) -> None:
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server: SIGTERM (clean), or another signal (SIGKILL: a crash)."""
         if self._proc is not None:
-            await terminate(self._proc, signal.SIGTERM)
+            await terminate(self._proc, sig)
             self._proc = None
 
     async def __aenter__(self) -> EmbeddedNats:

@@ -151,9 +151,11 @@ class EmbeddedPostgres:
         finally:
             await conn.close()
 
-    async def stop(self) -> None:
+    async def stop(self, sig: int = signal.SIGINT) -> None:
+        """Stop the postmaster: SIGINT (fast shutdown), or another signal (SIGKILL: a
+        crash; the next start runs crash recovery)."""
         if self._proc is not None:
-            await terminate(self._proc, signal.SIGINT)  # SIGINT = fast shutdown
+            await terminate(self._proc, sig)
             self._proc = None
 
     async def __aenter__(self) -> EmbeddedPostgres:
