@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ from workers.runner import Delivery
 NOTIFICATION_NAMESPACE = uuid.UUID("7a3c51e0-1b8e-4c52-a0f4-2f6d9e8b3c17")
 ACTIVE = frozenset({Status.ACTIVE, Status.BUSY})
 
+log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 _decode = msgspec.json.Decoder(Event)
 
@@ -87,7 +89,13 @@ class Planner:
 
     async def __call__(self, d: Delivery, conn: Conn) -> None:
         wedding_id = uuid.UUID(d.subject.split(".")[2])
-        event = _decode.decode(d.data)
+        try:
+            event = _decode.decode(d.data)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            # stored before the edge refused such input (too deep, not an envelope): it
+            # would fail the same way every time, and nobody is to hear about it
+            log.warning("skipped unreadable event %s:%d: %s", d.stream, d.stream_seq, exc)
+            return
         wedding = await store.wedding(conn, wedding_id)
         if wedding is None:  # deleted since: nobody left to tell
             return
