@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 import nats
@@ -36,6 +36,9 @@ class Connections:
     nc: NATS
     js: JetStreamContext
     pool: asyncpg.Pool
+    #: called (each as a task) whenever the NATS connection is re-established: what a
+    #: server restart took away (ordered consumers' server side) can be put back at once
+    on_reconnect: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def _require(settings: Settings) -> tuple[str, str]:
@@ -68,6 +71,16 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
     """Open NATS and the pool (waiting for either if it is not up yet); on exit drain NATS
     (flushing pending publishes) and close."""
     nats_url, db_url = _require(settings)
+    hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reconnected() -> None:
+        log.warning("NATS connection re-established")
+        for hook in list(hooks):
+            task = asyncio.create_task(hook())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
     nc = await _until_reachable(
         "NATS",
         lambda: nats.connect(
@@ -76,6 +89,7 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
             connect_timeout=settings.nats.connect_timeout,
             max_reconnect_attempts=-1,
             allow_reconnect=True,
+            reconnected_cb=reconnected,
         ),
     )
     try:
@@ -86,7 +100,7 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
             ),
         )
         try:
-            yield Connections(nc=nc, js=nc.jetstream(), pool=pool)
+            yield Connections(nc=nc, js=nc.jetstream(), pool=pool, on_reconnect=hooks)
         finally:
             await pool.close()
     finally:

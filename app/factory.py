@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> Litestar:
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,
             ):
+                conns.on_reconnect.append(hub.resubscribe)
                 app.state.hub = hub
                 yield
 

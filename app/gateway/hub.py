@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -280,13 +280,7 @@ class Hub:
             if room is None:
                 batch = self.settings.presence.batch
                 room = Room(conn.wedding_id, batch, self.tally, self.contacts)
-                room.sub = await self.js.subscribe(
-                    wedding_wildcard(conn.wedding_id),
-                    stream=EVENTS.name,
-                    ordered_consumer=True,
-                    deliver_policy=DeliverPolicy.NEW,
-                    cb=room.on_event,
-                )
+                room.sub = await self._subscribe(room, None)
                 # after subscribing: older events are in the lookup, newer reach on_event
                 room.head = max(room.head, await last_seq(self.js, self.pool, conn.wedding_id))
                 self.rooms[conn.wedding_id] = room
@@ -309,6 +303,51 @@ class Hub:
                 del self.rooms[conn.wedding_id]
                 room.presence.cancel()
                 await self._drop(room)
+
+    async def _subscribe(
+        self, room: Room, from_seq: int | None
+    ) -> JetStreamContext.PushSubscription:
+        """The room's live subscription: new events, or every event from ``from_seq``."""
+        config = None
+        if from_seq is not None:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
+            )
+        return await self.js.subscribe(
+            wedding_wildcard(room.wedding_id),
+            stream=EVENTS.name,
+            ordered_consumer=True,
+            deliver_policy=None if config else DeliverPolicy.NEW,
+            config=config,
+            cb=room.on_event,
+        )
+
+    async def resubscribe(self) -> None:
+        """After NATS came back: every room's subscription again, from the event after the
+        last one it delivered. nats-py would notice a restarted server itself only after
+        missed heartbeats (~10-15 s without live events); sockets drop what they have
+        already (by seq), so nothing arrives twice and nothing is skipped."""
+        delay = 0.25
+        pending = list(self.rooms.values())
+        while pending:
+            room = pending.pop(0)
+            async with self._lock:
+                if self.rooms.get(room.wedding_id) is not room:
+                    continue  # closed meanwhile
+                try:
+                    fresh = await self._subscribe(room, room.head + 1)
+                except Exception as exc:  # JetStream not ready yet after the restart
+                    log.info("room %s not resubscribed yet: %r", room.wedding_id, exc)
+                    pending.insert(0, room)
+                else:
+                    old, room.sub = room.sub, fresh
+                    if old is not None:
+                        with contextlib.suppress(Exception):
+                            await old.unsubscribe()
+                    delay = 0.25
+                    continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _drop(self, room: Room) -> None:
         if room.sub is not None:
