@@ -72,9 +72,12 @@ async def enqueue(
     """Inside the change's transaction: the rows, and a wake-up delivered at commit."""
     if not events:
         return
+    # written as tried: the relay publishes right after the commit, and a row whose publish
+    # was never confirmed must be looked up in the stream once the duplicate window is past
     await conn.executemany(
-        """INSERT INTO event_outbox (partition, wedding_id, subject, msg_id, payload, headers)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (msg_id) DO NOTHING""",
+        """INSERT INTO event_outbox (partition, wedding_id, subject, msg_id, payload, headers,
+                                     first_try_at)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, now()) ON CONFLICT (msg_id) DO NOTHING""",
         [
             (
                 partition,
@@ -102,7 +105,10 @@ class _Row:
 
 
 class OutboxRelay:
-    """``async with OutboxRelay(js, pool, partitions) as r: await r.wait()``."""
+    """``async with OutboxRelay(js, pool, partitions) as r: await r.wait()``.
+
+    One task per partition, each on a connection of its own (its advisory lock and its
+    listener live and die with that connection), so partitions are relayed side by side."""
 
     def __init__(
         self,
@@ -116,41 +122,41 @@ class OutboxRelay:
         self.outages = outages
         self.published = 0
         self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._dirty: set[int] = set(self.partitions)
-        self._task: asyncio.Task[None] | None = None
+        self._wakes = {p: asyncio.Event() for p in self.partitions}
+        self._tasks: list[asyncio.Task[None]] = []
         self._window = 120.0
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="outbox relay")
+        self._tasks = [
+            asyncio.create_task(self._run(p), name=f"outbox relay p{p}") for p in self.partitions
+        ]
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        for wake in self._wakes.values():
+            wake.set()
+        await asyncio.gather(*self._tasks)
 
     async def wait(self) -> None:
-        assert self._task is not None, "not started: use `async with`"
-        await asyncio.shield(self._task)
+        assert self._tasks, "not started: use `async with`"
+        await asyncio.shield(asyncio.gather(*self._tasks))
 
     def _notified(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
-        with contextlib.suppress(ValueError, TypeError):
-            self._dirty.add(int(str(payload)))
-        self._wake.set()
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            self._wakes[int(str(payload))].set()
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, partition: int) -> None:
         while not self._stopping.is_set():
             try:
-                await self._session()
+                await self._session(partition)
             except Exception as exc:
                 if not is_infrastructure(exc):
-                    log.exception("outbox relay failed; starting again")
+                    log.exception("outbox relay p%d failed; starting again", partition)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), 1.0)
                     continue
@@ -158,31 +164,28 @@ class OutboxRelay:
                     self.js, self.pool, self._stopping, detail=f"outbox relay: {exc!r}"
                 )
 
-    async def _session(self) -> None:
-        """One connection's life: listen, lock what partitions we can, drain on wake-ups."""
+    async def _session(self, partition: int) -> None:
+        """One connection's life: take the partition's lock (or wait for it), then drain
+        on every wake-up and every ``SWEEP_EVERY`` seconds."""
         info = await self.js.stream_info(EVENTS.name)
         self._window = float(info.config.duplicate_window or 120.0)
-        async with self.pool.acquire() as conn:  # released: locks and listener go with it
+        wake = self._wakes[partition]
+        async with self.pool.acquire() as conn:  # released: lock and listener go with it
             await conn.add_listener(CHANNEL, self._notified)
-            held: set[int] = set()
-            self._dirty = set(self.partitions)  # anything committed while we were away
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, partition
+            ):  # another process relays it: stand by
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), SWEEP_EVERY)
+                if self._stopping.is_set():
+                    return
             while not self._stopping.is_set():
-                for p in self.partitions:
-                    if p not in held and await conn.fetchval(
-                        "SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, p
-                    ):
-                        held.add(p)
-                        self._dirty.add(p)
-                for p in sorted(self._dirty & held):
-                    self._dirty.discard(p)
-                    await self._drain(conn, p)
-                self._wake.clear()
-                if self._dirty & held:
+                wake.clear()
+                await self._drain(conn, partition)
+                if wake.is_set():
                     continue  # notified while draining
-                try:
-                    await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
-                except TimeoutError:
-                    self._dirty.update(held)  # a sweep: a notification may have been lost
+                with contextlib.suppress(TimeoutError):  # a sweep: a lost notification
+                    await asyncio.wait_for(wake.wait(), SWEEP_EVERY)
                 if conn.is_closed():
                     raise ConnectionError("outbox relay connection closed")
 
@@ -212,6 +215,7 @@ class OutboxRelay:
     async def _next(self, conn: Conn, partition: int) -> list[_Row]:
         records = await conn.fetch(
             """SELECT id, wedding_id, subject, msg_id, payload, headers::text AS headers,
+                      first_try_at IS NULL AS untried,
                       first_try_at IS NOT NULL
                         AND now() - first_try_at > make_interval(secs => $3) AS long_ago
                FROM event_outbox WHERE partition = $1 ORDER BY id LIMIT $2""",
@@ -231,12 +235,13 @@ class OutboxRelay:
             )
             for r in records
         ]
-        # from here on a publish of these may have happened: say so before trying
-        await conn.execute(
-            "UPDATE event_outbox SET first_try_at = now() "
-            "WHERE id = ANY($1::bigint[]) AND first_try_at IS NULL",
-            [r.id for r in rows],
-        )
+        untried = [r["id"] for r in records if r["untried"]]
+        if untried:  # rows are written "tried" (enqueue): only rows of older versions
+            # from here on a publish of these may have happened: say so before trying
+            await conn.execute(
+                "UPDATE event_outbox SET first_try_at = now() WHERE id = ANY($1::bigint[])",
+                untried,
+            )
         return rows
 
     async def _stored_already(self, conn: Conn, rows: list[_Row]) -> dict[str, int]:
@@ -282,13 +287,14 @@ class OutboxRelay:
         heads: dict[uuid.UUID, int] = {}
         for r, seq in done:
             heads[r.wedding_id] = max(heads.get(r.wedding_id, 0), seq)
-        async with conn.transaction():
-            await conn.execute(
-                "DELETE FROM event_outbox WHERE id = ANY($1::bigint[])", [r.id for r, _ in done]
-            )
-            await conn.executemany(
-                """INSERT INTO wedding_state (wedding_id, seq) VALUES ($1, $2)
-                   ON CONFLICT (wedding_id) DO UPDATE
-                   SET seq = greatest(wedding_state.seq, EXCLUDED.seq)""",
-                sorted(heads.items()),  # one lock order for every relay
-            )
+        weddings = sorted(heads)  # one lock order for every relay
+        await conn.execute(  # one statement: one round trip, one transaction
+            """WITH gone AS (DELETE FROM event_outbox WHERE id = ANY($1::bigint[]))
+               INSERT INTO wedding_state (wedding_id, seq)
+               SELECT * FROM unnest($2::uuid[], $3::bigint[])
+               ON CONFLICT (wedding_id) DO UPDATE
+               SET seq = greatest(wedding_state.seq, EXCLUDED.seq)""",
+            [r.id for r, _ in done],
+            weddings,
+            [heads[w] for w in weddings],
+        )

@@ -15,7 +15,8 @@ CREATE TABLE event_outbox (
     payload       bytea       NOT NULL,
     headers       jsonb       NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
-    -- when a relay first tried to publish it (the outcome of that try may be unknown)
+    -- since when a publish of it may have happened (the outcome of a try may be unknown):
+    -- written with the row, which is relayed right after its commit
     first_try_at  timestamptz
 );
 CREATE INDEX event_outbox_partition ON event_outbox (partition, id);
