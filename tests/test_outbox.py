@@ -146,5 +146,5 @@ async def test_row_tried_before_the_duplicate_window_is_looked_up_not_republishe
     assert len(await stored_copies(conns, world.wedding, published)) == 1
     [second] = await stored_copies(conns, world.wedding, lost)
     async with conns.pool.acquire() as db:
-        head = await db.fetchval("SELECT seq FROM wedding_state WHERE wedding_id = $1", wedding)
+        head = await db.fetchval("SELECT seq FROM outbox_published WHERE wedding_id = $1", wedding)
     assert head == second  # the wedding's confirmed position moved on to it

@@ -53,7 +53,7 @@ HANDLED = meter.create_counter(
     description="Messages a worker consumer settled, by result (acked, retried, dead)",
 )
 
-Result = Literal["acked", "retried", "dead", "outage"]
+Result = Literal["acked", "refused", "retried", "dead", "outage"]
 #: Connection errors retried at once (uncounted) while both services answer, per message.
 BLIPS = 3
 
@@ -71,6 +71,16 @@ class Delivery:
 
 
 Handler = Callable[[Delivery, Conn], Awaitable[None]]
+#: A handler may also have ``refuse(delivery, conn, exc) -> bool``: called when it failed
+#: while NATS and PostgreSQL answer, in a fresh transaction; True records the message as
+#: refused (the handler wrote what refusing means, e.g. telling its author) and acks it at
+#: once instead of retrying a failure that would repeat (the conflicts worker: a value
+#: PostgreSQL cannot store). False: the failure is counted and retried as usual.
+Refuse = Callable[[Delivery, Conn, Exception], Awaitable[bool]]
+
+
+class _NotRefused(Exception):
+    """Rolls back a refusal the handler declined."""
 
 
 class Unfinished(Exception):
@@ -276,7 +286,7 @@ class ConsumerRunner:
                 num_delivered=meta.num_delivered,
             )
             result = await self._settle(msg, delivery)
-            if result != "acked":
+            if result not in ("acked", "refused"):
                 span.set_status(StatusCode.ERROR, result)
             HANDLED.add(1, {"consumer": self.spec.durable, "result": result})
 
@@ -299,9 +309,20 @@ class ConsumerRunner:
                         await asyncio.wait_for(self._stopping.wait(), 0.5 * blips)
                     continue
                 if down is None:
-                    result = await self._failed(msg, d, reason, isinstance(exc, Unfinished))
-                    if result != "outage":
-                        return result
+                    try:
+                        refused = await self._refused(d, exc)
+                    except Exception as settle:
+                        if not is_infrastructure(settle):
+                            raise
+                        self.outages.begin("NATS or PostgreSQL", repr(settle))
+                    else:
+                        if refused:
+                            with contextlib.suppress(Exception):  # a redelivery only acks
+                                await msg.ack_sync()
+                            return "refused"
+                        result = await self._failed(msg, d, reason, isinstance(exc, Unfinished))
+                        if result != "outage":
+                            return result
                 else:
                     self.outages.begin(down, reason)
             else:
@@ -354,6 +375,28 @@ class ConsumerRunner:
                         d.stream_seq,
                     )
         return 0
+
+    async def _refused(self, d: Delivery, exc: Exception) -> bool:
+        """The handler's say on a failure on healthy services (its optional ``refuse``):
+        True when it recorded the message as refused, in a transaction of its own with the
+        consumed record, so that it is acked rather than retried."""
+        refuse: Refuse | None = getattr(self.handler, "refuse", None)
+        if refuse is None:
+            return False
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                first = await conn.fetchval(
+                    """INSERT INTO worker_consumed (consumer, stream, stream_seq)
+                       VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
+                    self.spec.durable,
+                    d.stream,
+                    d.stream_seq,
+                )
+                if first and not await refuse(d, conn, exc):
+                    raise _NotRefused
+        except _NotRefused:
+            return False
+        return True
 
     async def _failed(self, msg: Msg, d: Delivery, reason: str, unfinished: bool) -> Result:
         """Count a failure of the message on healthy services; redeliver it later, or

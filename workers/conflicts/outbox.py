@@ -1,9 +1,9 @@
 """The conflicts worker's transactional outbox: events exist only for committed changes.
 
 A change's result events are written to ``event_outbox`` in the transaction that writes
-the state (:func:`enqueue`), and a ``NOTIFY`` in the same transaction wakes the relay when
-it commits. The :class:`OutboxRelay` publishes a partition's rows in id order, then deletes
-them and records the wedding's stream position in one transaction. So:
+the state (:func:`enqueue`), and a trigger's ``NOTIFY`` wakes the relay when it commits.
+The :class:`OutboxRelay` publishes a partition's rows in id order, then deletes them and
+records the wedding's stream position in one statement. So:
 
 * no event is ever published for a change PostgreSQL did not commit (the rows do not
   exist until the commit; a rolled-back attempt leaves none);
@@ -90,7 +90,7 @@ async def enqueue(
             for e in events
         ],
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(partition))
+    # the insert's trigger wakes the partition's relay at commit (migration 0008)
 
 
 @dataclass(slots=True)
@@ -253,7 +253,7 @@ class OutboxRelay:
             by_wedding.setdefault(r.wedding_id, {})[r.payload] = r.msg_id
         for wedding_id, wanted in by_wedding.items():
             seq = await conn.fetchval(
-                "SELECT seq FROM wedding_state WHERE wedding_id = $1", wedding_id
+                "SELECT seq FROM outbox_published WHERE wedding_id = $1", wedding_id
             )
             stale, before = len(wanted), len(found)
             async for at, data in self._events_after(wedding_id, int(seq or 0)):
@@ -290,10 +290,10 @@ class OutboxRelay:
         weddings = sorted(heads)  # one lock order for every relay
         await conn.execute(  # one statement: one round trip, one transaction
             """WITH gone AS (DELETE FROM event_outbox WHERE id = ANY($1::bigint[]))
-               INSERT INTO wedding_state (wedding_id, seq)
+               INSERT INTO outbox_published (wedding_id, seq)
                SELECT * FROM unnest($2::uuid[], $3::bigint[])
                ON CONFLICT (wedding_id) DO UPDATE
-               SET seq = greatest(wedding_state.seq, EXCLUDED.seq)""",
+               SET seq = greatest(outbox_published.seq, EXCLUDED.seq)""",
             [r.id for r, _ in done],
             weddings,
             [heads[w] for w in weddings],

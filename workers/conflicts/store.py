@@ -15,15 +15,23 @@ from streams.permissions import WeddingStatus
 from streams.state import EntityKind
 from workers.conflicts.engine import Entity, Outcome, PendingApproval
 
+_LOCK = """SELECT w.status FROM weddings w JOIN wedding_state s ON s.wedding_id = w.id
+           WHERE w.id = $1 FOR UPDATE OF s"""
+
 
 async def lock_wedding(conn: Conn, wedding_id: uuid.UUID) -> WeddingStatus | None:
-    """The wedding's status, with its state row locked until commit (None: no wedding)."""
-    status = await conn.fetchval("SELECT status FROM weddings WHERE id = $1", wedding_id)
-    if status is None:
-        return None
-    await conn.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                       wedding_id)  # fmt: skip
-    await conn.execute("SELECT 1 FROM wedding_state WHERE wedding_id = $1 FOR UPDATE", wedding_id)
+    """The wedding's status, with its state row locked until commit (None: no wedding).
+    One round trip once the wedding has its state row (from its first change on)."""
+    status = await conn.fetchval(_LOCK, wedding_id)
+    if status is None:  # its first change (or no such wedding)
+        await conn.execute(
+            """INSERT INTO wedding_state (wedding_id) SELECT id FROM weddings WHERE id = $1
+               ON CONFLICT DO NOTHING""",
+            wedding_id,
+        )
+        status = await conn.fetchval(_LOCK, wedding_id)
+        if status is None:
+            return None
     return WeddingStatus(status)
 
 

@@ -13,8 +13,9 @@ unchanged state (and no event of it exists anywhere); after it, the message is f
 consumed and its events are in the outbox until published.
 
 A change PostgreSQL refuses (a value it cannot store) or the rules fail on is refused to
-its author at once (``conflict.rejected``, reason ``invalid``) in the same transaction,
-rather than retried: it would fail the same way each time, holding up its partition.
+its author at once (``conflict.rejected``, reason ``invalid``), in a transaction of its own
+(the runner's ``refuse`` hook), rather than retried: it would fail the same way each time,
+holding up its partition.
 """
 
 from __future__ import annotations
@@ -85,23 +86,31 @@ class ConflictHandler:
         status = await store.lock_wedding(conn, wedding_id)
         if status is None:
             return  # the wedding was deleted
-        try:
-            async with conn.transaction():  # a savepoint: a refusal undoes only this change
-                if isinstance(msg, ChangeRequest):
-                    view = View(await store.load(conn, wedding_id, msg))
-                    out = apply_change(msg, d.stream_seq, view, status, self.rules)
-                else:
-                    out = await self._decide(conn, wedding_id, msg, d.stream_seq, status)
-                await store.save(conn, wedding_id, out, d.stream_seq)
-        except Exception as exc:
-            if not deterministic(exc):
-                raise  # an outage or a transient conflict: the runner tries again
-            # it would fail the same way every time: refuse it to its author now rather than
-            # hold the partition (every wedding in it) through retries
-            log.warning("change %s:%d refused as invalid: %r", d.stream, d.stream_seq, exc)
-            if not isinstance(msg, ChangeRequest):
-                return  # a decision that cannot be applied: the approval stays pending
+        if isinstance(msg, ChangeRequest):
+            view = View(await store.load(conn, wedding_id, msg))
+            out = apply_change(msg, d.stream_seq, view, status, self.rules)
+        else:
+            out = await self._decide(conn, wedding_id, msg, d.stream_seq, status)
+        await store.save(conn, wedding_id, out, d.stream_seq)
+        await self._enqueue(conn, wedding_id, out, msg, d)
+
+    async def refuse(self, d: Delivery, conn: Conn, exc: Exception) -> bool:
+        """The runner's call after this handler failed while NATS and PostgreSQL answer (its
+        transaction rolled back): a failure that would repeat every time (PostgreSQL
+        refusing a value, a bug in the rules) is refused to its author now, rather than
+        holding the partition, every wedding in it, through retries."""
+        if not deterministic(exc):
+            return False  # a serialization failure or deadlock: retried as usual
+        log.warning("change %s:%d refused as invalid: %r", d.stream, d.stream_seq, exc)
+        msg = _decode.decode(d.data)  # it decoded the first time
+        if isinstance(msg, ChangeRequest):
             out = invalid(msg, d.stream_seq, "the change holds a value that cannot be stored")
+            await self._enqueue(conn, uuid.UUID(msg.wedding_id), out, msg, d)
+        return True  # a decision that cannot be applied: the approval stays pending
+
+    async def _enqueue(
+        self, conn: Conn, wedding_id: uuid.UUID, out: Outcome, msg: ChangeMessage, d: Delivery
+    ) -> None:
         partition = int(d.subject.split(".")[2])
         await outbox.enqueue(conn, partition, wedding_id, self._outgoing(wedding_id, out, msg, d))
 
