@@ -36,6 +36,7 @@ __all__ = ["OPEN_LIMITS", "Seat", "System", "populate", "raise_fd_limit", "runni
 OPEN_LIMITS = {
     "WEDSYNC_RATE_LIMIT_USER": "1000000/minute",
     "WEDSYNC_RATE_LIMIT_IP": "100000000/minute",
+    "WEDSYNC_RATE_LIMIT_WS": "100000000/minute",  # thousands of handshakes per source address
     "WEDSYNC_WS_RATE": "1000",
     "WEDSYNC_WS_BURST": "1000",
     # resume runs replay the same 10 000 events back to back from one user
