@@ -128,8 +128,7 @@ class Connection:
         if channel not in self.readable:
             return
         if channel in self.scoped:
-            assert self.scope is not None
-            mine = self.scope.frame(seq, stored, frame)
+            mine = self._scoped(seq, stored, frame)
             if mine is None:
                 return
             frame = mine
@@ -148,15 +147,19 @@ class Connection:
         the queue (only we wait)."""
         if channel not in self.readable or seq <= self.last_sent or self.closed:
             return
-        frame = event_frame(seq, stored)
+        frame: str | None = event_frame(seq, stored)
         if channel in self.scoped:
-            assert self.scope is not None
-            mine = self.scope.frame(seq, stored, frame)
-            if mine is None:
-                return
-            frame = mine
+            assert frame is not None
+            frame = self._scoped(seq, stored, frame)
+        if frame is None:
+            return
         self.last_sent = seq
         await self.queue.put(frame)
+
+    def _scoped(self, seq: int, stored: bytes, frame: str) -> str | None:
+        """The frame as this member's record-level scope shows it (None: not at all)."""
+        assert self.scope is not None
+        return self.scope.frame(seq, stored, frame)
 
     def finish_replay(self) -> None:
         """Send the live events held during the replay (filtered when they were offered)."""
