@@ -30,11 +30,16 @@ OFF = {"WEDSYNC_WS_MAX_LAG": "0", "WEDSYNC_WS_MAX_INFLIGHT": "1000000000"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     load_arguments(p)
-    p.add_argument("--capacity", type=float, required=True,
-                   help="messages/s the system sustains (measured with `fanout`)")  # fmt: skip
+    p.add_argument(
+        "--capacity",
+        type=float,
+        required=True,
+        help="messages/s the system sustains (measured with `fanout`)",
+    )
     p.add_argument("--levels", default="0.5,1,2", help="multiples of the capacity to offer")
-    p.add_argument("--modes", default="on,off",
-                   help="admission control on (as configured) and/or off")  # fmt: skip
+    p.add_argument(
+        "--modes", default="on,off", help="admission control on (as configured) and/or off"
+    )
 
 
 def _level(args: argparse.Namespace, level: float) -> argparse.Namespace:
@@ -69,30 +74,49 @@ async def run(args: argparse.Namespace) -> Path:
         async with running_system(args.gateways, env) as system:
             started = time.perf_counter()
             seats = await populate(system, args.rooms, args.members, ROLES)
-            print(f"[{mode}] populated {len(seats)} members in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"[{mode}] populated {len(seats)} members in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             pids = {"gateways": [p.pid for p in system.procs], **service_pids()}
             rows = []
             for level in levels:
-                r, res = await drive(f"{mode} x{level:g}", "wedsync", seats,
-                                     _level(args, level), pids)  # fmt: skip
-                row = {**_summary(level, r, args.duration), "cpu_percent": r["cpu_percent"],
-                       "p99_per_second_ms": r["p99_per_second_ms"]}  # fmt: skip
-                print(f"[{mode} x{level:g}] " + ", ".join(
-                    f"{k} {v}" for k, v in row.items() if k != "p99_per_second_ms"),
-                    flush=True)  # fmt: skip
+                r, res = await drive(
+                    f"{mode} x{level:g}", "wedsync", seats, _level(args, level), pids
+                )
+                row = {
+                    **_summary(level, r, args.duration),
+                    "cpu_percent": r["cpu_percent"],
+                    "p99_per_second_ms": r["p99_per_second_ms"],
+                }
+                print(
+                    f"[{mode} x{level:g}] "
+                    + ", ".join(f"{k} {v}" for k, v in row.items() if k != "p99_per_second_ms"),
+                    flush=True,
+                )
                 rows.append(row)
                 figure_latency[f"{mode} x{level:g}"] = res.delivery
             results[mode] = rows
-    config = {"rooms": args.rooms, "members": args.members, "duration_s": args.duration,
-              "gateways": args.gateways, "loaders": args.loaders, "capacity": args.capacity,
-              "levels": levels}  # fmt: skip
+    config = {
+        "rooms": args.rooms,
+        "members": args.members,
+        "duration_s": args.duration,
+        "gateways": args.gateways,
+        "loaders": args.loaders,
+        "capacity": args.capacity,
+        "levels": levels,
+    }
     figure = Figure(
         f"overload: {args.rooms} rooms x {args.members}, capacity {args.capacity:g} msg/s",
         latency=figure_latency,
-        timeline={f"{m} x{row['level']:g} p99 ms": [float(x) for x in row["p99_per_second_ms"]]
-                  for m, rows in results.items() for row in rows},
-        timeline_title="p99 of accepted messages, per second", timeline_ylabel="ms",
-    )  # fmt: skip
-    return write(args.out, "overload", {"scenario": "overload", "config": config,
-                                        "modes": results}, figure)  # fmt: skip
+        timeline={
+            f"{m} x{row['level']:g} p99 ms": [float(x) for x in row["p99_per_second_ms"]]
+            for m, rows in results.items()
+            for row in rows
+        },
+        timeline_title="p99 of accepted messages, per second",
+        timeline_ylabel="ms",
+    )
+    return write(
+        args.out, "overload", {"scenario": "overload", "config": config, "modes": results}, figure
+    )

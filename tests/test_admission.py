@@ -20,8 +20,11 @@ from tests.world import World, connect, gateway_processes, recv, recv_type, send
 
 async def history(world: World) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events",
-                        headers=world.auth(world.couple), params={"limit": 1000})  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            headers=world.auth(world.couple),
+            params={"limit": 1000},
+        )
         assert r.status_code == 200, r.text
         return [e["event"] for e in r.json()["events"]]
 
@@ -46,8 +49,15 @@ async def test_nothing_in_flight_allowed_refuses_every_store(settings: Settings)
         ids = {f"m{i}" for i in range(5)}
         for i in sorted(ids):
             await send(ws, type="message", id=i, channel="chat", data={"text": i})
-        await send(ws, type="change", id="c1", entity="tasks", entity_id="t1", op="create",
-                   fields={"title": "x"})  # fmt: skip
+        await send(
+            ws,
+            type="change",
+            id="c1",
+            entity="tasks",
+            entity_id="t1",
+            op="create",
+            fields={"title": "x"},
+        )
         got = await frames_until(ws, ids | {"c1"})
         assert {f["code"] for f in got.values()} == {"overloaded"}
         assert all(float(f["retry_after"]) > 0 for f in got.values())

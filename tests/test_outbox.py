@@ -54,25 +54,33 @@ async def dead_letters(conns: Connections) -> int:
 
 
 async def test_unstorable_change_is_refused_at_once_without_holding_the_partition(
-    world: World, gateways: list[str], settings: Settings, conns: Connections,
+    world: World,
+    gateways: list[str],
+    settings: Settings,
+    conns: Connections,
     conflicts_worker: None,
-) -> None:  # fmt: skip
+) -> None:
     bystander = await same_partition(settings, gateways[0], world.wedding)
     author = await join_member(world, gateways[0], world.couple)
     other = await join_member(bystander, gateways[1], bystander.couple)
     dlq_before = await dead_letters(conns)
     # as if it came past the edge by another route: PostgreSQL refuses NUL in text
     poisoned = ChangeRequest(
-        client_id="poison-1", wedding_id=world.wedding,
-        actor=Actor(user_id=world.couple, role=Role.COUPLE), entity=EntityKind.TASKS,
-        entity_id="t-nul", op=Op.CREATE, fields={"title": "a\x00b", "assignee": None,
-                                                   "due": None, "done": False},
-        base_version=None, ts=time.time(),
-    )  # fmt: skip
+        client_id="poison-1",
+        wedding_id=world.wedding,
+        actor=Actor(user_id=world.couple, role=Role.COUPLE),
+        entity=EntityKind.TASKS,
+        entity_id="t-nul",
+        op=Op.CREATE,
+        fields={"title": "a\x00b", "assignee": None, "due": None, "done": False},
+        base_version=None,
+        ts=time.time(),
+    )
     stored = await conns.js.publish(
-        change_subject(world.wedding, PARTITIONS), msgspec.json.encode(poisoned),
+        change_subject(world.wedding, PARTITIONS),
+        msgspec.json.encode(poisoned),
         stream=CHANGES.name,
-    )  # fmt: skip
+    )
     cid = await other.change("tasks", "t-ok", "create", {"title": "after the poison"})
 
     refused = await author.event("conflict.rejected", entity_id="t-nul")
@@ -83,8 +91,9 @@ async def test_unstorable_change_is_refused_at_once_without_holding_the_partitio
     async with conns.pool.acquire() as db:
         retried = await db.fetchval(
             "SELECT count(*) FROM worker_failures WHERE stream = $1 AND stream_seq = $2",
-            CHANGES.name, stored.seq,
-        )  # fmt: skip
+            CHANGES.name,
+            stored.seq,
+        )
         rows = await db.fetchval(
             "SELECT count(*) FROM entities WHERE wedding_id = $1", uuid.UUID(world.wedding)
         )
@@ -97,8 +106,9 @@ async def stored_copies(conns: Connections, wedding: str, payload: bytes) -> lis
     seqs, seq = [], 0
     while True:
         try:
-            msg = await conns.js.get_msg(EVENTS.name, seq=seq + 1, subject=wedding_wildcard(wedding),
-                                         next=True)  # fmt: skip
+            msg = await conns.js.get_msg(
+                EVENTS.name, seq=seq + 1, subject=wedding_wildcard(wedding), next=True
+            )
         except Exception:
             return seqs
         seq = int(msg.seq or 0)
@@ -113,33 +123,41 @@ async def test_row_tried_before_the_duplicate_window_is_looked_up_not_republishe
     subject = wedding_subject(wedding, Channel.TASKS)
 
     def event(n: int) -> bytes:
-        return msgspec.json.encode(Event(
-            id=str(uuid.uuid4()), type="entity.created", channel=Channel.TASKS,
-            actor=Actor(user_id=world.couple, role=Role.COUPLE),
-            data={"entity": "tasks", "entity_id": f"x{n}", "version": 1, "fields": {}},
-            ts=time.time(),
-        ))  # fmt: skip
+        return msgspec.json.encode(
+            Event(
+                id=str(uuid.uuid4()),
+                type="entity.created",
+                channel=Channel.TASKS,
+                actor=Actor(user_id=world.couple, role=Role.COUPLE),
+                data={"entity": "tasks", "entity_id": f"x{n}", "version": 1, "fields": {}},
+                ts=time.time(),
+            )
+        )
 
     published, lost = event(1), event(2)
     # the first was published an hour ago, but its confirmation never committed (and a
     # republish would not be caught by the duplicate window: that copy has another id)
-    await conns.js.publish(subject, published, stream=EVENTS.name,
-                           headers={"Nats-Msg-Id": f"old-{uuid.uuid4()}"})  # fmt: skip
+    await conns.js.publish(
+        subject, published, stream=EVENTS.name, headers={"Nats-Msg-Id": f"old-{uuid.uuid4()}"}
+    )
     partition = partition_of(world.wedding, PARTITIONS)
     async with conns.pool.acquire() as db:
         await db.executemany(
             """INSERT INTO event_outbox (partition, wedding_id, subject, msg_id, payload,
                                          headers, first_try_at)
                VALUES ($1, $2, $3, $4, $5, $6::jsonb, now() - interval '1 hour')""",
-            [(partition, wedding, subject, f"test:{uuid.uuid4()}", p, json.dumps({}))
-             for p in (published, lost)],
-        )  # fmt: skip
+            [
+                (partition, wedding, subject, f"test:{uuid.uuid4()}", p, json.dumps({}))
+                for p in (published, lost)
+            ],
+        )
         await db.execute("SELECT pg_notify('wedsync_outbox', $1)", str(partition))
 
     async def drained() -> bool:
         async with conns.pool.acquire() as db:
-            n = await db.fetchval("SELECT count(*) FROM event_outbox WHERE wedding_id = $1",
-                                  wedding)  # fmt: skip
+            n = await db.fetchval(
+                "SELECT count(*) FROM event_outbox WHERE wedding_id = $1", wedding
+            )
         return n == 0
 
     await eventually(drained, timeout=20)
