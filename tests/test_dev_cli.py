@@ -362,3 +362,44 @@ async def run_cli_in(cwd: Path, *args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+# --- the README's "Try it", as written ------------------------------------------------------
+
+
+def readme_try_it() -> str:
+    """The shell blocks of the README's "Try it" section, in order, as one script."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL))
+
+
+async def test_the_readme_try_it_steps_work_as_written(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with wedsync_dev(data) as dev:
+        port = dev.url.rsplit(":", 1)[1]
+        # only the port (the README's is 8000) and where the venv is differ from the text
+        script = readme_try_it().replace("localhost:8000", f"localhost:{port}")
+        script = script.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            env={**env, "WEDSYNC_DATA_DIR": str(data)},  # the dev's data dir, as in its shell
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, err.decode()
+        text = out.decode()
+        assert '{"events":[],"last_seq":0,"next_after_seq":null}' in text  # a new wedding
+        assert '"type":"welcome"' in text
+        assert '"type":"ack","id":"m-1","seq":1' in text
+        assert '"data":{"text":"hello"}' in text  # the message, as an event
+        assert "EventFrame(seq=2" in text and "'hello again'" in text  # the Python client
+        dev.proc.terminate()
+        assert await asyncio.wait_for(dev.proc.wait(), 60) == 0
