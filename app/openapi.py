@@ -28,14 +28,14 @@ script we serve ourselves (:class:`LocalRedoc`).
 from __future__ import annotations
 
 import openapi_ui_bundles
-from litestar import Litestar, Router
+from litestar import Litestar, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import RedocRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import File
 from litestar.routes import HTTPRoute
-from litestar.static_files import create_static_files_router
 
 from app.admin_api import require_admin
 from app.auth.guard import UNLIMITED_PATHS
@@ -82,7 +82,24 @@ _OWN_BODIES: dict[str, dict[int, ResponseSpec]] = {
 
 
 SCHEMA_PATH = "/schema"
-REDOC_ASSETS = "/redoc-assets"  # under SCHEMA_PATH
+REDOC_SCRIPT = "/redoc-assets/redoc.standalone.js"  # under SCHEMA_PATH
+
+
+@get(
+    REDOC_SCRIPT,
+    include_in_schema=False,
+    media_type="text/javascript",
+    cache_control=CacheControlHeader(max_age=24 * 3600),
+    sync_to_thread=False,
+)
+def redoc_script() -> File:
+    """The script alone (the package's folder also holds a demo page loading another spec)."""
+    return File(
+        openapi_ui_bundles.redoc.static_path / "redoc.standalone.js",
+        filename="redoc.standalone.js",
+        content_disposition_type="inline",
+        media_type="text/javascript",
+    )
 
 
 class LocalRedoc(RedocRenderPlugin):
@@ -94,20 +111,13 @@ class LocalRedoc(RedocRenderPlugin):
     def __init__(self) -> None:
         super().__init__(
             path=["/", "/redoc"],
-            js_url=f"{SCHEMA_PATH}{REDOC_ASSETS}/redoc.standalone.js",
+            js_url=SCHEMA_PATH + REDOC_SCRIPT,
             google_fonts=False,
             favicon="",
         )
 
     def receive_router(self, router: Router) -> None:
-        router.register(
-            create_static_files_router(
-                path=REDOC_ASSETS,
-                directories=[openapi_ui_bundles.redoc.static_path],
-                name="redoc-assets",
-                cache_control=CacheControlHeader(max_age=24 * 3600),
-            )
-        )
+        router.register(redoc_script)
 
 
 def openapi_config() -> OpenAPIConfig:
