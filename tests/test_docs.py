@@ -26,7 +26,6 @@ from app.factory import create_app
 from config.settings import Settings
 from streams.changes import ChangeRequest
 from streams.definitions import STREAMS
-from streams.notifications import NotificationFrame
 from streams.permissions import Role, WeddingStatus
 from streams.protocol import Actor, AuthFrame, ClientFrame, Close, ServerFrame
 from streams.state import DEFAULTS, EntityKind, Op
@@ -350,10 +349,6 @@ def struct_fields(union: Any) -> dict[str, set[str]]:
 def test_frame_tables_are_the_protocol_structs(heading: str, frames: dict[str, set[str]]) -> None:
     rows = table(ROOT / "docs/protocol.md", heading)
     assert dict(frame_fields(spans(row[0])[0]) for row in rows) == frames
-
-
-def test_notification_frame_is_in_the_union() -> None:
-    assert NotificationFrame in ServerFrame.__args__  # type: ignore[attr-defined]
 
 
 # -- streams -------------------------------------------------------------------------------
