@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -14,7 +15,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from config.logging import configure_logging
-from config.secrets import MissingSecrets, require_secrets, with_dev_secrets
+from config.secrets import (
+    PRINTED,
+    MissingSecrets,
+    UnknownDevSecret,
+    printed_secret,
+    require_secrets,
+    with_dev_secrets,
+)
 from config.settings import Settings, SettingsError
 
 
@@ -159,9 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--email")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default a day)")
-    sub.add_parser("admin-token", help="print the server API's admin token (/api/admin)")
-    sub.add_parser("metrics-token", help="print the bearer token of GET /metrics")
+    admin_token = sub.add_parser(
+        "admin-token", help="print the server API's admin token (/api/admin)"
+    )
+    metrics_token = sub.add_parser("metrics-token", help="print the bearer token of GET /metrics")
+    for printing in (token, admin_token, metrics_token):
+        printing.add_argument(
+            "--new-secret",
+            action="store_true",
+            help="create the data dir's development secrets if it has none (by default "
+            "refused: no running server would know them)",
+        )
     return p
+
+
+def _print_secret(settings: Settings, args: argparse.Namespace) -> int:
+    """``wedsync token`` / ``admin-token`` / ``metrics-token``: what a running server knows
+    (configured, or in its data dir), never a secret made up on the spot unless asked."""
+    from app.auth.tokens import issue_token
+
+    auth = settings.auth
+    if args.command == "token" and not auth.jwt_secret and (auth.jwt_public_key or auth.jwks_url):
+        print(
+            "wedsync token: signs HS256 tokens with WEDSYNC_JWT_SECRET, which is unset; "
+            "RS256/ES256 tokens (WEDSYNC_JWT_PUBLIC_KEY, WEDSYNC_JWKS_URL) come from your "
+            "identity provider",
+            file=sys.stderr,
+        )
+        return 2
+    if args.new_secret:
+        settings = with_dev_secrets(settings)
+    try:
+        secret = printed_secret(settings, args.command)
+    except UnknownDevSecret as exc:
+        print(f"wedsync {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if args.command != "token":
+        print(secret)
+        return 0
+    signing = dataclasses.replace(auth, jwt_secret=secret)
+    print(issue_token(signing, args.user, name=args.name, email=args.email, ttl=args.ttl))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("dev", "token", "admin-token", "metrics-token"):
+    if args.command == "dev":
         settings = with_dev_secrets(settings)  # dev hands them to its children
     if args.command == "api":
         try:
@@ -196,18 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         except MissingSecrets as exc:
             print(f"wedsync api: {exc}", file=sys.stderr)
             return 2
-    if args.command == "admin-token":
-        print(settings.auth.admin_token)
-        return 0
-    if args.command == "metrics-token":
-        print(settings.auth.metrics_token)
-        return 0
-    if args.command == "token":
-        from app.auth.tokens import issue_token
-
-        print(issue_token(settings.auth, args.user, name=args.name, email=args.email,
-                          ttl=args.ttl))  # fmt: skip
-        return 0
+    if args.command in PRINTED:
+        return _print_secret(settings, args)
     if args.command == "dev":
         from app.embedded.process import EmbeddedError
         from app.supervisor import StartFailed, run_dev

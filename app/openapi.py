@@ -20,14 +20,21 @@ operation can return, decided by what it depends on:
 A status an operation can never return may be documented on it (the rule is by kind); a
 status it returns is never missing: schemathesis checks that (tests/test_openapi.py).
 Responses a handler declares itself win over these.
+
+The document is ``/schema/openapi.json`` (and ``.yaml``); ``/schema`` is a Redoc page whose
+script we serve ourselves (:class:`LocalRedoc`).
 """
 
 from __future__ import annotations
 
-from litestar import Litestar
+import openapi_ui_bundles
+from litestar import Litestar, Router, get
+from litestar.datastructures import CacheControlHeader
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import RedocRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import File
 from litestar.routes import HTTPRoute
 
 from app.admin_api import require_admin
@@ -74,12 +81,53 @@ _OWN_BODIES: dict[str, dict[int, ResponseSpec]] = {
 }
 
 
+SCHEMA_PATH = "/schema"
+REDOC_SCRIPT = "/redoc-assets/redoc.standalone.js"  # under SCHEMA_PATH
+
+
+@get(
+    REDOC_SCRIPT,
+    include_in_schema=False,
+    media_type="text/javascript",
+    cache_control=CacheControlHeader(max_age=24 * 3600),
+    sync_to_thread=False,
+)
+def redoc_script() -> File:
+    """The script alone (the package's folder also holds a demo page loading another spec)."""
+    return File(
+        openapi_ui_bundles.redoc.static_path / "redoc.standalone.js",
+        filename="redoc.standalone.js",
+        content_disposition_type="inline",
+        media_type="text/javascript",
+    )
+
+
+class LocalRedoc(RedocRenderPlugin):
+    """Redoc at ``/schema`` (and ``/schema/redoc``) with its script served from the
+    ``openapi-ui-bundles`` package: Litestar's default page loads Redoc from cdn.redoc.ly,
+    fonts from Google and its icon from jsDelivr, so offline it stayed blank, and online it
+    ran third-party code on our origin."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            path=["/", "/redoc"],
+            js_url=SCHEMA_PATH + REDOC_SCRIPT,
+            google_fonts=False,
+            favicon="",
+        )
+
+    def receive_router(self, router: Router) -> None:
+        router.register(redoc_script)
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="WedSync realtime",
         version="0.1.0",
-        path="/schema",
+        path=SCHEMA_PATH,
         components=Components(security_schemes=dict(SECURITY_SCHEMES)),
+        # openapi.json is added by Litestar; yaml as before; no UI that needs a CDN
+        render_plugins=[LocalRedoc(), YamlRenderPlugin()],
     )
 
 

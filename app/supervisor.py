@@ -182,6 +182,17 @@ class Supervisor:
         await asyncio.gather(*(terminate(c.proc, signal.SIGTERM) for c in self.children))
 
 
+def wedsync() -> str:
+    """How to call ``wedsync`` from this shell: the script beside this Python (a venv's
+    ``bin/``, relative to the working directory when under it), as ``wedsync`` is on the
+    PATH only in an activated venv; ``wedsync`` itself when there is no such script."""
+    script = os.path.join(os.path.dirname(sys.executable), "wedsync")
+    if not os.path.exists(script):
+        return "wedsync"
+    relative = os.path.relpath(script)
+    return script if relative.startswith("..") else relative
+
+
 async def run_dev(settings: Settings) -> int:
     started = time.monotonic()
     stop = asyncio.Event()
@@ -223,8 +234,8 @@ async def run_dev(settings: Settings) -> int:
             print(
                 f"WedSync realtime ready at {base_url} in {time.monotonic() - started:.2f}s "
                 f"(API docs {base_url}/schema, data in {live.data_dir.resolve()})\n"
-                f'Metrics (Prometheus): curl -H "Authorization: Bearer $(wedsync metrics-token)" '
-                f"{base_url}/metrics",
+                f'Metrics (Prometheus): curl -H "Authorization: Bearer $({wedsync()} '
+                f'metrics-token)" {base_url}/metrics',
                 flush=True,
             )
             await stopped

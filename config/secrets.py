@@ -2,9 +2,12 @@
 
 So that `wedsync dev`, `wedsync token`, `wedsync admin-token` and `wedsync metrics-token`
 agree across restarts without any setup; `wedsync dev` hands them to its children in their
-environment. Everywhere else (`wedsync api`) nothing is generated: WEDSYNC_JWT_SECRET (or a
-public key / JWKS URL), WEDSYNC_DATA_KEY and WEDSYNC_ADMIN_TOKEN must be set
-(``missing_secrets``), or the process refuses to start.
+environment. Only `wedsync dev` (or a printing command given `--new-secret`) creates them:
+`token`, `admin-token` and `metrics-token` only read them (``printed_secret``), refusing
+rather than inventing one no running server knows (run outside the dev data dir, they did,
+and the API then refused what they printed). Everywhere else (`wedsync api`) nothing is generated:
+WEDSYNC_JWT_SECRET (or a public key / JWKS URL), WEDSYNC_DATA_KEY and WEDSYNC_ADMIN_TOKEN
+must be set (``missing_secrets``), or the process refuses to start.
 """
 
 from __future__ import annotations
@@ -76,6 +79,42 @@ def with_dev_secrets(settings: Settings) -> Settings:
             admin_token=auth.admin_token or stored["admin_token"],
             metrics_token=auth.metrics_token or stored["metrics_token"],
         ),
+    )
+
+
+#: what each printing command prints (or signs with): its key in the data dir's file, its
+#: variable and what to call it
+PRINTED = {
+    "token": ("jwt_secret", "WEDSYNC_JWT_SECRET", "JWT secret"),
+    "admin-token": ("admin_token", "WEDSYNC_ADMIN_TOKEN", "admin token"),
+    "metrics-token": ("metrics_token", "WEDSYNC_METRICS_TOKEN", "metrics token"),
+}
+
+
+class UnknownDevSecret(RuntimeError):
+    """The secret a printing command needs is neither configured nor in the data dir."""
+
+
+def printed_secret(settings: Settings, command: str) -> str:
+    """The secret ``wedsync COMMAND`` prints or signs with: configured, else the data dir's.
+    Reads only: a secret generated here would be one no running server knows, so
+    ``UnknownDevSecret`` (saying where it looked and what to do) instead."""
+    key, variable, what = PRINTED[command]
+    configured: str | None = getattr(settings.auth, key)
+    if configured:
+        return configured
+    path = (settings.data_dir / FILE).resolve()
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if stored.get(key):
+        return stored[key]
+    raise UnknownDevSecret(
+        f"{variable} is unset and {path} holds no {what}: one made up now would be known to "
+        'no running server, which would refuse what this prints (a JWT: 401 "Signature '
+        'verification failed").\n'
+        "Run it in the directory `wedsync dev` runs in (its data dir is ./.wedsync), or set "
+        f"WEDSYNC_DATA_DIR to that data dir, or {variable} to the server's value; or pass "
+        f"--new-secret to create development secrets in {path.parent} for a `wedsync dev` "
+        "started with that data dir later."
     )
 
 

@@ -26,9 +26,9 @@ from tests.world import World, connect, eventually, recv, recv_type
 pytestmark = pytest.mark.asyncio
 
 
-async def admin_token_cli(env: dict[str, str]) -> str:
+async def admin_token_cli(env: dict[str, str], *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "admin-token", env={**os.environ, **env},
+        sys.executable, "-m", "app.cli", "admin-token", *args, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -38,7 +38,7 @@ async def admin_token_cli(env: dict[str, str]) -> str:
 
 async def test_admin_token_is_generated_once_in_dev_and_printed(tmp_path: Path) -> None:
     env = {"WEDSYNC_DATA_DIR": str(tmp_path), "WEDSYNC_ADMIN_TOKEN": ""}
-    first = await admin_token_cli(env)
+    first = await admin_token_cli(env, "--new-secret")  # refused without (test_dev_cli.py)
     assert len(first) >= 40 and first == await admin_token_cli(env)  # stable across runs
     stored = json.loads((tmp_path / "secrets.json").read_text())
     assert stored["admin_token"] == first

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import psutil
 import pytest
 
@@ -254,3 +255,151 @@ async def test_a_second_dev_on_the_same_data_dir_says_so_without_a_traceback(
         assert f"wedsync dev: data dir {(tmp_path / 'data').resolve()} is in use by pid" in err
         assert "Traceback" not in err
         assert await ready(dev.url) == 200
+
+
+# --- the commands that print a development secret -----------------------------------------
+
+PRINTING = ["token --user alice", "admin-token", "metrics-token"]
+
+
+@pytest.mark.parametrize("command", PRINTING)
+async def test_a_printing_command_outside_the_dev_data_dir_refuses_to_invent_a_secret(
+    tmp_path: Path, command: str
+) -> None:
+    # as a newcomer runs it: from another directory, no WEDSYNC_DATA_DIR (./.wedsync)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, out, err = await run_cli_in(elsewhere, *command.split())
+    assert code == 2
+    assert out == ""  # nothing to paste into a request that would be refused
+    name = command.split()[0]
+    assert f"wedsync {name}: " in err
+    assert f"{(elsewhere / '.wedsync' / 'secrets.json').resolve()} holds no " in err
+    assert "WEDSYNC_DATA_DIR" in err and "--new-secret" in err
+    assert "Traceback" not in err
+    assert not (elsewhere / ".wedsync").exists()  # nothing generated
+
+
+@pytest.mark.parametrize("command", PRINTING)
+async def test_new_secret_creates_them_once_and_dev_then_uses_them(
+    tmp_path: Path, command: str
+) -> None:
+    data = tmp_path / "data"
+    code, first, err = await run_cli(data, *command.split(), "--new-secret")
+    assert code == 0, err
+    stored = json.loads((data / "secrets.json").read_text())
+    assert (data / "secrets.json").stat().st_mode & 0o077 == 0
+    # later calls need no flag and print the same secret (or sign with it)
+    code, again, err = await run_cli(data, *command.split())
+    assert code == 0, err
+    assert json.loads((data / "secrets.json").read_text()) == stored
+    if command == "admin-token":
+        assert first.strip() == again.strip() == stored["admin_token"]
+    elif command == "metrics-token":
+        assert first.strip() == again.strip() == stored["metrics_token"]
+    else:
+        for token in (first, again):
+            claims = jwt.decode(token.strip(), stored["jwt_secret"], algorithms=["HS256"])
+            assert claims["sub"] == "alice"
+
+
+async def test_the_tokens_of_the_dev_data_dir_are_accepted_by_that_dev(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with wedsync_dev(data) as dev:
+        code, token, err = await run_cli(data, "token", "--user", "alice")  # no flag needed
+        assert code == 0, err
+        # the ready message's scrape hint names a command that runs from here (the venv's
+        # script: `wedsync` alone is on the PATH only in an activated venv)
+        assert dev.proc.stdout is not None
+        hint = (await asyncio.wait_for(dev.proc.stdout.readline(), 10)).decode()
+        m = re.search(r"Bearer \$\((\S+) metrics-token\)", hint)
+        assert m, hint
+        script = await asyncio.create_subprocess_exec(
+            m.group(1),
+            "metrics-token",
+            env={**os.environ, "WEDSYNC_DATA_DIR": str(data)},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        scrape_token = (await asyncio.wait_for(script.communicate(), 60))[0].decode().strip()
+        async with httpx.AsyncClient(base_url=dev.url) as client:
+            r = await client.post(
+                "/api/weddings",
+                headers={"Authorization": f"Bearer {token.strip()}"},
+                json={"name": "A & S", "date": "2027-06-12", "timezone": "Europe/London"},
+            )
+            assert r.status_code == 201, r.text
+            r = await client.get("/metrics", headers={"Authorization": f"Bearer {scrape_token}"})
+            assert r.status_code == 200
+        dev.proc.terminate()
+        assert await asyncio.wait_for(dev.proc.wait(), 60) == 0
+
+
+async def test_a_configured_secret_needs_no_data_dir(tmp_path: Path) -> None:
+    secret = "s" * 48
+    code, token, err = await run_cli(
+        tmp_path / "none", "token", "--user", "alice", WEDSYNC_JWT_SECRET=secret
+    )
+    assert code == 0, err
+    assert jwt.decode(token.strip(), secret, algorithms=["HS256"])["sub"] == "alice"
+    code, admin, err = await run_cli(tmp_path / "none", "admin-token", WEDSYNC_ADMIN_TOKEN="adm")
+    assert (code, admin.strip()) == (0, "adm")
+    assert not (tmp_path / "none").exists()
+
+
+async def run_cli_in(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """``wedsync ARGS`` run in ``cwd`` with no WEDSYNC_* set: (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+# --- the README's "Try it", as written ------------------------------------------------------
+
+
+def readme_try_it() -> str:
+    """The shell blocks of the README's "Try it" section, in order, as one script."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL))
+
+
+async def test_the_readme_try_it_steps_work_as_written(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with wedsync_dev(data) as dev:
+        port = dev.url.rsplit(":", 1)[1]
+        # only the port (the README's is 8000) and where the venv is differ from the text
+        script = readme_try_it().replace("localhost:8000", f"localhost:{port}")
+        script = script.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            env={**env, "WEDSYNC_DATA_DIR": str(data)},  # the dev's data dir, as in its shell
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 0, err.decode()
+        text = out.decode()
+        assert '{"events":[],"last_seq":0,"next_after_seq":null}' in text  # a new wedding
+        assert '"type":"welcome"' in text
+        assert '"type":"ack","id":"m-1","seq":1' in text
+        assert '"data":{"text":"hello"}' in text  # the message, as an event
+        assert "EventFrame(seq=2" in text and "'hello again'" in text  # the Python client
+        dev.proc.terminate()
+        assert await asyncio.wait_for(dev.proc.wait(), 60) == 0

@@ -144,6 +144,9 @@ async def test_forged_signature_is_refused() -> None:
     forged = jwt.encode(claims(), "some-other-secret-" + "y" * 32, algorithm="HS256")
     err = await refused(verifier, forged)
     assert "signature" in err.message.lower()
+    # and says what to check (a dev token from another data dir is the usual cause)
+    assert "not signed with this server's key" in err.message
+    assert "WEDSYNC_JWT_SECRET" in err.message
 
 
 async def test_tampered_payload_is_refused() -> None:

@@ -535,7 +535,8 @@ async def test_token_cli_signs_with_the_configured_secret(
 async def test_token_cli_dev_secret_survives_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first_user, second_user = user(), user()
-    first = await run_token_cli(data_dir, None, "--user", first_user, "--ttl", "60")
+    # the first creates the data dir's secrets (refused without --new-secret: test_dev_cli.py)
+    first = await run_token_cli(data_dir, None, "--user", first_user, "--ttl", "60", "--new-secret")
     stored = json.loads((data_dir / "secrets.json").read_text())
     second = await run_token_cli(data_dir, None, "--user", second_user, "--name", "N")
     assert json.loads((data_dir / "secrets.json").read_text()) == stored

@@ -89,6 +89,12 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
+        except jwt.InvalidSignatureError as exc:  # the usual dev mistake: say what to check
+            raise Unauthorized(
+                f"invalid token: {exc}: not signed with this server's key (WEDSYNC_JWT_SECRET, "
+                "_PUBLIC_KEY or _JWKS_URL; a `wedsync token` must read the same secret or, "
+                "in dev, the same data dir)"
+            ) from None
         except (jwt.PyJWTError, ValueError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         sub = claims.get("sub")
