@@ -76,10 +76,16 @@ async def test_lagging_loop_sheds_part_and_stores_exactly_what_it_acks(
         await world.create()
         ws = await connect(base, world.wedding, await world.join(world.couple))
         await recv_type(ws, "welcome")
-        ids = {uuid.uuid4().hex[:8] for _ in range(60)}
-        for i in ids:
-            await send(ws, type="message", id=i, channel="chat", data={"text": i})
-        got = await frames_until(ws, ids)
+        # the share admitted falls on every late tick and grows back on a punctual one (a
+        # timer may fire on time even here): bursts until the gateway has refused some
+        got: dict[str, dict[str, Any]] = {}
+        for _ in range(10):
+            ids = {uuid.uuid4().hex[:8] for _ in range(60)}
+            for i in ids:
+                await send(ws, type="message", id=i, channel="chat", data={"text": i})
+            got |= await frames_until(ws, ids)
+            if any(f["type"] == "error" for f in got.values()):
+                break
         refused = {i for i, f in got.items() if f["type"] == "error"}
         acked = {i for i, f in got.items() if f["type"] == "ack"}
         assert refused and {got[i]["code"] for i in refused} == {"overloaded"}
