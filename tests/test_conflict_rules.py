@@ -14,8 +14,8 @@ import pytest_asyncio
 from config.settings import Settings
 from streams.permissions import MATRIX, Role
 from streams.state import CHANNEL_OF, EntityKind
-from tests.statekit import Member, join_member, quiesce, wedding_state, without_empty
-from tests.world import World, worker_process
+from tests.kits.statekit import Member, join_member, quiesce, wedding_state, without_empty
+from tests.kits.world import World, worker_process
 
 THRESHOLD = 100_000  # minor units; the worker below runs with it
 

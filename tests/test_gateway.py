@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.world import World, connect, recv, recv_type, send
+from tests.kits.world import World, connect, recv, recv_type, send
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,7 +27,7 @@ from app.privacy.scan import scan
 from config.settings import Settings
 from streams.definitions import CHANGES, EVENTS
 from streams.subjects import CHANGES_ROOT, wedding_subject, wedding_wildcard
-from tests.world import World, connect, recv, send
+from tests.kits.world import World, connect, recv, send
 
 pytestmark = pytest.mark.asyncio
 

@@ -22,9 +22,9 @@ from app.connections import Connections
 from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
 from streams.notifications import DEFAULT_CHANNELS, Category
-from tests.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
-from tests.providers import Browser, HttpProviders, SmtpServer, providers
-from tests.world import World, connect, eventually, recv_type
+from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers
+from tests.kits.world import World, connect, eventually, recv_type
 from workers.notifications import Escalator
 
 UTC = dt.UTC

@@ -11,9 +11,9 @@ from collections import Counter
 
 from app.connections import Connections
 from config.settings import Settings
-from tests.notifykit import add_member, api, notifications_consumer_exists
-from tests.providers import HttpProviders, SmtpServer, provider_env
-from tests.world import World, connect, eventually, recv_type, send, worker_process
+from tests.kits.notifykit import add_member, api, notifications_consumer_exists
+from tests.kits.providers import HttpProviders, SmtpServer, provider_env
+from tests.kits.world import World, connect, eventually, recv_type, send, worker_process
 
 BURST = 100
 

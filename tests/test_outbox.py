@@ -26,8 +26,8 @@ from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event
 from streams.state import EntityKind, Op
 from streams.subjects import wedding_subject, wedding_wildcard
-from tests.statekit import join_member
-from tests.world import World, eventually, worker_process
+from tests.kits.statekit import join_member
+from tests.kits.world import World, eventually, worker_process
 
 PARTITIONS = 4  # the default WEDSYNC_CONFLICT_PARTITIONS
 

@@ -17,7 +17,7 @@ from app.presence import Change, DiffBatcher, Kind, auto_status, coalesce
 from config.settings import PresenceSettings
 from streams.permissions import Role
 from streams.presence import Record, Status
-from tests.world import World, connect, recv, recv_type, send
+from tests.kits.world import World, connect, recv, recv_type, send
 
 GRACE = 1.0
 

@@ -19,8 +19,8 @@ from app.connections import Connections
 from app.privacy.scan import scan
 from config.settings import Settings
 from streams.protocol import RESERVED_USER_IDS, SERVER_ACTOR, SYSTEM_ACTOR
-from tests.statekit import Member, join_member, quiesce, without_empty
-from tests.world import World, recv, recv_type, send, worker_process
+from tests.kits.statekit import Member, join_member, quiesce, without_empty
+from tests.kits.world import World, recv, recv_type, send, worker_process
 from workers.retention import ArchiveJob
 
 NAME = "Zelda Quimby-Okafor"

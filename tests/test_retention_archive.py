@@ -30,7 +30,7 @@ from app.db import archive as archive_db
 from config.settings import Settings
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
-from tests.world import World, connect, eventually, recv, recv_type, send
+from tests.kits.world import World, connect, eventually, recv, recv_type, send
 from workers.notifications import CONSUMER as NOTIFICATIONS
 from workers.retention import ArchiveJob, run_job
 from workers.retention.archive import cutoff

@@ -13,7 +13,7 @@ import pytest
 from app.connections import Connections
 from config.settings import WorkerSettings
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, dead_letter_subject, wedding_subject
-from tests.world import eventually
+from tests.kits.world import eventually
 from workers.runner import ConsumerRunner, Delivery, retry_delay
 
 pytestmark = pytest.mark.asyncio

@@ -21,7 +21,7 @@ from app.db import migrate
 from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import WorkerSettings
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, ensure_streams, wedding_subject
-from tests.world import eventually
+from tests.kits.world import eventually
 from workers.outage import Outages
 from workers.runner import ConsumerRunner, Delivery
 

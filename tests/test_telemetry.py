@@ -24,11 +24,11 @@ from app.connections import Connections
 from config.logging import JsonFormatter, TraceIds
 from config.settings import Settings
 from streams.definitions import EVENTS
-from tests.notifykit import add_member, notifications_consumer_exists
-from tests.otlp import Collector, ReceivedSpan, collector
-from tests.providers import HttpProviders, SmtpServer, provider_env, providers
-from tests.statekit import Member, join_member
-from tests.world import World, eventually, recv_type, send, worker_process
+from tests.kits.notifykit import add_member, notifications_consumer_exists
+from tests.kits.otlp import Collector, ReceivedSpan, collector
+from tests.kits.providers import HttpProviders, SmtpServer, provider_env, providers
+from tests.kits.statekit import Member, join_member
+from tests.kits.world import World, eventually, recv_type, send, worker_process
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP span kinds
 

@@ -22,9 +22,9 @@ from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import DEAD_LETTERS
 from streams.subjects import dead_letter_subject
-from tests.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
-from tests.providers import HttpProviders, Recorded, SmtpServer, providers
-from tests.world import World, eventually
+from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import HttpProviders, Recorded, SmtpServer, providers
+from tests.kits.world import World, eventually
 from workers.notifications import Dispatcher
 
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)

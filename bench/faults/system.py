@@ -33,7 +33,7 @@ from config.settings import Settings
 from streams.definitions import DEAD_LETTERS
 
 # members chat fast from one socket each and the gateways' rate limits are not what is
-# tested here (tests/world.py FAST_SENDERS); HTTP limits are for many users
+# tested here (tests/kits/world.py FAST_SENDERS); HTTP limits are for many users
 LIMITS = {
     "WEDSYNC_WS_RATE": "100000",
     "WEDSYNC_WS_BURST": "100000",
