@@ -283,7 +283,8 @@ async def test_budget_approval_cannot_be_bypassed_in_steps_by_deleting_or_by_fla
     """Issue 22, finding 6: the attacks, as a planner would make them over a socket."""
     a, p = await two_members(world, gateways)
     url = f"/api/weddings/{world.wedding}/approvals"
-    venue, cake = {"category": "Venue", "estimated": 100_000}, {"category": "Cake"}
+    venue: dict[str, Any] = {"category": "Venue", "estimated": 100_000}
+    cake: dict[str, Any] = {"category": "Cake"}
     await acked(a, await a.change("budget", "venue", "create", venue))
     await acked(a, await a.change("budget", "cake", "create", {**cake, "estimated": 150_000}))
     await quiesce(world, [a, p])

@@ -176,7 +176,7 @@ async def test_joins_and_leaves_are_durable_events(
     await a.close()
     sub = await conns.js.subscribe(f"wedsync.presence.{world.wedding}.*", ordered_consumer=True)
     try:
-        kinds = []
+        kinds: list[str] = []
         async with asyncio.timeout(GRACE + 5):
             while len(kinds) < 2:
                 try:

@@ -86,6 +86,7 @@ async def found_in_jetstream(conns: Connections, needles: list[str]) -> list[str
     hits = []
     for info in await conns.js.streams_info():
         name = info.config.name
+        assert name is not None  # the server names every stream it lists
         for subject in info.config.subjects or []:
             async for m in scan(conns.js, name, subject):
                 text = m.data.decode("utf-8", "replace").lower()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import uuid
@@ -106,7 +107,7 @@ async def fail_until_dead(
     After attempt k fails (at the clock's time) the delivery is pending again, due
     ``schedule[k-1]`` seconds later, and nothing is sent until the clock gets there."""
     for attempt in range(1, len(schedule) + 1):
-        row = await eventually(lambda a=attempt: _failed_attempt(conns, world, hook_id, a))
+        row = await eventually(functools.partial(_failed_attempt, conns, world, hook_id, attempt))
         assert row["due_at"] == clock() + dt.timedelta(seconds=schedule[attempt - 1])
         assert row["reason"] is None
         assert len(received(http, path)) == attempt
@@ -116,7 +117,7 @@ async def fail_until_dead(
         assert still is not None and (still["status"], still["attempts"]) == ("pending", attempt)
         assert len(received(http, path)) == attempt
         clock.advance(1)
-    dead = await eventually(lambda: _with_status(conns, world, hook_id, "dead"))
+    dead: dict[str, Any] = await eventually(lambda: _with_status(conns, world, hook_id, "dead"))
     assert dead["attempts"] == len(schedule) + 1
     assert len(received(http, path)) == len(schedule) + 1
     return dead
