@@ -23,6 +23,7 @@ from streams import ensure_streams
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+POOL_CLOSE_TIMEOUT = 5.0
 _PG_UNREACHABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # starting up, shutting down
@@ -102,7 +103,7 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
         try:
             yield Connections(nc=nc, js=nc.jetstream(), pool=pool, on_reconnect=hooks)
         finally:
-            await pool.close()
+            await _close_pool(pool)
     finally:
         try:
             if nc.is_connected:
@@ -111,6 +112,20 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
                 await nc.close()
         except Exception as exc:  # the server went away first: nothing left to flush
             log.warning("NATS connection did not close cleanly: %r", exc)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool, waiting a bounded time for borrowed connections to come back: a
+    stopping process must stop even if a task still holds one (asyncpg's ``close`` waits
+    for every release, however long)."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning(
+            "PostgreSQL connections still in use after %.0f s at shutdown: closing them",
+            POOL_CLOSE_TIMEOUT,
+        )
+        pool.terminate()
 
 
 async def prepare(conns: Connections, settings: Settings) -> None:

@@ -56,6 +56,7 @@ HANDLED = meter.create_counter(
 Result = Literal["acked", "refused", "retried", "dead", "outage"]
 #: Connection errors retried at once (uncounted) while both services answer, per message.
 BLIPS = 3
+STOP_GRACE = 10.0  # seconds a stopping runner waits for the message in hand
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +142,23 @@ class ConsumerRunner:
         self._stopping.set()
 
     async def stop(self) -> None:
+        """Let the message in hand finish (bounded), then stop. A handler still running after
+        :data:`STOP_GRACE` is cancelled: its transaction rolls back, the message is not
+        acked and comes back to whoever consumes next (handlers are idempotent)."""
         self._stopping.set()
         if self._task is not None:
-            await self._task
+            _, running = await asyncio.wait({self._task}, timeout=STOP_GRACE)
+            if running:
+                log.warning(
+                    "consumer %s: handler still running %.0f s after stop; cancelled",
+                    self.spec.durable,
+                    STOP_GRACE,
+                )
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            elif not self._task.cancelled() and (exc := self._task.exception()) is not None:
+                raise exc
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):

@@ -65,9 +65,24 @@ async def gateway_processes(
         for p in procs:
             if p.returncode is None:
                 p.terminate()
-        for p in procs:
-            await p.wait()
+        stuck = await _stopped(procs, STOP_WITHIN)
         await asyncio.gather(*readers)
+    assert not stuck, f"`wedsync api` {stuck} did not stop within {STOP_WITHIN:g} s of SIGTERM"
+
+
+STOP_WITHIN = 30.0  # shutdown timeout (3 s) + bounded drains of NATS and the pool
+
+
+async def _stopped(procs: list[asyncio.subprocess.Process], within: float) -> list[int]:
+    """Wait for the processes to exit; the pids of those that did not in ``within`` seconds
+    (killed then, so a hung shutdown fails its test instead of hanging the suite)."""
+    waits = {asyncio.ensure_future(p.wait()): p for p in procs}
+    _, pending = await asyncio.wait(waits, timeout=within)
+    for w in pending:
+        waits[w].kill()
+    if pending:
+        await asyncio.wait(pending)
+    return [waits[w].pid for w in pending]
 
 
 async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
@@ -99,7 +114,8 @@ async def worker_process(
     finally:
         if proc.returncode is None:
             proc.terminate()
-        await proc.wait()
+        stuck = await _stopped([proc], STOP_WITHIN)
+    assert not stuck, f"`wedsync worker {name}` did not stop within {STOP_WITHIN:g} s of SIGTERM"
 
 
 # A check may answer None (or False) for "not yet": the value returned is the truthy one.
