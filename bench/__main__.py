@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from bench import connections, fanout, overload
 from bench.faults import scenario as faults
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in SCRIPTS:
         sub.add_parser(name, help=f"bench/{name}.py (its own options)", add_help=False)
     args = ap.parse_args(argv)
-    run: Callable[[argparse.Namespace], Awaitable[Path]] = SCENARIOS[args.scenario].run
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, Path]] = SCENARIOS[args.scenario].run
     print(asyncio.run(run(args)))
 
 

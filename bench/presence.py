@@ -138,14 +138,14 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
         pipes, procs = [], []
         for i in range(args.loaders):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=loader_main, daemon=True,
-                            args=(seats[i :: args.loaders], child, args.rate / args.loaders,
-                                  args.duration))  # fmt: skip
-            p.start()
+            proc = ctx.Process(target=loader_main, daemon=True,
+                               args=(seats[i :: args.loaders], child, args.rate / args.loaders,
+                                     args.duration))  # fmt: skip
+            proc.start()
             pipes.append(parent)
-            procs.append(p)
+            procs.append(proc)
         loop = asyncio.get_running_loop()
-        reports = [await loop.run_in_executor(None, p.recv) for p in pipes]
+        reports = [await loop.run_in_executor(None, pipe.recv) for pipe in pipes]
         connect_times = [r[1] for r in reports]
         opened = sum(r[2] for r in reports)
         retries = sum(r[4] for r in reports)
@@ -156,19 +156,19 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
         print(f"{opened}/{len(seats)} sockets open in {max(connect_times):.1f}s "
               f"({retries} retried); "
               f"gateway RSS {rss_connected / 2**20:.0f} MiB", flush=True)  # fmt: skip
-        for p in pipes:
-            p.send("go")
+        for pipe in pipes:
+            pipe.send("go")
         hist = new_histogram()
         timeline = Timeline(0.0)
         sent = received = 0
-        for p in pipes:
-            _, s, r, encoded, series = await loop.run_in_executor(None, p.recv)
+        for pipe in pipes:
+            _, s, r, encoded, series = await loop.run_in_executor(None, pipe.recv)
             sent += s
             received += r
             hist.decode_and_add(encoded)
             timeline.merge(series)
-        for p in procs:
-            p.join(30)
+        for proc in procs:
+            proc.join(30)
     result = {
         "scenario": "presence",
         "users": len(seats), "room": args.room, "gateways": args.gateways,

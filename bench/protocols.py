@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -46,7 +47,7 @@ class Wire(Protocol):
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]: ...
 
-    def split(self, raw: str | bytes) -> list[str | bytes]:
+    def split(self, raw: str | bytes) -> Sequence[str | bytes]:
         """The frames of one WebSocket message."""
         ...
 
@@ -93,7 +94,7 @@ class WedSync:
     def ping(self) -> str | None:
         return '{"type":"ping"}'
 
-    def split(self, raw: str | bytes) -> list[str | bytes]:
+    def split(self, raw: str | bytes) -> Sequence[str | bytes]:
         if isinstance(raw, str):
             return raw.split("\n") if "\n" in raw else [raw]
         return raw.split(b"\n") if b"\n" in raw else [raw]
@@ -148,7 +149,7 @@ class SocketIO:
     def ping(self) -> str | None:
         return None  # engine.io heartbeats are the server's ("2"), answered in parse's caller
 
-    def split(self, raw: str | bytes) -> list[str | bytes]:
+    def split(self, raw: str | bytes) -> Sequence[str | bytes]:
         return [raw]  # engine.io over a websocket: one packet per message
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
+from websockets.typing import Subprotocol
+
 
 def raise_fd_limit() -> int:
     """Soft open-files limit up to the hard one (20 000 here): one fd per socket."""
@@ -30,9 +32,9 @@ class Seat:
         return self.url.replace("http", "ws", 1) + f"/ws/weddings/{self.wedding}"
 
     @property
-    def subprotocols(self) -> list[str]:
+    def subprotocols(self) -> list[Subprotocol]:
         """The token travels in ``Sec-WebSocket-Protocol`` (docs/protocol.md, "Auth")."""
-        return ["wedsync.v1", "wedsync.token." + self.token]
+        return [Subprotocol("wedsync.v1"), Subprotocol("wedsync.token." + self.token)]
 
     @property
     def auth_frame(self) -> str:

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from app.connections import Connections, connect, prepare
 from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import Settings, WorkerSettings
-from tests.world import World, running_gateways
+from tests.kits.world import World, running_gateways
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
-from tests.world import World, connect, eventually, recv, recv_type
+from tests.kits.world import World, connect, eventually, recv, recv_type
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 
 from config.settings import Settings
-from tests.world import World, connect, gateway_processes, recv, recv_type, send
+from tests.kits.world import World, connect, gateway_processes, recv, recv_type, send
 
 
 async def history(world: World) -> list[dict[str, Any]]:

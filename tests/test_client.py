@@ -14,7 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from client import Backoff, ClientClosed, ServerError, State, WeddingClient
 from client.retry import RetryGate
 from streams.protocol import ResumedFrame
-from tests.world import World, eventually
+from tests.kits.world import World, eventually
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:

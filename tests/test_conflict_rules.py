@@ -14,8 +14,8 @@ import pytest_asyncio
 from config.settings import Settings
 from streams.permissions import MATRIX, Role
 from streams.state import CHANNEL_OF, EntityKind
-from tests.statekit import Member, join_member, quiesce, wedding_state, without_empty
-from tests.world import World, worker_process
+from tests.kits.statekit import Member, join_member, quiesce, wedding_state, without_empty
+from tests.kits.world import World, worker_process
 
 THRESHOLD = 100_000  # minor units; the worker below runs with it
 
@@ -283,7 +283,8 @@ async def test_budget_approval_cannot_be_bypassed_in_steps_by_deleting_or_by_fla
     """Issue 22, finding 6: the attacks, as a planner would make them over a socket."""
     a, p = await two_members(world, gateways)
     url = f"/api/weddings/{world.wedding}/approvals"
-    venue, cake = {"category": "Venue", "estimated": 100_000}, {"category": "Cake"}
+    venue: dict[str, Any] = {"category": "Venue", "estimated": 100_000}
+    cake: dict[str, Any] = {"category": "Cake"}
     await acked(a, await a.change("budget", "venue", "create", venue))
     await acked(a, await a.change("budget", "cake", "create", {**cake, "estimated": 150_000}))
     await quiesce(world, [a, p])

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from config.settings import Settings
-from tests.statekit import Member, wedding_state, without_empty
-from tests.world import World, connect, recv, worker_process
+from tests.kits.statekit import Member, wedding_state, without_empty
+from tests.kits.world import World, connect, recv, worker_process
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -7,8 +7,8 @@ import signal
 import httpx
 
 from config.settings import Settings
-from tests.statekit import Member, wedding_state
-from tests.world import World, connect, recv, worker_process
+from tests.kits.statekit import Member, wedding_state
+from tests.kits.world import World, connect, recv, worker_process
 
 N = 80
 

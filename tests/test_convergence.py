@@ -45,7 +45,7 @@ from streams.state import (
     fold,
     validate_fields,
 )
-from tests.statekit import (
+from tests.kits.statekit import (
     Member,
     join_member,
     quiesce,
@@ -53,7 +53,7 @@ from tests.statekit import (
     wedding_state,
     without_empty,
 )
-from tests.world import World, worker_process
+from tests.kits.world import World, worker_process
 from workers.conflicts.engine import Emit, Entity, Outcome, Rules, View, apply_change
 
 THRESHOLD = 100_000

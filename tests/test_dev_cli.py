@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from config.settings import Settings
-from tests.world import eventually
+from tests.kits.world import eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 

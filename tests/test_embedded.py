@@ -21,6 +21,7 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
     subject = wedding_subject(uuid.uuid4(), "chat")
 
     async with embedded_services(settings) as live:
+        assert live.nats.url and live.database.url  # embedded_services fills both in
         nc = await nats.connect(live.nats.url)
         try:
             js = nc.jetstream()
@@ -37,6 +38,7 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
         first_urls = (live.nats.url, live.database.url)
 
     async with embedded_services(settings) as live:
+        assert live.nats.url and live.database.url  # embedded_services fills both in
         nc = await nats.connect(live.nats.url)
         try:
             msg = await nc.jetstream().get_msg(EVENTS.name, ack.seq)

@@ -23,7 +23,7 @@ import pytest
 from bench.faults import ACCEPTANCE, PAST_WINDOW, SHORT_WINDOW, Audit, FaultSystem, Outage, drill
 from bench.faults.drill import Pace
 from streams.definitions import CHANGES, EVENTS
-from tests.providers import SmtpServer
+from tests.kits.providers import SmtpServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.world import World, connect, recv, recv_type, send
+from tests.kits.world import World, connect, recv, recv_type, send
 
 pytestmark = pytest.mark.asyncio
 
@@ -116,7 +116,7 @@ async def test_resume_gets_exactly_the_missed_events_then_live(
             sent.append(f["seq"])
 
     async def keep_sending() -> list[int]:
-        more = []
+        more: list[int] = []
         for i in range(50):
             await send(sender, type="message", id=f"live{i}", channel="chat", data={"live": i})
         while len(more) < 50:
@@ -218,7 +218,7 @@ async def _replay_messages(base: str, world: World, token: str, after: int,
                            batch: bool) -> list[str]:  # fmt: skip
     """Every WebSocket message of a resume from ``after``, up to the one with ``resumed``."""
     messages: list[str] = []
-    params = {"batch": 1} if batch else {}
+    params: dict[str, Any] = {"batch": 1} if batch else {}
     async with await connect(base, world.wedding, token, after, **params) as ws:
         while not messages or '"type":"resumed"' not in messages[-1]:
             messages.append(str(await asyncio.wait_for(ws.recv(), 10)))

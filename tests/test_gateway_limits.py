@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import EVENTS
-from tests.world import (
+from tests.kits.world import (
     World,
     connect,
     gateway_processes,

@@ -29,7 +29,7 @@ from streams.permissions import Channel, Role
 from streams.presence import BUCKET
 from streams.protocol import Actor, Event
 from streams.subjects import wedding_subject
-from tests.world import (
+from tests.kits.world import (
     World,
     connect,
     gateway_processes,

@@ -27,7 +27,7 @@ from app.privacy.scan import scan
 from config.settings import Settings
 from streams.definitions import CHANGES, EVENTS
 from streams.subjects import CHANGES_ROOT, wedding_subject, wedding_wildcard
-from tests.world import World, connect, recv, send
+from tests.kits.world import World, connect, recv, send
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,7 +42,7 @@ async def answers(ws: ClientConnection, raw: str | bytes) -> list[dict[str, Any]
     (frames are handled in order, so those are its answer to the raw frame)."""
     await ws.send(raw)
     await send(ws, type="ping")
-    out = []
+    out: list[dict[str, Any]] = []
     while True:
         f = await recv(ws)
         if f["type"] == "pong":
@@ -386,23 +386,26 @@ async def test_deep_huge_or_out_of_range_json_bodies_are_refused(
 async def test_jwt_name_and_email_claims_are_used_only_when_storable(
     world: World, gateways: list[str], settings: Settings
 ) -> None:
-    assert settings.auth.jwt_secret
+    secret = settings.auth.jwt_secret
+    assert secret
 
     def token(sub: Any, **claims: Any) -> dict[str, str]:
         payload = {"sub": sub, "exp": int(time.time()) + 300, **claims}
-        return {"Authorization": "Bearer " + jwt.encode(payload, settings.auth.jwt_secret)}
+        return {"Authorization": "Bearer " + jwt.encode(payload, secret)}
 
     body = {"name": "W", "date": "2031-06-21", "timezone": "UTC"}
     long_name = "Bartholomew " * 5_000  # 60 000 characters
+    # the claims, then the display name and email the member gets from them
+    cases: list[tuple[dict[str, Any], str | None, str | None]] = [
+        ({"name": 5, "email": ["a@b.c"]}, None, None),
+        ({"name": {"first": "Ann"}, "email": 7}, None, None),
+        ({"name": "Ann\u0000", "email": "ann\u0000@example.org"}, None, None),
+        ({"name": "\ud800Ann", "email": "not an address"}, None, None),
+        ({"name": "   ", "email": "ann@example.org"}, None, "ann@example.org"),
+        ({"name": long_name}, long_name.strip()[:200], None),
+    ]
     async with httpx.AsyncClient(base_url=gateways[0]) as c:
-        for claims, name, email in [
-            ({"name": 5, "email": ["a@b.c"]}, None, None),
-            ({"name": {"first": "Ann"}, "email": 7}, None, None),
-            ({"name": "Ann\u0000", "email": "ann\u0000@example.org"}, None, None),
-            ({"name": "\ud800Ann", "email": "not an address"}, None, None),
-            ({"name": "   ", "email": "ann@example.org"}, None, "ann@example.org"),
-            ({"name": long_name}, long_name.strip()[:200], None),
-        ]:
+        for claims, name, email in cases:
             user = "u-" + uuid.uuid4().hex
             r = await c.post("/api/weddings", headers=token(user, **claims), json=body)
             assert r.status_code == 201, (claims.keys(), r.text)

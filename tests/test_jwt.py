@@ -69,9 +69,12 @@ async def refused(verifier: TokenVerifier, token: str) -> Unauthorized:
     return info.value
 
 
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
 @dataclass(frozen=True)
 class KeyPair:
-    private: Any
+    private: PrivateKey
     public_pem: str
 
     def pem_file(self, directory: Path) -> Path:
@@ -80,7 +83,7 @@ class KeyPair:
         return path
 
 
-def _public_pem(private: Any) -> str:
+def _public_pem(private: PrivateKey) -> str:
     return (
         private.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -214,7 +217,7 @@ async def test_audience_is_not_required_when_not_configured() -> None:
 async def test_alg_none_is_refused() -> None:
     verifier = TokenVerifier(AuthSettings(jwt_secret=SECRET))
     body = claims()
-    unsigned = jwt.encode(body, None, algorithm="none")
+    unsigned = jwt.encode(body, "", algorithm="none")  # PyJWT's spelling of "no key"
     await refused(verifier, unsigned)
     for alg in ("none", "None", "NONE", ""):
         await refused(verifier, hand_made({"alg": alg, "typ": "JWT"}, body, None))
@@ -349,8 +352,12 @@ def jwks() -> Iterator[JwksServer]:
 
 
 def jwk(pair: KeyPair, kid: str, alg: str) -> dict[str, Any]:
-    algo = RSAAlgorithm if alg == "RS256" else ECAlgorithm
-    out: dict[str, Any] = algo.to_jwk(pair.private.public_key(), as_dict=True)
+    public = pair.private.public_key()
+    out = (
+        RSAAlgorithm.to_jwk(public, as_dict=True)
+        if isinstance(public, rsa.RSAPublicKey)
+        else ECAlgorithm.to_jwk(public, as_dict=True)
+    )
     return out | {"kid": kid, "alg": alg, "use": "sig"}
 
 

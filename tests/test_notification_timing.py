@@ -10,6 +10,7 @@ modules (due at their real time) never fall due here."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 import zoneinfo
 from collections.abc import AsyncIterator
@@ -22,9 +23,9 @@ from app.connections import Connections
 from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
 from streams.notifications import DEFAULT_CHANNELS, Category
-from tests.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
-from tests.providers import Browser, HttpProviders, SmtpServer, providers
-from tests.world import World, connect, eventually, recv_type
+from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers
+from tests.kits.world import World, connect, eventually, recv_type
 from workers.notifications import Escalator
 
 UTC = dt.UTC
@@ -288,6 +289,9 @@ async def test_an_emergency_in_quiet_hours_goes_out_at_once_and_escalates_until_
     def texts(role: str) -> int:
         return len(http.sms_to(tels[role]))
 
+    def both_texted(count: int) -> bool:
+        return texts("couple") == count and texts("planner") == count
+
     async with notifier(conns, settings, n, world.wedding, clock):
         await say(world, vendor, "emergency", {"text": "Power cut at the venue"})
         await eventually(lambda: all(texts(role) == 1 for role in tels), timeout=15)
@@ -296,7 +300,7 @@ async def test_an_emergency_in_quiet_hours_goes_out_at_once_and_escalates_until_
         assert (rows["email"]["reason"], rows["email"]["due_at"]) == (None, clock.now)
         for round_ in (2, 3):
             clock.advance(60)
-            await eventually(lambda r=round_: texts("couple") == r and texts("planner") == r)
+            await eventually(functools.partial(both_texted, round_))
         assert texts("family") == 1, "escalation is for the couple and the planner"
         assert http.sms_to(vendor_tel) == [], "the author is not told"
         assert {s.form["Body"] for s in http.sms_to(tels["planner"])} == {
@@ -311,11 +315,11 @@ async def test_an_emergency_in_quiet_hours_goes_out_at_once_and_escalates_until_
     assert r.status_code == 200, r.text
     assert r.json()["acknowledged_at"] and r.json()["read_at"]
     async with notifier(conns, settings, n, world.wedding, clock):
-        rows = await eventually(lambda: settled(conns, world.wedding, 1))
+        sent = await eventually(lambda: settled(conns, world.wedding, 1))
         for _ in range(3):
             clock.advance(60)
             assert await Escalator(conns.pool, n, clock).tick() == 0, "acknowledged: no round"
-        await eventually(lambda: settled(conns, world.wedding, len(rows)))
+        await eventually(lambda: settled(conns, world.wedding, len(sent)))
     last = [r for r in await deliveries(conns, world.wedding) if r["key"].endswith(":sms:r3")]
     assert {r["user_id"] for r in last} == {world.couple, partner, planner}
     assert {(r["status"], r["reason"]) for r in last} == {("skipped", "acknowledged")}
@@ -381,7 +385,7 @@ async def test_the_inbox_pages_unread_first_newest_first(
                         clock):  # fmt: skip
         for i in range(3):
             await say(world, world.couple, "chat", {"text": f"@{family} question {i}"})
-            await eventually(lambda i=i: _unread(world, family, i + 1))
+            await eventually(functools.partial(_unread, world, family, i + 1))
             clock.advance(60)
     first = await inbox(world, family, "&limit=2")
     assert [x["body"] for x in first["notifications"]] == [

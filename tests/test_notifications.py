@@ -11,10 +11,10 @@ import pytest_asyncio
 
 from app.connections import Connections
 from config.settings import Settings
-from tests.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
-from tests.providers import Browser, HttpProviders, SmtpServer, providers
-from tests.statekit import join_member
-from tests.world import World, eventually, worker_process
+from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers
+from tests.kits.statekit import join_member
+from tests.kits.world import World, eventually, worker_process
 
 
 @pytest_asyncio.fixture(scope="module")

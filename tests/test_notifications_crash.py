@@ -8,12 +8,13 @@ from __future__ import annotations
 import signal
 import uuid
 from collections import Counter
+from typing import Any
 
 from app.connections import Connections
 from config.settings import Settings
-from tests.notifykit import add_member, api, notifications_consumer_exists
-from tests.providers import HttpProviders, SmtpServer, provider_env
-from tests.world import World, connect, eventually, recv_type, send, worker_process
+from tests.kits.notifykit import add_member, api, notifications_consumer_exists
+from tests.kits.providers import HttpProviders, SmtpServer, provider_env
+from tests.kits.world import World, connect, eventually, recv_type, send, worker_process
 
 BURST = 100
 
@@ -65,7 +66,7 @@ async def test_sigkill_mid_burst_delivers_each_notification_once(
         assert len(ids) == 1
 
 
-async def _all_sent(conns: Connections, wedding: str) -> list[dict[str, object]] | None:
+async def _all_sent(conns: Connections, wedding: str) -> list[dict[str, Any]] | None:
     async with conns.pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT d.key, d.channel, d.status,

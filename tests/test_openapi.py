@@ -21,8 +21,8 @@ import pytest
 
 from app.auth import issue_token
 from config.settings import Settings
-from tests.notifykit import VAPID_PEM
-from tests.world import World
+from tests.kits.notifykit import VAPID_PEM
+from tests.kits.world import World
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,8 +26,8 @@ from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event
 from streams.state import EntityKind, Op
 from streams.subjects import wedding_subject, wedding_wildcard
-from tests.statekit import join_member
-from tests.world import World, eventually, worker_process
+from tests.kits.statekit import join_member
+from tests.kits.world import World, eventually, worker_process
 
 PARTITIONS = 4  # the default WEDSYNC_CONFLICT_PARTITIONS
 
@@ -103,7 +103,8 @@ async def test_unstorable_change_is_refused_at_once_without_holding_the_partitio
 
 
 async def stored_copies(conns: Connections, wedding: str, payload: bytes) -> list[int]:
-    seqs, seq = [], 0
+    seqs: list[int] = []
+    seq = 0
     while True:
         try:
             msg = await conns.js.get_msg(
@@ -155,7 +156,7 @@ async def test_row_tried_before_the_duplicate_window_is_looked_up_not_republishe
 
     async def drained() -> bool:
         async with conns.pool.acquire() as db:
-            n = await db.fetchval(
+            n: int = await db.fetchval(
                 "SELECT count(*) FROM event_outbox WHERE wedding_id = $1", wedding
             )
         return n == 0

@@ -17,7 +17,7 @@ from app.presence import Change, DiffBatcher, Kind, auto_status, coalesce
 from config.settings import PresenceSettings
 from streams.permissions import Role
 from streams.presence import Record, Status
-from tests.world import World, connect, recv, recv_type, send
+from tests.kits.world import World, connect, recv, recv_type, send
 
 GRACE = 1.0
 
@@ -176,7 +176,7 @@ async def test_joins_and_leaves_are_durable_events(
     await a.close()
     sub = await conns.js.subscribe(f"wedsync.presence.{world.wedding}.*", ordered_consumer=True)
     try:
-        kinds = []
+        kinds: list[str] = []
         async with asyncio.timeout(GRACE + 5):
             while len(kinds) < 2:
                 try:

@@ -11,7 +11,7 @@ import httpx
 from app.connections import Connections
 from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
-from tests.world import World, connect, eventually, recv, send, worker_process
+from tests.kits.world import World, connect, eventually, recv, send, worker_process
 from workers.presence import PresenceAnalytics
 
 

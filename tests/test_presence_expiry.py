@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.world import (
+from tests.kits.world import (
     World,
     connect,
     gateway_processes,

@@ -19,8 +19,8 @@ from app.connections import Connections
 from app.privacy.scan import scan
 from config.settings import Settings
 from streams.protocol import RESERVED_USER_IDS, SERVER_ACTOR, SYSTEM_ACTOR
-from tests.statekit import Member, join_member, quiesce, without_empty
-from tests.world import World, recv, recv_type, send, worker_process
+from tests.kits.statekit import Member, join_member, quiesce, without_empty
+from tests.kits.world import World, recv, recv_type, send, worker_process
 from workers.retention import ArchiveJob
 
 NAME = "Zelda Quimby-Okafor"
@@ -86,6 +86,7 @@ async def found_in_jetstream(conns: Connections, needles: list[str]) -> list[str
     hits = []
     for info in await conns.js.streams_info():
         name = info.config.name
+        assert name is not None  # the server names every stream it lists
         for subject in info.config.subjects or []:
             async for m in scan(conns.js, name, subject):
                 text = m.data.decode("utf-8", "replace").lower()

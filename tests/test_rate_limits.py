@@ -17,7 +17,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from config.settings import Settings
-from tests.world import World, connect, recv_type, running_gateways
+from tests.kits.world import World, connect, recv_type, running_gateways
 
 pytestmark = pytest.mark.asyncio
 

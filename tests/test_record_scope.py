@@ -19,8 +19,8 @@ from streams.permissions import Role, WeddingStatus
 from streams.protocol import Actor
 from streams.scope import RecordScope
 from streams.state import EntityKind, Op, State, fold, validate_fields
-from tests.statekit import Member, join_member, quiesce, wedding_state, without_empty
-from tests.world import World, connect, recv, send, worker_process
+from tests.kits.statekit import Member, join_member, quiesce, wedding_state, without_empty
+from tests.kits.world import World, connect, recv, send, worker_process
 from workers.conflicts.engine import Entity, Rules, View, apply_change
 
 RULES = Rules(approval_threshold=100_000, approval_ttl=3600.0)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 import websockets
 
-from tests.world import World, connect, recv_type, send
+from tests.kits.world import World, connect, recv_type, send
 
 pytestmark = pytest.mark.asyncio
 

@@ -30,7 +30,7 @@ from app.db import archive as archive_db
 from config.settings import Settings
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
-from tests.world import World, connect, eventually, recv, recv_type, send
+from tests.kits.world import World, connect, eventually, recv, recv_type, send
 from workers.notifications import CONSUMER as NOTIFICATIONS
 from workers.retention import ArchiveJob, run_job
 from workers.retention.archive import cutoff
@@ -83,9 +83,16 @@ async def until_resumed(ws: ClientConnection) -> tuple[list[dict[str, Any]], dic
             return events, f
 
 
+async def stored_at(conns: Connections, seq: int) -> dt.datetime:
+    """When JetStream stored ``seq``, by the server's clock."""
+    time = (await conns.js.get_msg(EVENTS.name, seq)).time
+    assert time is not None  # a stored message always has one; nats-py types it optional
+    return time
+
+
 async def split_after(conns: Connections, seq: int) -> dt.datetime:
     """An instant after JetStream stored ``seq`` and before anything stored from now on."""
-    at = (await conns.js.get_msg(EVENTS.name, seq)).time + MS
+    at = await stored_at(conns, seq) + MS
     await eventually(lambda: utcnow() > at + 2 * MS)  # the server's clock is this clock
     return at
 
@@ -101,7 +108,8 @@ async def stored(conns: Connections, seq: int) -> bytes | None:
 
 async def held(conns: Connections, wedding: str) -> list[int]:
     """The seqs JetStream still holds of the wedding's events."""
-    seqs, seq = [], 1
+    seqs: list[int] = []
+    seq = 1
     while True:
         try:
             msg = await conns.js.get_msg(EVENTS.name, seq=seq, subject=wedding_wildcard(wedding),
@@ -197,7 +205,7 @@ async def split_wedding(conns: Connections, ws: ClientConnection,
     old_seqs = await post(ws, *old)
     at = await split_after(conns, old_seqs[-1])
     new_seqs = await post(ws, *new)
-    assert (await conns.js.get_msg(EVENTS.name, new_seqs[0])).time > at
+    assert await stored_at(conns, new_seqs[0]) > at
     raw = {s: await stored(conns, s) for s in old_seqs + new_seqs}
     return Split(old_seqs, new_seqs, at, {s: b for s, b in raw.items() if b is not None})
 
@@ -249,6 +257,7 @@ async def test_archive_moves_exactly_the_events_stored_before_the_cutoff(
         run = await conns.pool.fetchrow(
             "SELECT ok, counts, error, finished_at FROM retention_runs "
             "WHERE job = 'archive' ORDER BY id DESC LIMIT 1")  # fmt: skip
+        assert run is not None
         assert run["ok"] is True and run["error"] is None and run["finished_at"] is not None
         assert moved(json.loads(run["counts"])) == counts
 
@@ -343,8 +352,8 @@ async def test_resume_replays_archived_and_held_events_each_once(
 
         # and live from there: the next event once, nothing older again
         (live,) = await chat(a, "c1")
-        for ws in (b, f):
-            got = await recv_type(ws, "event")
+        for reader in (b, f):
+            got = await recv_type(reader, "event")
             assert got["seq"] == live
     finally:
         for ws in (a, b, f):
@@ -521,7 +530,7 @@ async def test_a_completed_wedding_is_archived_after_completed_days(
     assert (await archive(conns, settings, month, world.wedding))["archived"] == 0
     await patch_status(world, "wedding_day", "completed")
     done = await completed_at(conns, world.wedding)
-    assert done >= (await conns.js.get_msg(EVENTS.name, seqs[-1])).time
+    assert done >= await stored_at(conns, seqs[-1])
 
     after = done + settings.retention.after_completed_days * DAY + dt.timedelta(minutes=1)
     counts = await archive(conns, settings, after, world.wedding)

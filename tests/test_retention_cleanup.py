@@ -27,7 +27,7 @@ from app.db.sessions import token_hash
 from config.settings import Settings
 from streams.definitions import DEAD_LETTERS
 from streams.subjects import dead_letter_subject
-from tests.world import World, connect, eventually, recv_type, worker_process
+from tests.kits.world import World, connect, eventually, recv_type, worker_process
 from workers.retention import CleanupJob, JobBusy, run_job
 from workers.retention.jobs import Clock, Counts, _key, utcnow
 

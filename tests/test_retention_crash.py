@@ -48,7 +48,7 @@ from streams.definitions import EVENTS
 from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event
 from streams.subjects import wedding_subject, wedding_wildcard
-from tests.world import World, connect, eventually, recv_type, send
+from tests.kits.world import World, connect, eventually, recv_type, send
 
 BATCH = 20
 VIA_GATEWAY = 10  # a few events take the real WebSocket path; the rest are published directly

@@ -7,13 +7,14 @@ import itertools
 import time
 import uuid
 
-import asyncpg
 import pytest
+from nats.js.api import ConsumerInfo
 
 from app.connections import Connections
+from app.db import Conn
 from config.settings import WorkerSettings
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, dead_letter_subject, wedding_subject
-from tests.world import eventually
+from tests.kits.world import eventually
 from workers.runner import ConsumerRunner, Delivery, retry_delay
 
 pytestmark = pytest.mark.asyncio
@@ -46,7 +47,7 @@ async def test_effect_committed_then_acked(
     spec = spec_for(subject)
     entered, release = asyncio.Event(), asyncio.Event()
 
-    async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+    async def handler(d: Delivery, conn: Conn) -> None:
         await conn.execute(f"INSERT INTO {effects} VALUES ($1, $2)", d.stream_seq, d.data.decode())
         entered.set()
         await release.wait()
@@ -61,7 +62,7 @@ async def test_effect_committed_then_acked(
         release.set()
 
         async def acked() -> bool:
-            i = await conns.js.consumer_info(EVENTS.name, spec.durable)
+            i: ConsumerInfo = await conns.js.consumer_info(EVENTS.name, spec.durable)
             return i.num_ack_pending == 0 and i.num_pending == 0
 
         await eventually(acked)
@@ -78,7 +79,7 @@ async def test_already_committed_message_is_not_applied_twice(
     spec = spec_for(subject)
     calls: list[int] = []
 
-    async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+    async def handler(d: Delivery, conn: Conn) -> None:
         calls.append(d.stream_seq)
         await conn.execute(f"INSERT INTO {effects} VALUES ($1, $2)", d.stream_seq, "x")
 
@@ -93,7 +94,7 @@ async def test_already_committed_message_is_not_applied_twice(
         await eventually(lambda: _true_if(calls == [second.seq]))
 
         async def drained() -> bool:
-            i = await conns.js.consumer_info(EVENTS.name, spec.durable)
+            i: ConsumerInfo = await conns.js.consumer_info(EVENTS.name, spec.durable)
             return i.num_ack_pending == 0 and i.num_pending == 0
 
         await eventually(drained)
@@ -111,7 +112,7 @@ async def test_failures_back_off_then_dead_letter(
     spec = spec_for(subject)
     seen: list[float] = []
 
-    async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+    async def handler(d: Delivery, conn: Conn) -> None:
         await conn.execute(f"INSERT INTO {effects} VALUES ($1, 'partial')", d.stream_seq)
         seen.append(time.monotonic())
         raise RuntimeError("vendor API is down")
@@ -148,7 +149,7 @@ async def test_deleted_consumer_is_recreated_after_last_commit(
     spec = spec_for(subject)
     calls: list[bytes] = []
 
-    async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+    async def handler(d: Delivery, conn: Conn) -> None:
         calls.append(d.data)
 
     await conns.js.publish(subject, b"before")
@@ -169,7 +170,7 @@ async def test_stop_finishes_message_in_hand(
     spec = spec_for(subject)
     entered, release = asyncio.Event(), asyncio.Event()
 
-    async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+    async def handler(d: Delivery, conn: Conn) -> None:
         entered.set()
         await release.wait()
         await conn.execute(f"INSERT INTO {effects} VALUES ($1, 'done')", d.stream_seq)

@@ -15,13 +15,14 @@ import asyncpg
 import nats
 import pytest
 import pytest_asyncio
+from nats.js.api import ConsumerInfo
 
 from app.connections import Connections
-from app.db import migrate
+from app.db import Conn, migrate
 from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import WorkerSettings
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, ensure_streams, wedding_subject
-from tests.world import eventually
+from tests.kits.world import eventually
 from workers.outage import Outages
 from workers.runner import ConsumerRunner, Delivery
 
@@ -57,7 +58,7 @@ async def effects(pool: asyncpg.Pool, seq: int) -> list[str]:
         return [r["body"] for r in await c.fetch("SELECT body FROM effects WHERE seq = $1", seq)]
 
 
-async def handler(d: Delivery, conn: asyncpg.Connection) -> None:
+async def handler(d: Delivery, conn: Conn) -> None:
     await conn.execute("INSERT INTO effects VALUES ($1, $2)", d.stream_seq, d.data.decode())
 
 
@@ -83,7 +84,7 @@ async def test_postgres_outage_is_waited_out_not_dead_lettered(
             await eventually(lambda: not outages.in_outage)
 
             async def settled() -> bool:
-                i = await js.consumer_info(EVENTS.name, s.durable)
+                i: ConsumerInfo = await js.consumer_info(EVENTS.name, s.durable)
                 return i.num_ack_pending == 0 and i.num_pending == 0
 
             await eventually(settled)

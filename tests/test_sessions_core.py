@@ -176,6 +176,7 @@ async def test_jwt_verification_refuses_what_it_must(settings: Settings, tmp_pat
     now = int(time.time())
     good = {"sub": "u1", "exp": now + 60, "iss": "wedsync", "aud": "app"}
     secret = auth.jwt_secret
+    assert secret is not None  # the session's settings carry one (tests/conftest.py)
     assert (await v.verify(jwt.encode(good, secret, algorithm="HS256"))).user_id == "u1"
     bad = [
         jwt.encode(good, "another-secret-of-enough-length!!", algorithm="HS256"),  # forged
@@ -183,7 +184,7 @@ async def test_jwt_verification_refuses_what_it_must(settings: Settings, tmp_pat
         jwt.encode(good | {"aud": "other"}, secret, algorithm="HS256"),
         jwt.encode(good | {"iss": "evil"}, secret, algorithm="HS256"),
         jwt.encode({k: v for k, v in good.items() if k != "exp"}, secret, algorithm="HS256"),
-        jwt.encode(good, None, algorithm="none"),
+        jwt.encode(good, "", algorithm="none"),  # PyJWT's spelling of "no key"
         "not.a.jwt",
     ]
     for token in bad:

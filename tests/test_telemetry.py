@@ -11,24 +11,24 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 from nats.js.errors import NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.connections import Connections
 from config.logging import JsonFormatter, TraceIds
 from config.settings import Settings
 from streams.definitions import EVENTS
-from tests.notifykit import add_member, notifications_consumer_exists
-from tests.otlp import Collector, ReceivedSpan, collector
-from tests.providers import HttpProviders, SmtpServer, provider_env, providers
-from tests.statekit import Member, join_member
-from tests.world import World, eventually, recv_type, send, worker_process
+from tests.kits.notifykit import add_member, notifications_consumer_exists
+from tests.kits.otlp import Collector, ReceivedSpan, collector
+from tests.kits.providers import HttpProviders, SmtpServer, provider_env, providers
+from tests.kits.statekit import Member, join_member
+from tests.kits.world import World, eventually, recv_type, send, worker_process
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5  # OTLP span kinds
 
@@ -187,11 +187,11 @@ async def test_http_requests_are_traced_and_logs_carry_the_ids(
     assert "trace_id" not in outside
 
 
-def _families(text: str) -> dict[str, Any]:
+def _families(text: str) -> dict[str, Metric]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
-def _total(fam: Any, suffix: str = "", **labels: str) -> float:
+def _total(fam: Metric, suffix: str = "", **labels: str) -> float:
     return sum(s.value for s in fam.samples if s.name.endswith(suffix)
                and all(s.labels.get(k) == v for k, v in labels.items()))  # fmt: skip
 
@@ -210,7 +210,7 @@ async def test_metrics_of_every_process_in_one_scrape(
             await recv_type(listener.ws, "event")
         await eventually(lambda: smtp.to(address), timeout=30)
 
-        async def scraped() -> dict[str, Any] | None:
+        async def scraped() -> dict[str, Metric] | None:
             async with httpx.AsyncClient(base_url=gateways[0]) as c:
                 scraper = {"Authorization": f"Bearer {world.settings.auth.metrics_token}"}
                 r = await c.get("/metrics", headers=scraper)

@@ -19,9 +19,9 @@ import pytest_asyncio
 from app.connections import Connections
 from app.embedded.process import free_port
 from config.settings import Settings
-from tests.notifykit import Clock, api, deliveries, notifier, notify_settings, say
-from tests.providers import HttpProviders, SmtpServer, providers
-from tests.world import World, eventually, running_gateways
+from tests.kits.notifykit import Clock, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import HttpProviders, SmtpServer, providers
+from tests.kits.world import World, eventually, running_gateways
 from workers.notifications.channels.destination import REFUSED
 
 STRICT = {"WEDSYNC_WEBHOOK_ALLOW_PRIVATE": "false"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import uuid
@@ -22,9 +23,9 @@ from app.connections import Connections
 from config.settings import Settings
 from streams.definitions import DEAD_LETTERS
 from streams.subjects import dead_letter_subject
-from tests.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
-from tests.providers import HttpProviders, Recorded, SmtpServer, providers
-from tests.world import World, eventually
+from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
+from tests.kits.providers import HttpProviders, Recorded, SmtpServer, providers
+from tests.kits.world import World, eventually
 from workers.notifications import Dispatcher
 
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
@@ -106,7 +107,7 @@ async def fail_until_dead(
     After attempt k fails (at the clock's time) the delivery is pending again, due
     ``schedule[k-1]`` seconds later, and nothing is sent until the clock gets there."""
     for attempt in range(1, len(schedule) + 1):
-        row = await eventually(lambda a=attempt: _failed_attempt(conns, world, hook_id, a))
+        row = await eventually(functools.partial(_failed_attempt, conns, world, hook_id, attempt))
         assert row["due_at"] == clock() + dt.timedelta(seconds=schedule[attempt - 1])
         assert row["reason"] is None
         assert len(received(http, path)) == attempt
@@ -116,7 +117,7 @@ async def fail_until_dead(
         assert still is not None and (still["status"], still["attempts"]) == ("pending", attempt)
         assert len(received(http, path)) == attempt
         clock.advance(1)
-    dead = await eventually(lambda: _with_status(conns, world, hook_id, "dead"))
+    dead: dict[str, Any] = await eventually(lambda: _with_status(conns, world, hook_id, "dead"))
     assert dead["attempts"] == len(schedule) + 1
     assert len(received(http, path)) == len(schedule) + 1
     return dead

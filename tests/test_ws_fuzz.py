@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 
 from config.settings import Settings
-from tests.world import World, connect, recv, send
+from tests.kits.world import World, connect, recv, send
 
 pytestmark = pytest.mark.asyncio
 

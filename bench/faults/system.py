@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -33,7 +34,7 @@ from config.settings import Settings
 from streams.definitions import DEAD_LETTERS
 
 # members chat fast from one socket each and the gateways' rate limits are not what is
-# tested here (tests/world.py FAST_SENDERS); HTTP limits are for many users
+# tested here (tests/kits/world.py FAST_SENDERS); HTTP limits are for many users
 LIMITS = {
     "WEDSYNC_WS_RATE": "100000",
     "WEDSYNC_WS_BURST": "100000",
@@ -183,7 +184,7 @@ class FaultSystem:
             self.urls.append(f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(timeout=2) as client:
             for url in self.urls:
-                await self._until(lambda u=url: _ready(client, u), 60, f"{url} ready")
+                await self._until(functools.partial(_ready, client, url), 60, f"{url} ready")
         for name in self.worker_names:
             await self._spawn(f"worker-{name}", ["worker", name], {})
         if "conflicts" in self.worker_names:

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlencode
 
 import httpx
@@ -118,7 +118,12 @@ async def worker_process(
     assert not stuck, f"`wedsync worker {name}` did not stop within {STOP_WITHIN:g} s of SIGTERM"
 
 
-async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 10.0) -> T:
+# A check may answer None (or False) for "not yet": the value returned is the truthy one.
+@overload
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 10.0) -> T: ...
+@overload
+async def eventually(check: Callable[[], T | None], timeout: float = 10.0) -> T: ...
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Poll a predicate (sync or async) until it is truthy; its value. A condition wait
     with a deadline, for state that has no event to wait on (a mirror, a table)."""
     deadline = time.monotonic() + timeout

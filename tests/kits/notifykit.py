@@ -21,8 +21,8 @@ from app.presence.table import PresenceTable
 from config.settings import NotifySettings, Settings, WorkerSettings
 from streams.definitions import EVENTS, ConsumerSpec
 from streams.subjects import wedding_wildcard
-from tests.providers import HttpProviders, SmtpServer
-from tests.world import World, connect, recv_type, send
+from tests.kits.providers import HttpProviders, SmtpServer
+from tests.kits.world import World, connect, recv_type, send
 from workers.notifications import Dispatcher, Escalator, Planner
 from workers.runner import ConsumerRunner
 

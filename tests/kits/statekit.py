@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from app.connections import Connections
 from streams.state import State, fold
-from tests.world import World, connect, recv, send
+from tests.kits.world import World, connect, recv, send
 
 
 class Member:

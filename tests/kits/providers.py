@@ -20,6 +20,7 @@ from typing import Any
 import http_ece
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -55,12 +56,13 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
+        assert isinstance(envelope.content, bytes)  # aiosmtpd decodes only with decode_data=True
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
-            self.mails.append(Mail(list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+            self.mails.append(Mail(list(envelope.rcpt_tos), msg))
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[Mail]:
