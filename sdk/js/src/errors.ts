@@ -1,4 +1,6 @@
-/** The server refused a frame (`forbidden`, `invalid`, `too_large`, ...): nothing stored. */
+/** The server refused a frame (`forbidden`, `invalid`, `too_large`, ...): nothing stored.
+ * Also thrown before sending for a frame the server would refuse without naming it (an
+ * unknown channel, a malformed entity id: it cannot decode the frame's id), code `invalid`. */
 export class ServerError extends Error {
   readonly code: string;
   constructor(code: string, message: string) {

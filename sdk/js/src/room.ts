@@ -3,6 +3,9 @@ import { HttpError, RoomClosed, ServerError } from "./errors.js";
 import type { ChangeRef, ConflictRejectedData, ReceivedEvent } from "./events.js";
 import { closeAction, newId, splitFrames } from "./frames.js";
 import {
+  ChannelValues,
+  EntityKindValues,
+  OpValues,
   SUBPROTOCOL,
   TOKEN_PREFIX,
   type Access,
@@ -85,6 +88,18 @@ export interface RoomHost {
   pingInterval: number;
 }
 
+const ENTITY_ID = /^[A-Za-z0-9_:.-]{1,128}$/;
+
+/** What the server would refuse without naming the frame (it cannot decode its id) is
+ * refused here, before sending, with the code the server gives it. */
+function refuse(message: string): never {
+  throw new ServerError("invalid", message);
+}
+
+function checkId(id: string): void {
+  if (id.length < 1 || id.length > 64) refuse("a frame id is 1-64 characters");
+}
+
 const RETRYABLE = new Set(["unavailable", "overloaded", "rate_limited"]);
 const REFUSED_JOIN = new Set([400, 401, 403, 404, 409, 422]);
 const OPEN = 1;
@@ -141,6 +156,7 @@ export class Room {
   private readyResolve!: () => void;
   private readyReject!: (e: Error) => void;
   private readonly restored: Promise<void>;
+  private isRestored = false;
 
   constructor(host: RoomHost, weddingId: string) {
     this.host = host;
@@ -195,6 +211,8 @@ export class Room {
    * reconnect (or a page reload, with IndexedDB), so the server stores it once. */
   async send(channel: Channel, data: Record<string, unknown>, options: { id?: string } = {}): Promise<number> {
     const id = options.id ?? newId();
+    checkId(id);
+    if (!(ChannelValues as readonly string[]).includes(channel)) refuse(`unknown channel ${channel}`);
     const frame: MessageFrame = { type: "message", id, channel, data };
     return this.enqueue(frame, true);
   }
@@ -213,6 +231,10 @@ export class Room {
   ): Promise<ChangeOutcome> {
     this.throwIfClosed();
     const id = options.id ?? newId();
+    checkId(id);
+    if (!(EntityKindValues as readonly string[]).includes(kind)) refuse(`unknown entity kind ${kind}`);
+    if (!ENTITY_ID.test(entityId)) refuse(`entity id ${JSON.stringify(entityId)}: 1-128 of [A-Za-z0-9_:.-]`);
+    if (!(OpValues as readonly string[]).includes(op)) refuse(`unknown op ${op}`);
     const frame: ChangeFrame = {
       type: "change", id, entity: kind, entity_id: entityId, op,
       fields: fields as Record<string, unknown>, base_version: null,
@@ -273,6 +295,7 @@ export class Room {
         });
       }
     }
+    this.isRestored = true;
   }
 
   private async enqueue(frame: MessageFrame | ChangeFrame, own: boolean): Promise<number> {
@@ -281,7 +304,7 @@ export class Room {
     if (existing !== undefined && own) {
       return new Promise((resolve, reject) => Object.assign(existing, { resolve, reject }));
     }
-    await this.restored;
+    if (!this.isRestored) await this.restored; // else on at once: counted before it returns
     this.order += 1;
     const queued: QueuedFrame = {
       room: this.weddingId, id: frame.id, order: this.order, frame, frozen: frame.type === "message",
@@ -474,7 +497,12 @@ export class Room {
         }
       };
       ws.onclose = (event: CloseEvent) => end(event.code, event.reason);
-      ws.onerror = () => undefined; // a close event follows
+      ws.onerror = () => {
+        // browsers send a close event after an error; Node 20's WebSocket does not when
+        // the connection is refused (it stays CONNECTING): do not wait for one there
+        if (ws.readyState !== OPEN) end(1006, "connection failed");
+        else setTimeout(() => end(1006, "socket error"), 2000);
+      };
     });
   }
 
