@@ -177,6 +177,29 @@ test("a forced close, a network gone: resumed with nothing missed and nothing tw
   assert.equal(page.events.filter((e) => e.event.data.text === "written offline").length, 1);
 });
 
+test("after a page reload, queued frames go out again with their ids: stored once", async () => {
+  // the outbox and session of a page that sent a message but was reloaded before its ack
+  const storage = new MemoryStorage();
+  const first = createClient({ baseUrl: bases[0], getToken: () => coupleJwt, storage, backoff: fast });
+  const before = first.enter(wedding);
+  await before.ready;
+  const seq = await before.send("chat", { text: "sent before the reload" }, { id: "reload-1" });
+  const { session_id } = await storage.session(wedding);
+  await storage.put({ room: wedding, id: "reload-1", order: 1, frozen: true,
+    frame: { type: "message", id: "reload-1", channel: "chat", data: { text: "sent before the reload" } } });
+  await first.close();
+  // the reloaded page: same storage, same session, the frame re-sent and acked as before
+  const second = createClient({ baseUrl: bases[1 % bases.length], getToken: () => coupleJwt, storage, backoff: fast });
+  clients.push(second);
+  const after = second.enter(wedding);
+  await after.ready;
+  assert.equal((await storage.session(wedding)).session_id, session_id);
+  await eventually(async () => (await storage.load(wedding)).length === 0 && after.unacknowledged === 0);
+  const page = await api("GET", `/api/weddings/${wedding}/events?after_seq=${seq - 1}&limit=1000`, coupleJwt);
+  assert.equal(page.events.filter((e) => e.event.data.text === "sent before the reload").length, 1);
+  await after.leave();
+});
+
 test("an ended session: the room joins again and carries on", async () => {
   const reconnecting = until(a, "status", (s) => s.state === "reconnecting");
   const open = until(a, "status", (s) => s.state === "open");
