@@ -322,7 +322,7 @@ export class Room {
 
   /** Send a queued frame if the socket is open and nothing holds it back. */
   private transmit(entry: Entry): void {
-    if (this.ws?.readyState !== OPEN || entry.timer !== undefined) return;
+    if (!this.live() || entry.timer !== undefined) return;
     const q = entry.queued;
     if (q.frame.type === "change" && !q.frozen) {
       if (this.store.earlierOn(q.id) !== undefined) return; // after that one's outcome
@@ -335,7 +335,13 @@ export class Room {
   }
 
   private transmitText(text: string): void {
-    if (this.ws?.readyState === OPEN) this.ws.send(text);
+    if (this.live()) this.ws?.send(text);
+  }
+
+  /** Welcomed on an open socket: frames sent before the welcome would only go out twice
+   * (the welcome re-sends everything unacknowledged). */
+  private live(): boolean {
+    return this.ws?.readyState === OPEN && this.status.state === "open";
   }
 
   private flush(): void {

@@ -177,6 +177,25 @@ test("a forced close, a network gone: resumed with nothing missed and nothing tw
   assert.equal(page.events.filter((e) => e.event.data.text === "written offline").length, 1);
 });
 
+test("resumed with recovered: false: the state is reloaded by itself, then live again", async () => {
+  // resume from past the wedding's newest event, as from a stream that was recreated
+  const resumed = until(a, "resumed");
+  const reloaded = until(a, "reload");
+  a.lastSeq += 1_000_000;
+  a.reconnect();
+  const frame = await resumed;
+  assert.equal(frame.recovered, false);
+  const snapshot = await reloaded;
+  assert.equal(a.lastSeq >= frame.last_seq, true);
+  const state = await api("GET", `/api/weddings/${wedding}/state`, coupleJwt);
+  await eventually(() => a.lastSeq >= state.seq);
+  assert.deepStrictEqual(a.confirmed, state.entities);
+  assert.ok(snapshot.seq <= state.seq);
+  const got = until(a, "event", (e) => e.event.data.text === "after the reload");
+  const seq = await b.send("chat", { text: "after the reload" });
+  assert.equal((await got).seq, seq);
+});
+
 test("after a page reload, queued frames go out again with their ids: stored once", async () => {
   // the outbox and session of a page that sent a message but was reloaded before its ack
   const storage = new MemoryStorage();
