@@ -4,6 +4,7 @@ export { HttpError, RoomClosed, ServerError } from "./errors.js";
 export * from "./events.js";
 export { closeAction, splitFrames, type CloseAction } from "./frames.js";
 export * from "./generated/protocol.js";
+export { watchIdle, type IdleOptions, type PresenceTarget } from "./idle.js";
 export { PresenceStore } from "./presence.js";
 export {
   Room,

@@ -146,6 +146,7 @@ export class Room {
   private readonly outbox = new Map<string, Entry>(); // in send order
   private readonly waiting = new Map<string, Waiting>(); // changes awaiting their outcome
   private order = 0;
+  private presenceSet: Omit<PresenceFrame, "type"> = {}; // what setPresence said, merged
   private ws: WebSocket | undefined;
   private abandon: ((code: number, reason: string) => void) | undefined;
   private stopped = false;
@@ -257,6 +258,7 @@ export class Room {
   /** Update this member's presence: absent fields unchanged, `editing: null` clears. */
   setPresence(update: Omit<PresenceFrame, "type">): void {
     this.throwIfClosed();
+    this.presenceSet = { ...this.presenceSet, ...update };
     this.transmitText(JSON.stringify({ type: "presence", ...update }));
   }
 
@@ -568,6 +570,10 @@ export class Room {
     this.setStatus({ state: "open" });
     this.readyResolve();
     this.emitter.emit("others", this.presence.others());
+    if (Object.keys(this.presenceSet).length > 0) {
+      // a new socket starts from the server's view of this device: tell it again
+      this.transmitText(JSON.stringify({ type: "presence", ...this.presenceSet }));
+    }
     this.flush(); // what was not acknowledged, in order, with the same ids
   }
 
