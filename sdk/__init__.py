@@ -1,0 +1,1 @@
+"""Client SDKs built from this repository's schemas (``sdk/js``: ``@wedsync/client``)."""
