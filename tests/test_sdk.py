@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from config.settings import Settings
-from tests.world import World, worker_process
+from tests.kits.world import World, worker_process
 
 JS = Path(__file__).resolve().parent.parent / "sdk" / "js"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
