@@ -27,7 +27,7 @@ from config.settings import Settings
 from streams.changes import ChangeRequest
 from streams.definitions import STREAMS
 from streams.permissions import Role, WeddingStatus
-from streams.protocol import Actor, AuthFrame, ClientFrame, Close, ServerFrame
+from streams.protocol import Actor, AuthFrame, ClientFrame, Close, ErrorCode, ServerFrame
 from streams.state import DEFAULTS, EntityKind, Op
 from workers.conflicts.engine import Entity, Rules, View, apply_change
 from workers.registry import WORKERS
@@ -286,18 +286,37 @@ def literal_calls(
     return found
 
 
+def members_named(enum: str, roots: tuple[str, ...] = ("app", "streams", "workers")) -> set[str]:
+    """The members of ``enum`` the code under ``roots`` names (``ErrorCode.INVALID``)."""
+    found: set[str] = set()
+    for root in roots:
+        for path in (ROOT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == enum
+                ):
+                    found.add(node.attr)
+    return found
+
+
 def test_websocket_error_code_table_is_every_code_sent() -> None:
-    sent = (
+    # a code reaches an error frame only as an ErrorCode member: no string literal...
+    literals = (
         literal_calls("ErrorFrame", keyword="code")
         | literal_calls("FrameRefused", arg=0)
-        | literal_calls("refuse", arg=0)  # the change handler's helper
+        | literal_calls("refuse", arg=0)  # Connection.refuse, the change handler's helper
     )
+    assert not literals
+    # ...and each member is sent somewhere
+    assert members_named("ErrorCode") == {c.name for c in ErrorCode}
     rows = table(ROOT / "docs/protocol.md", "## Error codes (error frames)")
-    assert {spans(row[0])[0] for row in rows} == sent
+    assert {spans(row[0])[0] for row in rows} == {c.value for c in ErrorCode}
 
 
 def test_close_code_table_is_close() -> None:
-    codes = {v for k, v in vars(Close).items() if k.isupper()}
+    codes = {int(c) for c in Close}
     rows = table(ROOT / "docs/protocol.md", "## Close codes")
     assert {int(row[0]) for row in rows} == codes
 

@@ -20,7 +20,7 @@ import msgspec
 
 from app.presence import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
-from streams.protocol import Close, PermissionsFrame, event_frame
+from streams.protocol import Close, ErrorCode, ErrorFrame, PermissionsFrame, event_frame
 from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
@@ -121,6 +121,15 @@ class Connection:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
             self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    def refuse(
+        self, code: ErrorCode, message: str, frame_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
+        """Answer a refused frame with an error frame (the socket stays open): the one place
+        an :class:`ErrorCode` becomes a frame. ``frame_id``: the refused frame's ``id``."""
+        frame = ErrorFrame(code=code, message=message, id=frame_id, retry_after=retry_after)
+        self.send(msgspec.json.encode(frame).decode())
 
     def offer_event(self, seq: int, channel: str, frame: str, stored: bytes) -> None:
         """A live event from the room (``frame``, built from the ``stored`` event): filtered,

@@ -36,7 +36,7 @@ from streams.protocol import (
     Actor,
     ChangeFrame,
     Close,
-    ErrorFrame,
+    ErrorCode,
     Event,
     FrameRefused,
     MessageFrame,
@@ -240,9 +240,7 @@ async def _read(
         try:  # size in bytes, shape, and storable (streams/limits.py)
             frame = decode_client_frame(raw, settings.max_frame)
         except FrameRefused as refused:
-            conn.send(_frame(ErrorFrame(
-                code=refused.code, message=refused.message, id=refused.frame_id
-            )))  # fmt: skip
+            conn.refuse(refused.code, refused.message, refused.frame_id)
             continue
         if isinstance(frame, PingFrame):
             conn.send(_frame(PongFrame()))
@@ -258,10 +256,9 @@ async def _read(
                 _limited(conn, settings, frame.id)
                 continue
             if (retry := hub.admission.refuse()) is not None:
-                conn.send(_frame(ErrorFrame(
-                    id=frame.id, code="overloaded", retry_after=retry,
-                    message="server overloaded: not stored; resend the same frame later",
-                )))  # fmt: skip
+                conn.refuse(ErrorCode.OVERLOADED,
+                            "server overloaded: not stored; resend the same frame later",
+                            frame.id, retry_after=retry)  # fmt: skip
                 continue
             # a trace starts at each frame that stores something: it follows the message
             # through JetStream into the workers (W3C traceparent in NATS headers)
@@ -281,12 +278,12 @@ async def _read(
 
 def _limited(conn: Connection, settings: GatewaySettings, frame_id: str | None) -> None:
     limit = f"over {settings.rate:g} frames per second"
-    conn.send(_frame(ErrorFrame(id=frame_id, code="rate_limited", message=limit)))
+    conn.refuse(ErrorCode.RATE_LIMITED, limit, frame_id)
 
 
 async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
     if isinstance(frame.editing, Editing) and (refused := _editing_refused(conn, frame.editing)):
-        conn.send(_frame(refused))
+        conn.refuse(*refused)
         return
     fields = {k: v for k, v in msgspec.structs.asdict(frame).items() if v is not msgspec.UNSET}
     try:
@@ -296,25 +293,25 @@ async def _presence(hub: Hub, conn: Connection, frame: PresenceFrame) -> None:
             await hub.tracker.activity(conn.presence)
     except Exception as exc:
         log.warning("presence update failed: %r", exc)
-        conn.send(_frame(ErrorFrame(code="unavailable", message="presence not updated; retry")))
+        conn.refuse(ErrorCode.UNAVAILABLE, "presence not updated; retry")
 
 
-def _editing_refused(conn: Connection, editing: Editing) -> ErrorFrame | None:
+def _editing_refused(conn: Connection, editing: Editing) -> tuple[ErrorCode, str] | None:
     """Editing names a field of a shared entity the member may read (others are told)."""
     try:
         kind = EntityKind(editing.entity)
     except ValueError:
         kinds = ", ".join(k.value for k in EntityKind)
-        return ErrorFrame(code="invalid", message=f"editing.entity must be one of {kinds}")
+        return ErrorCode.INVALID, f"editing.entity must be one of {kinds}"
     if CHANNEL_OF[kind] not in conn.readable:
-        return ErrorFrame(code="forbidden", message=f"{conn.role.value} may not read {kind.value}")
+        return ErrorCode.FORBIDDEN, f"{conn.role.value} may not read {kind.value}"
     return None
 
 
 async def _publish(conns: Connections, hub: Hub, conn: Connection, frame: MessageFrame) -> bool:
     if not conn.can_write(frame.channel):
-        conn.send(_frame(ErrorFrame(id=frame.id, code="forbidden",
-                                    message=f"{conn.role.value} may not write {frame.channel.value}")))  # fmt: skip  # noqa: E501
+        conn.refuse(ErrorCode.FORBIDDEN, f"{conn.role.value} may not write {frame.channel.value}",
+                    frame.id)  # fmt: skip
         return False
     event = Event(
         id=str(uuid.uuid5(EVENT_NAMESPACE, f"{conn.session_id}:{frame.id}")), type="message",
@@ -337,8 +334,7 @@ async def _store(conns: Connections, hub: Hub, conn: Connection, frame_id: str, 
             ack = await conns.js.publish(subject, payload, stream=stream, headers=headers)
     except Exception as exc:  # not durable: the client must retry with the same id
         _publish_outage.failed(exc)
-        conn.send(_frame(ErrorFrame(id=frame_id, code="unavailable",
-                                    message="not stored; retry with the same id")))  # fmt: skip
+        conn.refuse(ErrorCode.UNAVAILABLE, "not stored; retry with the same id", frame_id)
         return False
     finally:
         admission.inflight -= 1
@@ -352,15 +348,15 @@ async def _change(
 ) -> bool:
     """Validate a state change at the edge and queue it for the conflicts worker."""
 
-    def refuse(code: str, message: str) -> bool:
-        conn.send(_frame(ErrorFrame(id=frame.id, code=code, message=message[:200])))
+    def refuse(code: ErrorCode, message: str) -> bool:
+        conn.refuse(code, message[:200], frame.id)
         return False
 
     channel = CHANNEL_OF[frame.entity]
     if not conn.can_write(channel):
-        return refuse("forbidden", f"{conn.role.value} may not write {channel.value}")
+        return refuse(ErrorCode.FORBIDDEN, f"{conn.role.value} may not write {channel.value}")
     if (frame.op is Op.CREATE) != (frame.base_version is None):
-        return refuse("invalid", "base_version is null on create and required otherwise")
+        return refuse(ErrorCode.INVALID, "base_version is null on create and required otherwise")
     try:
         if frame.op is Op.DELETE:
             if frame.fields:
@@ -369,11 +365,11 @@ async def _change(
         else:
             fields = validate_fields(frame.entity, frame.op, frame.fields)
     except FieldError as exc:
-        return refuse("invalid", str(exc))
+        return refuse(ErrorCode.INVALID, str(exc))
     if conn.scope is not None:  # a vendor's records stay theirs (the worker checks the rest)
         refused = conn.scope.check_change(frame.entity, frame.op, frame.fields, fields)
         if refused:
-            return refuse("forbidden", refused)
+            return refuse(ErrorCode.FORBIDDEN, refused)
     if hub.contacts is not None:  # encrypted from here on: JetStream, the worker, PostgreSQL
         fields = hub.contacts.seal(frame.entity, fields)
     wedding = str(conn.wedding_id)
@@ -402,15 +398,17 @@ async def _resume(
     the live events held meanwhile are never released without the ``resumed`` before them.
     """
     if conn.resuming:
-        conn.send(_frame(ErrorFrame(code="invalid", message="a resume is already running")))
+        conn.refuse(ErrorCode.INVALID, "a resume is already running")
         return
     budget = hub.replays.start(conn.wedding_id, conn.user_id)
     if budget is None:
         if on_connect:  # it is not at the welcome's position: going live would be a gap
-            conn.request_close(Close.TRY_LATER, "rate_limited: too many resumes, retry later")
+            conn.request_close(
+                Close.TRY_LATER, f"{ErrorCode.RATE_LIMITED}: too many resumes, retry later"
+            )
         else:
             limit = f"over {hub.replays.rate:g} replayed events per second: resume later"
-            conn.send(_frame(ErrorFrame(code="rate_limited", message=limit)))
+            conn.refuse(ErrorCode.RATE_LIMITED, limit)
         return
     conn.resuming = conn.replaying = True  # live events are held from here
     try:
