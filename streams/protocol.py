@@ -291,17 +291,52 @@ class EventPage(msgspec.Struct):
     next_after_seq: int | None
 
 
-class ControlMessage(msgspec.Struct, frozen=True):
-    """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
+# -- across gateway processes (core NATS, never stored) -----------------------------------
+#
+# On ``wedsync.control.<wedding_id>``, each one tells every gateway process to act at once on
+# its sockets of the wedding: one Struct per ``kind`` (the tag), one decoder for the subject.
+# The JSON is the one the single ControlMessage struct of earlier versions wrote, less its
+# null fields: an old process decodes a new message and a new one an old message (unknown
+# fields are ignored), so a rolling upgrade keeps control messages working both ways.
 
-    # "sessions_ended" | "role_changed" | "status_changed" | "notification" | "disconnect"
-    kind: str
-    session_ids: list[str] = []
-    user_id: str | None = None
-    role: Role | None = None
-    status: WeddingStatus | None = None  # "status_changed": the wedding's new status
-    notification: Notification | None = None  # for ``user_id``'s sockets in the wedding
-    # "disconnect": close ``user_id``'s sockets in the wedding with ``code``
-    # (Close.DISCONNECTED, RECONNECT or SESSION_ENDED) and ``reason``
-    code: int | None = None
-    reason: str | None = None
+
+class _Control(msgspec.Struct, frozen=True, tag_field="kind"):
+    pass
+
+
+class SessionsEnded(_Control, frozen=True, tag="sessions_ended"):
+    """Close these sessions' sockets with 4504."""
+
+    session_ids: list[str]
+
+
+class RoleChanged(_Control, frozen=True, tag="role_changed"):
+    """``user_id``'s new role (a ``permissions`` frame); None: removed, closed with 4503."""
+
+    user_id: str
+    role: Role | None
+
+
+class StatusChanged(_Control, frozen=True, tag="status_changed"):
+    """The wedding's new status (completed: read-only; cancelled: closed with 4503)."""
+
+    status: WeddingStatus
+
+
+class NotificationSent(_Control, frozen=True, tag="notification"):
+    """A ``notification`` frame for ``user_id``'s sockets in the wedding."""
+
+    user_id: str
+    notification: Notification
+
+
+class Disconnect(_Control, frozen=True, tag="disconnect"):
+    """Close ``user_id``'s sockets in the wedding with ``code`` (DISCONNECTED, RECONNECT or
+    SESSION_ENDED: the admin API's disconnect) and ``reason``."""
+
+    user_id: str
+    code: Close
+    reason: str
+
+
+ControlMessage = SessionsEnded | RoleChanged | StatusChanged | NotificationSent | Disconnect
