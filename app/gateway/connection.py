@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 
 import msgspec
 
@@ -25,6 +26,17 @@ from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
 WAKE = ""  # queued by request_close for a writer waiting on an empty queue; never sent
+
+
+class Lifecycle(Enum):
+    """Where a socket is in its life. Live events are held (not sent) until it is ``LIVE``;
+    presence diffs and ``permissions`` frames only after the welcome (its snapshot)."""
+
+    OPENING = "opening"  # in its room, not welcomed yet (app/gateway/handshake.py)
+    WELCOMED = "welcomed"  # welcomed; live events held until a replay is over (resume)
+    REPLAYING = "replaying"  # a resume replays what the client missed: one at a time
+    LIVE = "live"  # live events sent as they come
+    CLOSED = "closed"  # a close was requested (terminal: nothing is queued any more)
 
 
 @dataclass(eq=False)
@@ -38,12 +50,8 @@ class Connection:
     presence: Presence  # this socket's own presence record
     queue: asyncio.Queue[str] = field(init=False)
     last_sent: int = 0  # highest event seq queued to this socket
-    # Live events are held (not sent) until the welcome, and during a resume.
-    replaying: bool = True
-    resuming: bool = False
-    held: list[tuple[int, str, str]] = field(default_factory=list)  # live events during replay
-    closed: bool = False
-    welcomed: bool = False  # presence diffs only after the welcome (its snapshot)
+    state: Lifecycle = Lifecycle.OPENING
+    held: list[tuple[int, str, str]] = field(default_factory=list)  # live events, until LIVE
     close_code: int = 1000
     close_reason: str = ""
     # the client asked for ``?batch=1``: frames already queued go out together, one
@@ -63,10 +71,34 @@ class Connection:
         self.scope, self.scoped = self._scope()
         self.close_requested = asyncio.Event()
 
+    @property
+    def closed(self) -> bool:
+        return self.state is Lifecycle.CLOSED
+
+    @property
+    def welcomed(self) -> bool:
+        return self.state is not Lifecycle.OPENING and self.state is not Lifecycle.CLOSED
+
+    def _enter(self, state: Lifecycle) -> None:
+        if self.state is not Lifecycle.CLOSED:  # closed stays closed
+            self.state = state
+
+    def welcome_sent(self) -> None:
+        self._enter(Lifecycle.WELCOMED)
+
+    def start_replay(self) -> None:
+        """A resume begins: live events are held from here (until :meth:`finish_replay`)."""
+        self._enter(Lifecycle.REPLAYING)
+
+    def replay_stopped(self) -> None:
+        """The resume's replay is over (or failed): events stay held, another may begin."""
+        if self.state is Lifecycle.REPLAYING:
+            self.state = Lifecycle.WELCOMED
+
     def request_close(self, code: int, reason: str) -> None:
         """Ask the socket's writer to close with ``code`` (first request wins)."""
         if not self.closed:
-            self.closed = True
+            self.state = Lifecycle.CLOSED
             self.close_code, self.close_reason = code, reason
             self.close_requested.set()
             # wake the writer if it waits on an empty queue (a full one: it is not waiting)
@@ -141,7 +173,7 @@ class Connection:
             if mine is None:
                 return
             frame = mine
-        if self.replaying:
+        if self.state is not Lifecycle.LIVE:  # (closed: held, never sent)
             if len(self.held) >= self.queue_size:
                 self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
                 return
@@ -172,7 +204,8 @@ class Connection:
 
     def finish_replay(self) -> None:
         """Send the live events held during the replay (filtered when they were offered)."""
-        held, self.held, self.replaying = self.held, [], False
+        held, self.held = self.held, []
+        self._enter(Lifecycle.LIVE)
         for seq, channel, frame in held:
             if channel in self.readable and seq > self.last_sent:
                 self.last_sent = seq

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from app.auth import admit_handshake
 from app.connections import Connections
 from app.gateway import session
-from app.gateway.connection import Connection
+from app.gateway.connection import Connection, Lifecycle
 from app.gateway.handshake import admit
 from app.gateway.history import events_between, fully_held, same_epoch
 from app.gateway.hub import GUESTS, Hub
@@ -134,7 +134,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
             permissions=permissions_for(conn.role, conn.status), last_seq=head, epoch=hub.epoch,
             presence=_snapshot(hub, conn),
         )))  # fmt: skip
-        conn.welcomed = True
+        conn.welcome_sent()
         _spawn(tasks, conn, "session watch", session.watch(conns.pool, conn))
         after = socket.query_params.get("after_seq")
         if after is not None and after.isascii() and after.isdigit():  # not "²"
@@ -397,7 +397,7 @@ async def _resume(
     A replay that fails raises (the socket closes with 4002 and the client resumes again):
     the live events held meanwhile are never released without the ``resumed`` before them.
     """
-    if conn.resuming:
+    if conn.state is Lifecycle.REPLAYING:
         conn.refuse(ErrorCode.INVALID, "a resume is already running")
         return
     budget = hub.replays.start(conn.wedding_id, conn.user_id)
@@ -410,7 +410,7 @@ async def _resume(
             limit = f"over {hub.replays.rate:g} replayed events per second: resume later"
             conn.refuse(ErrorCode.RATE_LIMITED, limit)
         return
-    conn.resuming = conn.replaying = True  # live events are held from here
+    conn.start_replay()  # live events are held from here
     try:
         # what is stored now (the room's cached head may name a since-purged event);
         # anything newer is held while we replay
@@ -432,5 +432,5 @@ async def _resume(
                             epoch=hub.epoch)  # fmt: skip
         await conn.queue.put(_frame(done))
     finally:
-        conn.resuming = False
+        conn.replay_stopped()
     conn.finish_replay()  # held live events after the replayed ones, none twice
