@@ -25,7 +25,15 @@ from streams.protocol import Close, ErrorCode, ErrorFrame, PermissionsFrame, eve
 from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
+SLOW_CONSUMER = "slow consumer: resume from your last seq"  # the reason of a 4001 close
 WAKE = ""  # queued by request_close for a writer waiting on an empty queue; never sent
+
+_encode = msgspec.json.Encoder()
+
+
+def frame_text(frame: msgspec.Struct) -> str:
+    """A server frame as the text of a WebSocket message."""
+    return _encode.encode(frame).decode()
 
 
 class Lifecycle(Enum):
@@ -140,7 +148,7 @@ class Connection:
         if self.welcomed:  # before it, the welcome carries them
             access = permissions_for(self.role, self.status)
             frame = PermissionsFrame(role=self.role, status=self.status, permissions=access)
-            self.send(msgspec.json.encode(frame).decode())
+            self.send(frame_text(frame))
 
     def can_write(self, channel: str) -> bool:
         return permissions_for(self.role, self.status)[channel].write
@@ -152,7 +160,7 @@ class Connection:
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
-            self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+            self.request_close(Close.SLOW_CONSUMER, SLOW_CONSUMER)
 
     def refuse(
         self, code: ErrorCode, message: str, frame_id: str | None = None,
@@ -161,7 +169,7 @@ class Connection:
         """Answer a refused frame with an error frame (the socket stays open): the one place
         an :class:`ErrorCode` becomes a frame. ``frame_id``: the refused frame's ``id``."""
         frame = ErrorFrame(code=code, message=message, id=frame_id, retry_after=retry_after)
-        self.send(msgspec.json.encode(frame).decode())
+        self.send(frame_text(frame))
 
     def offer_event(self, seq: int, channel: str, frame: str, stored: bytes) -> None:
         """A live event from the room (``frame``, built from the ``stored`` event): filtered,
@@ -175,7 +183,7 @@ class Connection:
             frame = mine
         if self.state is not Lifecycle.LIVE:  # (closed: held, never sent)
             if len(self.held) >= self.queue_size:
-                self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+                self.request_close(Close.SLOW_CONSUMER, SLOW_CONSUMER)
                 return
             self.held.append((seq, channel, frame))
             return
