@@ -1,4 +1,8 @@
-"""One error taxonomy with stable codes, mapped to HTTP in exactly one place."""
+"""One error taxonomy with stable codes, mapped to HTTP in exactly one place.
+
+Over WebSocket the same errors are spelled the same: error frames carry a
+``streams.protocol.ErrorCode`` (built in one place, ``Connection.refuse``), and a socket
+closes with a ``streams.protocol.Close`` code (docs/protocol.md)."""
 
 from __future__ import annotations
 

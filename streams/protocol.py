@@ -7,6 +7,7 @@ when accepted and never re-encoded per receiver.
 
 from __future__ import annotations
 
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any
 
 import msgspec
@@ -23,6 +24,38 @@ ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: the server answers ``SUBPROTOCOL`` (it never echoes the token).
 SUBPROTOCOL = "wedsync.v1"
 TOKEN_PREFIX = "wedsync.token."
+
+
+# -- errors and close codes (docs/protocol.md: "Error codes", "Close codes") -------------
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an error frame: the frame was refused, the socket stays open. The one
+    list of them (docs/protocol.md checks against it); spelled as the HTTP taxonomy spells
+    the same errors (app/errors.py). ``ErrorFrame.code`` stays a plain string on the wire,
+    so a client built against an older list still decodes a newer code."""
+
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
+
+
+class Close(IntEnum):
+    """WebSocket close codes: 4000-4499 the client may reconnect (and resume); 4500-4999 not."""
+
+    GOING_AWAY = 4000  # server shutting down
+    SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
+    SERVER_ERROR = 4002  # unexpected server failure: reconnect (with backoff) and resume
+    RECONNECT = 4005  # an operator asked the client to reconnect (and resume)
+    AUTH_TIMEOUT = 4008  # no token and no ``auth`` frame in time: reconnect and authenticate
+    TRY_LATER = 4029  # too many connections for this user right now
+    INVALID_SESSION = 4500  # unknown, expired or ended session token
+    FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding
+    SESSION_ENDED = 4504  # the session was ended (leave, member removed, cap, operator)
+    DISCONNECTED = 4505  # disconnected by an operator: do not reconnect by yourself
 
 
 # -- client → server ---------------------------------------------------------------------
@@ -77,7 +110,7 @@ class FrameRefused(Exception):
     """A client frame the gateway answers with an error frame (``code``: ``too_large`` or
     ``invalid``) without acting on it; the socket stays open."""
 
-    def __init__(self, code: str, message: str, frame_id: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, frame_id: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.frame_id = code, message[:200], frame_id
 
@@ -87,20 +120,21 @@ def decode_client_frame(raw: str, max_bytes: int) -> ClientFrame:
     client frame, and storable as a whole (:mod:`streams.limits`), else
     :class:`FrameRefused`. A frame too deep for the decoder itself is refused alike."""
     if utf8_over(raw, max_bytes):
-        raise FrameRefused("too_large", f"frame over {max_bytes} bytes")
+        raise FrameRefused(ErrorCode.TOO_LARGE, f"frame over {max_bytes} bytes")
     if not raw:
-        raise FrameRefused("invalid", "empty or binary frame: frames are JSON text messages")
+        message = "empty or binary frame: frames are JSON text messages"
+        raise FrameRefused(ErrorCode.INVALID, message)
     try:
         frame = _client_frame.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         message = decode_error(str(exc), raw) if isinstance(exc, msgspec.DecodeError) else str(exc)
-        raise FrameRefused("invalid", message) from None
+        raise FrameRefused(ErrorCode.INVALID, message) from None
     except RecursionError:
-        raise FrameRefused("invalid", "nested too deeply to decode") from None
+        raise FrameRefused(ErrorCode.INVALID, "nested too deeply to decode") from None
     try:
         check(frame, from_json=True)
     except Unstorable as exc:  # a well-formed frame: its id settles the sender's promise
-        raise FrameRefused("invalid", str(exc), getattr(frame, "id", None)) from None
+        raise FrameRefused(ErrorCode.INVALID, str(exc), getattr(frame, "id", None)) from None
     return frame
 
 
@@ -257,32 +291,52 @@ class EventPage(msgspec.Struct):
     next_after_seq: int | None
 
 
-class Close:
-    """WebSocket close codes: 4000-4499 the client may reconnect (and resume); 4500-4999 not."""
-
-    GOING_AWAY = 4000  # server shutting down
-    SLOW_CONSUMER = 4001  # outgoing queue overflowed: reconnect and resume
-    SERVER_ERROR = 4002  # unexpected server failure: reconnect (with backoff) and resume
-    RECONNECT = 4005  # an operator asked the client to reconnect (and resume)
-    AUTH_TIMEOUT = 4008  # no token and no ``auth`` frame in time: reconnect and authenticate
-    TRY_LATER = 4029  # too many connections for this user right now
-    INVALID_SESSION = 4500  # unknown, expired or ended session token
-    FORBIDDEN = 4503  # not (or no longer) a member of this wedding, or wrong wedding
-    SESSION_ENDED = 4504  # the session was ended (leave, member removed, cap, operator)
-    DISCONNECTED = 4505  # disconnected by an operator: do not reconnect by yourself
+# -- across gateway processes (core NATS, never stored) -----------------------------------
+#
+# On ``wedsync.control.<wedding_id>``, each one tells every gateway process to act at once on
+# its sockets of the wedding: one Struct per ``kind`` (the tag), one decoder for the subject.
+# The JSON is the one the single ControlMessage struct of earlier versions wrote, less its
+# null fields: an old process decodes a new message and a new one an old message (unknown
+# fields are ignored), so a rolling upgrade keeps control messages working both ways.
 
 
-class ControlMessage(msgspec.Struct, frozen=True):
-    """On ``wedsync.control.<wedding_id>``: tells every gateway process to act at once."""
+class _Control(msgspec.Struct, frozen=True, tag_field="kind"):
+    pass
 
-    # "sessions_ended" | "role_changed" | "status_changed" | "notification" | "disconnect"
-    kind: str
-    session_ids: list[str] = []
-    user_id: str | None = None
-    role: Role | None = None
-    status: WeddingStatus | None = None  # "status_changed": the wedding's new status
-    notification: Notification | None = None  # for ``user_id``'s sockets in the wedding
-    # "disconnect": close ``user_id``'s sockets in the wedding with ``code``
-    # (Close.DISCONNECTED, RECONNECT or SESSION_ENDED) and ``reason``
-    code: int | None = None
-    reason: str | None = None
+
+class SessionsEnded(_Control, frozen=True, tag="sessions_ended"):
+    """Close these sessions' sockets with 4504."""
+
+    session_ids: list[str]
+
+
+class RoleChanged(_Control, frozen=True, tag="role_changed"):
+    """``user_id``'s new role (a ``permissions`` frame); None: removed, closed with 4503."""
+
+    user_id: str
+    role: Role | None
+
+
+class StatusChanged(_Control, frozen=True, tag="status_changed"):
+    """The wedding's new status (completed: read-only; cancelled: closed with 4503)."""
+
+    status: WeddingStatus
+
+
+class NotificationSent(_Control, frozen=True, tag="notification"):
+    """A ``notification`` frame for ``user_id``'s sockets in the wedding."""
+
+    user_id: str
+    notification: Notification
+
+
+class Disconnect(_Control, frozen=True, tag="disconnect"):
+    """Close ``user_id``'s sockets in the wedding with ``code`` (DISCONNECTED, RECONNECT or
+    SESSION_ENDED: the admin API's disconnect) and ``reason``."""
+
+    user_id: str
+    code: Close
+    reason: str
+
+
+ControlMessage = SessionsEnded | RoleChanged | StatusChanged | NotificationSent | Disconnect

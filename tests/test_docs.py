@@ -27,7 +27,15 @@ from config.settings import Settings
 from streams.changes import ChangeRequest
 from streams.definitions import STREAMS
 from streams.permissions import Role, WeddingStatus
-from streams.protocol import Actor, AuthFrame, ClientFrame, Close, ServerFrame
+from streams.protocol import (
+    Actor,
+    AuthFrame,
+    ClientFrame,
+    Close,
+    ControlMessage,
+    ErrorCode,
+    ServerFrame,
+)
 from streams.state import DEFAULTS, EntityKind, Op
 from workers.conflicts.engine import Entity, Rules, View, apply_change
 from workers.registry import WORKERS
@@ -286,38 +294,56 @@ def literal_calls(
     return found
 
 
+def members_named(enum: str, roots: tuple[str, ...] = ("app", "streams", "workers")) -> set[str]:
+    """The members of ``enum`` the code under ``roots`` names (``ErrorCode.INVALID``)."""
+    found: set[str] = set()
+    for root in roots:
+        for path in (ROOT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == enum
+                ):
+                    found.add(node.attr)
+    return found
+
+
 def test_websocket_error_code_table_is_every_code_sent() -> None:
-    sent = (
+    # a code reaches an error frame only as an ErrorCode member: no string literal...
+    literals = (
         literal_calls("ErrorFrame", keyword="code")
         | literal_calls("FrameRefused", arg=0)
-        | literal_calls("refuse", arg=0)  # the change handler's helper
+        | literal_calls("refuse", arg=0)  # Connection.refuse, the change handler's helper
     )
+    assert not literals
+    # ...and each member is sent somewhere
+    assert members_named("ErrorCode") == {c.name for c in ErrorCode}
     rows = table(ROOT / "docs/protocol.md", "## Error codes (error frames)")
-    assert {spans(row[0])[0] for row in rows} == sent
+    assert {spans(row[0])[0] for row in rows} == {c.value for c in ErrorCode}
 
 
 def test_close_code_table_is_close() -> None:
-    codes = {v for k, v in vars(Close).items() if k.isupper()}
+    codes = {int(c) for c in Close}
     rows = table(ROOT / "docs/protocol.md", "## Close codes")
     assert {int(row[0]) for row in rows} == codes
 
 
 def test_control_message_table_is_what_is_sent() -> None:
-    """Each kind with the fields its senders set (``ControlMessage(kind=..., ...)``)."""
-    sent: dict[str, set[str]] = {}
+    """Each kind with its fields (one Struct of the ``ControlMessage`` union per kind), and
+    each kind sent by the app or a worker."""
+    kinds = struct_fields(ControlMessage)
+    called: set[str] = set()
     for root in ("app", "workers"):
         for path in (ROOT / root).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if (
-                    isinstance(node, ast.Call)
-                    and getattr(node.func, "id", None) == "ControlMessage"
-                ):
-                    kw = {k.arg: k.value for k in node.keywords}
-                    kind = kw.pop("kind")
-                    assert isinstance(kind, ast.Constant)
-                    sent[str(kind.value)] = {str(k) for k in kw}
+            called |= {
+                node.func.id
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            }
+    assert {m.__name__ for m in ControlMessage.__args__} <= called
     rows = table(ROOT / "docs/protocol.md", "## Across processes")
-    assert {spans(row[0])[0]: set(spans(without_parentheses(row[1]))) for row in rows} == sent
+    assert {spans(row[0])[0]: set(spans(without_parentheses(row[1]))) for row in rows} == kinds
 
 
 # -- frames --------------------------------------------------------------------------------

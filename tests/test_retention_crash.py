@@ -41,7 +41,7 @@ import msgspec
 from nats.js.errors import NotFoundError
 
 from app.connections import Connections
-from app.gateway.endpoint import EVENT_NAMESPACE
+from app.gateway.frames import EVENT_NAMESPACE
 from app.gateway.history import first_held
 from config.settings import Settings
 from streams.definitions import EVENTS
@@ -72,7 +72,7 @@ async def _fill(conns: Connections, world: World, n: int) -> Stored:
         assert msg.subject == wedding_subject(world.wedding, "chat") and msg.data
         stored[seq] = ("chat", msg.data)
 
-    # the gateway's envelope and subject (app/gateway/endpoint.py `_publish`)
+    # the gateway's envelope and subject (app/gateway/frames.py `_publish`)
     session, encode, channels = uuid.uuid4().hex, msgspec.json.Encoder(), list(Channel)
 
     async def one(i: int) -> None:

@@ -15,16 +15,36 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 
 import msgspec
 
 from app.presence import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
-from streams.protocol import Close, PermissionsFrame, event_frame
+from streams.protocol import Close, ErrorCode, ErrorFrame, PermissionsFrame, event_frame
 from streams.scope import RecordScope
 
 OVERFLOW_POLICY = "disconnect"
+SLOW_CONSUMER = "slow consumer: resume from your last seq"  # the reason of a 4001 close
 WAKE = ""  # queued by request_close for a writer waiting on an empty queue; never sent
+
+_encode = msgspec.json.Encoder()
+
+
+def frame_text(frame: msgspec.Struct) -> str:
+    """A server frame as the text of a WebSocket message."""
+    return _encode.encode(frame).decode()
+
+
+class Lifecycle(Enum):
+    """Where a socket is in its life. Live events are held (not sent) until it is ``LIVE``;
+    presence diffs and ``permissions`` frames only after the welcome (its snapshot)."""
+
+    OPENING = "opening"  # in its room, not welcomed yet (app/gateway/handshake.py)
+    WELCOMED = "welcomed"  # welcomed; live events held until a replay is over (resume)
+    REPLAYING = "replaying"  # a resume replays what the client missed: one at a time
+    LIVE = "live"  # live events sent as they come
+    CLOSED = "closed"  # a close was requested (terminal: nothing is queued any more)
 
 
 @dataclass(eq=False)
@@ -38,12 +58,8 @@ class Connection:
     presence: Presence  # this socket's own presence record
     queue: asyncio.Queue[str] = field(init=False)
     last_sent: int = 0  # highest event seq queued to this socket
-    # Live events are held (not sent) until the welcome, and during a resume.
-    replaying: bool = True
-    resuming: bool = False
-    held: list[tuple[int, str, str]] = field(default_factory=list)  # live events during replay
-    closed: bool = False
-    welcomed: bool = False  # presence diffs only after the welcome (its snapshot)
+    state: Lifecycle = Lifecycle.OPENING
+    held: list[tuple[int, str, str]] = field(default_factory=list)  # live events, until LIVE
     close_code: int = 1000
     close_reason: str = ""
     # the client asked for ``?batch=1``: frames already queued go out together, one
@@ -63,10 +79,34 @@ class Connection:
         self.scope, self.scoped = self._scope()
         self.close_requested = asyncio.Event()
 
+    @property
+    def closed(self) -> bool:
+        return self.state is Lifecycle.CLOSED
+
+    @property
+    def welcomed(self) -> bool:
+        return self.state is not Lifecycle.OPENING and self.state is not Lifecycle.CLOSED
+
+    def _enter(self, state: Lifecycle) -> None:
+        if self.state is not Lifecycle.CLOSED:  # closed stays closed
+            self.state = state
+
+    def welcome_sent(self) -> None:
+        self._enter(Lifecycle.WELCOMED)
+
+    def start_replay(self) -> None:
+        """A resume begins: live events are held from here (until :meth:`finish_replay`)."""
+        self._enter(Lifecycle.REPLAYING)
+
+    def replay_stopped(self) -> None:
+        """The resume's replay is over (or failed): events stay held, another may begin."""
+        if self.state is Lifecycle.REPLAYING:
+            self.state = Lifecycle.WELCOMED
+
     def request_close(self, code: int, reason: str) -> None:
         """Ask the socket's writer to close with ``code`` (first request wins)."""
         if not self.closed:
-            self.closed = True
+            self.state = Lifecycle.CLOSED
             self.close_code, self.close_reason = code, reason
             self.close_requested.set()
             # wake the writer if it waits on an empty queue (a full one: it is not waiting)
@@ -108,7 +148,7 @@ class Connection:
         if self.welcomed:  # before it, the welcome carries them
             access = permissions_for(self.role, self.status)
             frame = PermissionsFrame(role=self.role, status=self.status, permissions=access)
-            self.send(msgspec.json.encode(frame).decode())
+            self.send(frame_text(frame))
 
     def can_write(self, channel: str) -> bool:
         return permissions_for(self.role, self.status)[channel].write
@@ -120,7 +160,16 @@ class Connection:
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
-            self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+            self.request_close(Close.SLOW_CONSUMER, SLOW_CONSUMER)
+
+    def refuse(
+        self, code: ErrorCode, message: str, frame_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
+        """Answer a refused frame with an error frame (the socket stays open): the one place
+        an :class:`ErrorCode` becomes a frame. ``frame_id``: the refused frame's ``id``."""
+        frame = ErrorFrame(code=code, message=message, id=frame_id, retry_after=retry_after)
+        self.send(frame_text(frame))
 
     def offer_event(self, seq: int, channel: str, frame: str, stored: bytes) -> None:
         """A live event from the room (``frame``, built from the ``stored`` event): filtered,
@@ -132,9 +181,9 @@ class Connection:
             if mine is None:
                 return
             frame = mine
-        if self.replaying:
+        if self.state is not Lifecycle.LIVE:  # (closed: held, never sent)
             if len(self.held) >= self.queue_size:
-                self.request_close(Close.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+                self.request_close(Close.SLOW_CONSUMER, SLOW_CONSUMER)
                 return
             self.held.append((seq, channel, frame))
             return
@@ -163,7 +212,8 @@ class Connection:
 
     def finish_replay(self) -> None:
         """Send the live events held during the replay (filtered when they were offered)."""
-        held, self.held, self.replaying = self.held, [], False
+        held, self.held = self.held, []
+        self._enter(Lifecycle.LIVE)
         for seq, channel, frame in held:
             if channel in self.readable and seq > self.last_sent:
                 self.last_sent = seq

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import assert_never
 
 import asyncpg
 import msgspec
@@ -47,13 +48,19 @@ from streams.presence import Record, can_see, sees_editing
 from streams.protocol import (
     Close,
     ControlMessage,
+    Disconnect,
     EditingConflictFrame,
     EditingPeer,
+    NotificationSent,
+    RoleChanged,
+    SessionsEnded,
+    StatusChanged,
     event_frame,
 )
 from streams.subjects import CONTROL_ROOT, wedding_wildcard
 
 _encode = msgspec.json.Encoder()
+_decode_control = msgspec.json.Decoder(ControlMessage)
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter(__name__)
@@ -358,25 +365,39 @@ class Hub:
     async def _on_control(self, msg: Msg) -> None:
         try:
             wedding_id = uuid.UUID(msg.subject.rsplit(".", 1)[1])
-            ctl = msgspec.json.decode(msg.data, type=ControlMessage)
+            ctl = _decode_control.decode(msg.data)
         except (ValueError, msgspec.DecodeError):
             log.warning("ignored malformed control message on %s", msg.subject)
             return
         room = self.rooms.get(wedding_id)
         if room is None:
             return
-        for conn in list(room.connections):
-            if ctl.kind == "sessions_ended" and str(conn.session_id) in ctl.session_ids:
-                conn.request_close(Close.SESSION_ENDED, "session ended")
-            elif ctl.kind == "status_changed" and ctl.status is not None:
-                conn.change_status(ctl.status)
-            elif ctl.kind == "notification" and conn.user_id == ctl.user_id and ctl.notification:
-                conn.send(_encode.encode(NotificationFrame(ctl.notification)).decode())
-            elif ctl.kind == "role_changed" and conn.user_id == ctl.user_id:
-                if ctl.role is None:
-                    conn.request_close(Close.FORBIDDEN, "no longer a member")
-                else:
-                    conn.change_role(ctl.role)
-            elif ctl.kind == "disconnect" and conn.user_id == ctl.user_id:  # the admin API
-                conn.request_close(ctl.code or Close.DISCONNECTED,
-                                   ctl.reason or "disconnected by an operator")  # fmt: skip
+        conns = list(room.connections)
+        match ctl:
+            case SessionsEnded(session_ids=ids):
+                ended = set(ids)
+                for conn in conns:
+                    if str(conn.session_id) in ended:
+                        conn.request_close(Close.SESSION_ENDED, "session ended")
+            case StatusChanged(status=status):
+                for conn in conns:
+                    conn.change_status(status)
+            case NotificationSent(user_id=user_id, notification=note):
+                frame = _encode.encode(NotificationFrame(note)).decode()
+                for conn in conns:
+                    if conn.user_id == user_id:
+                        conn.send(frame)
+            case RoleChanged(user_id=user_id, role=role):
+                for conn in conns:
+                    if conn.user_id != user_id:
+                        continue
+                    if role is None:
+                        conn.request_close(Close.FORBIDDEN, "no longer a member")
+                    else:
+                        conn.change_role(role)
+            case Disconnect(user_id=user_id, code=code, reason=reason):  # the admin API
+                for conn in conns:
+                    if conn.user_id == user_id:
+                        conn.request_close(code, reason or "disconnected by an operator")
+            case _:
+                assert_never(ctl)

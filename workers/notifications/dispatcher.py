@@ -42,7 +42,7 @@ from config.settings import NotifySettings
 from config.telemetry import extract
 from streams.notifications import Category, Medium, Notification
 from streams.permissions import Channel
-from streams.protocol import ControlMessage
+from streams.protocol import NotificationSent
 from streams.subjects import control_subject, dead_letter_subject
 from workers.notifications.channels import (
     EmailChannel,
@@ -341,7 +341,7 @@ class Dispatcher(Periodic):
             event_type=r["event_type"], event_seq=r["event_seq"], data=json.loads(r["data"]),
             created_at=r["n_created"], read_at=r["read_at"],
         )  # fmt: skip
-        ctl = ControlMessage(kind="notification", user_id=r["user_id"], notification=note)
+        ctl = NotificationSent(user_id=r["user_id"], notification=note)
         await self.nc.publish(control_subject(r["wedding_id"]), msgspec.json.encode(ctl))
 
     async def _digest(self, rows: list[asyncpg.Record]) -> None:
