@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.dev.crash_limit()
         if args.command in ("dev", "api"):
             settings.server.proxies()
+            settings.server.origins()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

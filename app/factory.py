@@ -20,6 +20,7 @@ from app.admin_api import AdminController
 from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
+from app.cors import cors_config
 from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> Litestar:
         # Litestar's default would replace the root handler and level
         logging_config=None,
         openapi_config=openapi_config(),
+        cors_config=cors_config(settings.server),  # WEDSYNC_CORS_ORIGINS (app/cors.py)
     )
     document_errors(app)  # every operation's error responses and security, in one place
     app.state.settings = settings
