@@ -19,6 +19,7 @@ from app.access_log import AccessLog
 from app.admin_api import AdminController
 from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
+from app.asyncapi import asyncapi_document
 from app.connections import connect, prepare
 from app.cors import cors_config
 from app.edge import EdgeRequest, check_parameters
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             AdminController,
             wedding_socket,
             metrics_endpoint,
+            asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
         ],
         dependencies={"identity": Provide(provide_identity)},
         # before every other guard: a request a later guard refuses is named and counted
