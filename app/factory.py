@@ -17,11 +17,12 @@ from opentelemetry import trace
 
 from app.access_log import AccessLog
 from app.admin_api import AdminController
+from app.asyncapi import asyncapi_document
 from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
-from app.asyncapi import asyncapi_document
 from app.connections import connect, prepare
 from app.cors import cors_config
+from app.demo import demo_handlers
 from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> Litestar:
             wedding_socket,
             metrics_endpoint,
             asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
+            *demo_handlers(settings),  # `wedsync dev` only: /demo/ and /api/dev/token
         ],
         dependencies={"identity": Provide(provide_identity)},
         # before every other guard: a request a later guard refuses is named and counted

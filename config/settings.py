@@ -268,6 +268,12 @@ class DevSettings:
         "`N/S`: the Nth crash of one child within S seconds is a crash loop: `wedsync dev` "
         "stops everything and exits 1.",
     )
+    demo: bool = _setting(
+        False,
+        "DEV_DEMO",
+        "Serve the demo app at `/demo/` and its token endpoint `POST /api/dev/token`, which "
+        "signs in anyone as anyone: development only (`wedsync dev` turns it on unless set).",
+    )
 
     def crash_limit(self) -> tuple[int, float]:
         """(crashes, seconds) of ``crash_loop``."""
