@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             env["WEDSYNC_PORT"] = str(args.port)
         # a developer's webhook receiver runs on their machine
         env.setdefault("WEDSYNC_WEBHOOK_ALLOW_PRIVATE", "true")
+        env.setdefault("WEDSYNC_DEV_DEMO", "true")  # /demo/ and its sign-in (app/demo)
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.dev.crash_limit()
         if args.command in ("dev", "api"):
             settings.server.proxies()
+            settings.server.origins()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -17,9 +17,12 @@ from opentelemetry import trace
 
 from app.access_log import AccessLog
 from app.admin_api import AdminController
+from app.asyncapi import asyncapi_document
 from app.auth import AuthContext, limit_request, provide_identity
 from app.collaboration import CollaborationController
 from app.connections import connect, prepare
+from app.cors import cors_config
+from app.demo import demo_handlers
 from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
@@ -101,6 +104,8 @@ def create_app(settings: Settings) -> Litestar:
             AdminController,
             wedding_socket,
             metrics_endpoint,
+            asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
+            *demo_handlers(settings),  # `wedsync dev` only: /demo/ and /api/dev/token
         ],
         dependencies={"identity": Provide(provide_identity)},
         # before every other guard: a request a later guard refuses is named and counted
@@ -117,6 +122,7 @@ def create_app(settings: Settings) -> Litestar:
         # Litestar's default would replace the root handler and level
         logging_config=None,
         openapi_config=openapi_config(),
+        cors_config=cors_config(settings.server),  # WEDSYNC_CORS_ORIGINS (app/cors.py)
     )
     document_errors(app)  # every operation's error responses and security, in one place
     app.state.settings = settings

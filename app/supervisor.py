@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from app.connections import connect, prepare
+from app.cors import with_dev_origins
 from app.embedded import embedded_services
 from app.embedded.process import die_with_parent, free_port, terminate
 from config.settings import DevSettings, Settings
@@ -208,6 +209,7 @@ async def run_dev(settings: Settings) -> int:
             live = dataclasses.replace(
                 live, server=dataclasses.replace(live.server, port=free_port(live.server.host))
             )
+        live = with_dev_origins(live)  # the API's own origin (and a frontend dev server)
         async with connect(live, name="wedsync-dev") as conns:
             await prepare(conns, live)
         supervisor = Supervisor({**os.environ, **live.to_env()}, live.dev, stop)

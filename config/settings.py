@@ -42,6 +42,13 @@ class ServerSettings:
         "SHUTDOWN_TIMEOUT",
         "Seconds a stopping API process waits for open connections before closing them hard.",
     )
+    cors_origins: str = _setting(
+        "",
+        "CORS_ORIGINS",
+        "Comma-separated origins (`https://app.example.com`) whose pages may call the HTTP API "
+        "and open WebSockets (empty: none but the API's own; `wedsync dev` adds its own and "
+        "`http://localhost:5173`).",
+    )
 
     def proxies(self) -> list[str]:
         """``trusted_proxies`` as a list, each entry checked (``*`` trusts every peer)."""
@@ -57,6 +64,21 @@ class ServerSettings:
                         f"WEDSYNC_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
                     ) from None
             out.append(entry)
+        return out
+
+    def origins(self) -> list[str]:
+        """``cors_origins`` as a list of ``scheme://host[:port]``, each entry checked."""
+        out = []
+        for entry in (o.strip() for o in self.cors_origins.split(",")):
+            if not entry:
+                continue
+            scheme, sep, rest = entry.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise SettingsError(
+                    f"WEDSYNC_CORS_ORIGINS: {entry!r} is not an origin (scheme://host[:port], "
+                    "no path; `*` is not accepted)"
+                )
+            out.append(entry.lower())
         return out
 
 
@@ -245,6 +267,12 @@ class DevSettings:
         "DEV_CRASH_LOOP",
         "`N/S`: the Nth crash of one child within S seconds is a crash loop: `wedsync dev` "
         "stops everything and exits 1.",
+    )
+    demo: bool = _setting(
+        False,
+        "DEV_DEMO",
+        "Serve the demo app at `/demo/` and its token endpoint `POST /api/dev/token`, which "
+        "signs in anyone as anyone: development only (`wedsync dev` turns it on unless set).",
     )
 
     def crash_limit(self) -> tuple[int, float]:

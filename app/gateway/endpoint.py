@@ -16,6 +16,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.auth import admit_handshake
+from app.cors import admit_origin
 from app.gateway import session
 from app.gateway.connection import Connection, frame_text
 from app.gateway.context import SERVER_ERROR, SocketContext, guarded
@@ -45,6 +46,8 @@ def _snapshot(hub: Hub, conn: Connection) -> list[UserPresence]:
 async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
     """Unexpected failures close with 4002 (reconnect and resume), never with Litestar's
     default 4500, which our protocol reserves for an invalid session (terminal)."""
+    if not await admit_origin(socket):  # another site's page (cross-site WebSocket hijacking)
+        return
     if not await admit_handshake(socket):  # per-IP handshake limit, before any query
         return
     try:
