@@ -20,7 +20,6 @@ from litestar import WebSocket
 from litestar.config.cors import CORSConfig
 from litestar.types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
-from app.collaboration import FINGERPRINT_HEADER
 from config.settings import ServerSettings, Settings
 from streams.protocol import Close
 from streams.schemas import ErrorBody
@@ -39,7 +38,7 @@ def cors_config(server: ServerSettings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["authorization", "content-type", FINGERPRINT_HEADER],
+        allow_headers=["authorization", "content-type", "x-device-fingerprint"],  # join's header
         expose_headers=["retry-after"],
         allow_credentials=False,
         max_age=600,
