@@ -151,13 +151,15 @@ def _shrinks(old: StreamConfig, new: StreamConfig) -> list[str]:
     return out
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
+    """Create the stream with ``replicas``, or bring it to its declaration and ``replicas``
+    (no default: nothing is created with one replica by accident)."""
     wanted = spec.config(replicas)
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
         await js.add_stream(wanted)
-        log.info("created stream %s", spec.name)
+        log.info("created stream %s (replicas %d)", spec.name, replicas)
         return
     have = info.config
     if have.storage != wanted.storage:
@@ -178,7 +180,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
 
 
 async def ensure_streams(
-    js: JetStreamContext, *, replicas: int = 1, duplicate_window: float | None = None
+    js: JetStreamContext, *, replicas: int, duplicate_window: float | None = None
 ) -> None:
     """Apply every declared stream; ``duplicate_window`` (``WEDSYNC_DUPLICATE_WINDOW``)
     replaces each stream's own window when given."""

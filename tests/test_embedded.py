@@ -25,7 +25,7 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
         nc = await nats.connect(live.nats.url)
         try:
             js = nc.jetstream()
-            await ensure_streams(js)
+            await ensure_streams(js, replicas=1)
             ack = await js.publish(subject, b"the cake is ordered")
         finally:
             await nc.close()

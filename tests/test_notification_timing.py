@@ -52,7 +52,7 @@ def gateway_env() -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module")
 async def presence(conns: Connections) -> AsyncIterator[PresenceTable]:
     """What the notifications worker knows of who is in the room (the KV mirror)."""
-    kv = await presence_bucket(conns.js)
+    kv = await presence_bucket(conns.js, replicas=1)
     async with Mirror(kv, lambda change: None) as mirror:
         yield mirror.table
 

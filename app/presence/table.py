@@ -19,11 +19,10 @@ from types import TracebackType
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from streams.presence import BUCKET, GATEWAY_PREFIX, Record
+from streams.buckets import ensure_bucket
+from streams.presence import GATEWAY_PREFIX, PRESENCE_BUCKET, Record
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +97,11 @@ class PresenceTable:
         return None  # only ownership or disconnect bookkeeping changed: nothing to show
 
 
-async def presence_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
-    """The presence bucket, created if missing (history 1: only the current record)."""
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=BUCKET,
-                description="Who is connected to which wedding right now (one key per device)",
-                history=1,
-                storage=StorageType.FILE,
-                replicas=replicas,
-            )
-        )
+async def presence_bucket(js: JetStreamContext, *, replicas: int) -> KeyValue:
+    """The presence bucket, created with ``replicas`` if missing, else reconciled to its
+    declaration (streams/buckets.py): no default, so nothing creates it with one replica
+    by accident."""
+    return await ensure_bucket(js, PRESENCE_BUCKET, replicas=replicas)
 
 
 class Mirror:

@@ -56,12 +56,12 @@ from app.db.archive import Archived, wedding_lock
 from app.db.notifications import disable_webhooks_of
 from app.db.types import Conn
 from app.gateway import control
-from app.presence.table import presence_bucket
 from app.privacy.redact import ERASED, Identifiers, Redactor, erase_event
 from app.privacy.scan import StoredMsg, scan
+from streams.buckets import existing_bucket
 from streams.changes import ChangeMessage, ChangeRequest, change_subject
 from streams.definitions import CHANGES, DEAD_LETTERS, EVENTS, PRESENCE_LOG
-from streams.presence import BUCKET, Record
+from streams.presence import BUCKET, PRESENCE_BUCKET, Record
 from streams.protocol import SYSTEM_ACTOR, reserved_user_id
 from streams.state import EntityKind, Op, validate_fields
 from streams.subjects import DEAD_LETTER_ROOT, PRESENCE_ROOT, wedding_wildcard
@@ -182,7 +182,9 @@ async def erase(
 async def _presence_keys(conns: Connections, user_id: str, out: Erasure) -> None:
     """Purge every presence key of theirs in their weddings (found by the records' user id,
     not only by their sessions: a session cleaned up long ago may have left one)."""
-    kv = await presence_bucket(conns.js)
+    kv = await existing_bucket(conns.js, PRESENCE_BUCKET)  # never created here
+    if kv is None:
+        return  # no bucket, no presence keys
     keys: set[str] = set()
     for wedding_id in out.weddings:
         async for m in scan(conns.js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{wedding_id}.*"):
