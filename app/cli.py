@@ -1,4 +1,4 @@
-"""The ``wedsync`` command: dev, api, worker NAME, retention run JOB, migrate, token,
+"""The ``wedsync`` command: dev, cluster, api, worker NAME, retention run JOB, migrate, token,
 admin-token, metrics-token."""
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="embedded NATS + PostgreSQL, the API and every worker")
     dev.add_argument("--api-processes", type=int, help="API server processes (default 1)")
     dev.add_argument("--port", type=int, help="API port (0 picks a free one)")
+    cluster = sub.add_parser("cluster", help="3 clustered NATS, PostgreSQL, 2 APIs, workers")
+    cluster.add_argument("--port", type=int, help="first API port (default 8000; next: +1)")
     sub.add_parser("api", help="the HTTP/WebSocket API on configured NATS and PostgreSQL")
     worker = sub.add_parser("worker", help="run one worker process")
     worker.add_argument("name")
@@ -221,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         # a developer's webhook receiver runs on their machine
         env.setdefault("WEDSYNC_WEBHOOK_ALLOW_PRIVATE", "true")
         env.setdefault("WEDSYNC_DEV_DEMO", "true")  # /demo/ and its sign-in (app/demo)
+    if args.command == "cluster":  # app/cluster.py: the production shape, locally
+        from app.cluster import cluster_env
+
+        env = cluster_env({**env, **({"WEDSYNC_PORT": str(args.port)} if args.port else {})})
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "dev":
+    if args.command in ("dev", "cluster"):
         settings = with_dev_secrets(settings)  # dev hands them to its children
     if args.command == "api":
         try:
@@ -255,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         except (StartFailed, EmbeddedError) as exc:  # the reason is the message: no traceback
             print(f"wedsync dev: {exc}", file=sys.stderr)
             return 1
+    if args.command == "cluster":
+        from app.cluster import main as cluster_main
+
+        return cluster_main(settings)
     if args.command == "api":
         return _api(settings)
     if args.command == "worker":

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,10 +33,18 @@ def nats_server_binary() -> str:
 class EmbeddedNats:
     """``async with EmbeddedNats(dir) as n: n.url`` — JetStream store kept in ``dir``."""
 
-    def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.root = root.resolve()
         self.host = host
         self.port = port
+        self.extra_args = tuple(extra_args)  # more nats-server flags (a cluster node's)
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -63,6 +72,7 @@ class EmbeddedNats:
             "--store_dir", str(self.root / "jetstream"),
             "--pid", str(pid_file),
             "--log", str(log),
+            *self.extra_args,
         ]  # fmt: skip
         self._proc = await asyncio.create_subprocess_exec(
             *args,
