@@ -39,7 +39,7 @@ REPLICAS = 3
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultSystem]:
     root = tmp_path_factory.mktemp("cluster")
     services = ClusterServices(root)
-    # a stopping API closes its sockets (4001: reconnect) and waits at most 1 s for them
+    # a stopping API closes its sockets (4000 going away: reconnect) and waits at most 1 s
     env = {"WEDSYNC_STREAM_REPLICAS": str(REPLICAS), "WEDSYNC_SHUTDOWN_TIMEOUT": "1"}
     workers = ("conflicts", "notifications", "presence")
     async with FaultSystem(root, services=services, env=env, workers=workers) as s:
