@@ -21,6 +21,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 from nats.js.errors import NotFoundError
 
@@ -151,17 +152,40 @@ def _shrinks(old: StreamConfig, new: StreamConfig) -> list[str]:
     return out
 
 
+#: stream metadata naming the stream's life (the resume epoch, docs/protocol.md): its
+#: creation time, written once. Unlike ``created`` it survives a backup and restore, so
+#: clients resume across a restore with the epoch they have (docs/operations.md).
+EPOCH_KEY = "wedsync_epoch"
+
+
+def created_epoch(info: StreamInfo) -> str:
+    """The creation time as epochs are spelled (UTC, ISO 8601 with ``Z``)."""
+    if info.created is None:
+        return "0"
+    text = info.created.isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
+def stream_epoch_of(info: StreamInfo) -> str:
+    """The stream's epoch: from its metadata, else (a stream no release has stamped yet)
+    its creation time — the same value, since the stamp is the creation time."""
+    return (info.config.metadata or {}).get(EPOCH_KEY) or created_epoch(info)
+
+
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
     """Create the stream with ``replicas``, or bring it to its declaration and ``replicas``
     (no default: nothing is created with one replica by accident)."""
     wanted = spec.config(replicas)
+    created = False
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
         await js.add_stream(wanted)
         log.info("created stream %s (replicas %d)", spec.name, replicas)
-        return
+        info, created = await js.stream_info(spec.name), True
     have = info.config
+    # keep the metadata the server and operators put there, and stamp the epoch once
+    wanted.metadata = {**(have.metadata or {}), EPOCH_KEY: stream_epoch_of(info)}
     if have.storage != wanted.storage:
         raise StreamConfigError(f"stream {spec.name}: storage is {have.storage}, declared file")
     if shrunk := _shrinks(have, wanted):
@@ -174,9 +198,12 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         for k in _UPDATABLE
         if getattr(have, k) != getattr(wanted, k)
     }
+    if EPOCH_KEY not in (have.metadata or {}):
+        drift["metadata"] = ({}, {EPOCH_KEY: wanted.metadata[EPOCH_KEY]})
     if drift:
         await js.update_stream(wanted)
-        log.info("updated stream %s: %s", spec.name, drift)
+        if not created:  # a new stream's epoch stamp is part of its creation
+            log.info("updated stream %s: %s", spec.name, drift)
 
 
 async def ensure_streams(

@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from app.db import archive
-from streams.definitions import EVENTS
+from streams.definitions import EVENTS, stream_epoch_of
 from streams.subjects import wedding_wildcard
 
 Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
@@ -107,10 +107,11 @@ async def events_between(
 
 
 async def stream_epoch(js: JetStreamContext) -> str:
-    """The events stream's creation time (UTC, ISO 8601 with ``Z``: URL-safe, it is pasted
-    into ``?epoch=``): a recreated stream restarts its seqs."""
-    info = await js.stream_info(EVENTS.name)
-    return canonical_epoch(info.created.isoformat()) if info.created else "0"
+    """The events stream's epoch: its creation time (UTC, ISO 8601 with ``Z``: URL-safe, it
+    is pasted into ``?epoch=``), as stamped in its metadata at start so that a restored
+    stream keeps it (streams/definitions.py); a recreated stream restarts its seqs and
+    gets a new one."""
+    return canonical_epoch(stream_epoch_of(await js.stream_info(EVENTS.name)))
 
 
 def canonical_epoch(epoch: str) -> str:
