@@ -105,6 +105,8 @@ async def test_a_nats_node_killed_loses_nothing_and_catches_up(system: FaultSyst
     assert failover is not None and failover.done() and not failover.cancelled()
     grew = services.seq_at_start - services.seq_at_stop
     assert grew > 10, f"{grew} events stored with a node away (leader after {failover.result()} s)"
+    # and presence went on: heartbeats and members' records written to the R3 bucket
+    assert services.presence_at_start > services.presence_at_stop, vars(services)
     assert services.stopped is not None
     await services.caught_up(services.stopped)
 

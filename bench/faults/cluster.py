@@ -46,6 +46,7 @@ class ClusterServices:
         self.system: Any = None  # the FaultSystem whose APIs a rolling restart restarts
         self.stopped: str | None = None  # the node (or API process) taken away
         self.seq_at_stop = self.seq_at_start = 0  # events stream head when it went / came
+        self.presence_at_stop = self.presence_at_start = 0  # presence bucket writes, likewise
         self.failover: asyncio.Task[float] | None = None  # seconds until a new leader
 
     @property
@@ -71,10 +72,10 @@ class ClusterServices:
         finally:
             await nc.close()
 
-    async def head(self) -> int:
+    async def head(self, stream: str = EVENTS.name) -> int:
         nc = await self._nc()
         try:
-            return int((await nc.jetstream().stream_info(EVENTS.name)).state.last_seq)
+            return int((await nc.jetstream().stream_info(stream)).state.last_seq)
         finally:
             await nc.close()
 
@@ -88,6 +89,7 @@ class ClusterServices:
             await self.system.stop_child(self.stopped)
             return
         self.seq_at_stop = await self.head()
+        self.presence_at_stop = await self.head(PRESENCE_BUCKET.stream)
         self.stopped = await self.leader(EVENTS.name)
         sig = signal.SIGKILL if how == "kill" else signal.SIGTERM
         await self.cluster.stop_node(self.stopped, sig)
@@ -106,6 +108,7 @@ class ClusterServices:
             await self.system.start_child(self.stopped)
             return
         self.seq_at_start = await self.head()  # what was stored with the node away
+        self.presence_at_start = await self.head(PRESENCE_BUCKET.stream)
         if self.failover is not None and not self.failover.done():
             self.failover.cancel()
         await self.cluster.start_node(self.stopped)
