@@ -32,9 +32,11 @@ from streams.presence import PRESENCE_BUCKET
 
 # long enough for the survivors to elect new stream leaders (nats-server's raft election
 # timeout is 4-9 s) and take traffic for a while
-NODE_KILL = Outage("nats-node-kill", "nats", "kill", 12.0)
-ROLLING = Outage("api-rolling-restart", "api", "term", 2.0)
+NODE_KILL = Outage("nats-node-kill", "nats", "kill", 12.0, "NATS leader of 3 SIGKILL")
+ROLLING = Outage("api-rolling-restart", "api", "term", 2.0, "API rolling restart")
 CLUSTER_ACCEPTANCE = (NODE_KILL, ROLLING)
+CLUSTER_ENV = {"WEDSYNC_STREAM_REPLICAS": "3"}
+CLUSTER_WORKERS = ("conflicts", "notifications", "presence")
 
 
 class ClusterServices:
@@ -61,7 +63,10 @@ class ClusterServices:
         return (service, how) in {("nats", "kill"), ("nats", "term"), ("api", "term")}
 
     async def _nc(self) -> NATS:
-        return await nats.connect(self.nats_url.split(","), name="fault-drill-cluster")
+        # the killed node is in the list: connecting past it is expected, not an error
+        return await nats.connect(
+            self.nats_url.split(","), name="fault-drill-cluster", error_cb=_quiet
+        )
 
     async def leader(self, stream: str) -> str:
         nc = await self._nc()
@@ -162,3 +167,7 @@ class ClusterServices:
 
 
 _BUCKETS: tuple[BucketSpec, ...] = (PRESENCE_BUCKET,)
+
+
+async def _quiet(exc: Exception) -> None:
+    """A node of the cluster away: the client tries the next one."""

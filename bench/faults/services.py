@@ -30,9 +30,12 @@ class Outage:
     service: str  # "nats" | "postgres"
     how: str  # "term" | "kill"
     seconds: float  # how long the service stays away
+    what: str = ""  # what is taken away, when not the whole service (bench/faults/cluster.py)
 
     @property
     def label(self) -> str:
+        if self.what:
+            return f"{self.what}, {self.seconds:g} s"
         what = {
             ("nats", "term"): "SIGTERM",
             ("nats", "kill"): "SIGKILL",
