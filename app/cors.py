@@ -20,6 +20,7 @@ from litestar import WebSocket
 from litestar.config.cors import CORSConfig
 from litestar.types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
+from app.services import Services
 from config.settings import ServerSettings, Settings
 from streams.protocol import Close
 from streams.schemas import ErrorBody
@@ -73,7 +74,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 async def admit_origin(socket: WebSocket[Any, Any, Any]) -> bool:
     """First check of a WebSocket handshake: False (and the handshake refused with HTTP 403
     ``forbidden``) for a browser page of an origin that is not allowed."""
-    settings: Settings = socket.app.state.settings
+    settings = Services.of(socket.app.state).settings
     if origin_allowed(socket.headers.get("origin"), socket.headers.get("host"),
                       settings.server.origins()):  # fmt: skip
         return True

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from app.connections import Connections
+from runtime.connections import Connections
 from streams import StreamConfigError, StreamSpec, ensure_stream
 
 pytestmark = pytest.mark.asyncio

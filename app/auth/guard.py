@@ -10,24 +10,24 @@ from typing import Any
 import msgspec
 from litestar import Request, WebSocket
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
-from app.auth.crypto import ContactCipher
-from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits, request_cost
 from app.auth.tokens import Identity, TokenVerifier
 from app.errors import RateLimited, Unauthorized
+from app.services import Services
 from config.settings import AuthSettings
+from runtime.crypto import ContactCipher
+from runtime.guest_contacts import GuestContacts
 from streams.protocol import Close
 from streams.schemas import ErrorBody
 
 
 @dataclass(frozen=True, slots=True)
 class AuthContext:
-    """Built once per process by the app factory and kept in ``app.state.auth``."""
+    """Built once per process by the app factory (``Services.auth``: app/services.py)."""
 
     settings: AuthSettings
     verifier: TokenVerifier
@@ -85,7 +85,7 @@ async def limit_request(
     path = connection.scope["path"]
     if path in UNLIMITED_PATHS:
         return
-    auth: AuthContext = connection.app.state.auth
+    auth = Services.of(connection.app.state).auth
     cost = request_cost(connection.query_params)
     token = bearer(connection)
     if path.startswith(ADMIN_PREFIX) and is_admin_token(auth.settings, token):
@@ -99,7 +99,7 @@ async def admit_handshake(socket: WebSocket[Any, Any, Any]) -> bool:
     the client IP is within ``WEDSYNC_RATE_LIMIT_WS``. If not, the handshake is refused
     with HTTP 429 and ``Retry-After`` (where the server supports denial responses; else it
     is closed before it is accepted, which uvicorn answers with 403) and False returned."""
-    auth: AuthContext = socket.app.state.auth
+    auth = Services.of(socket.app.state).auth
     try:
         await auth.limits.check_handshake(client_ip(socket) or "unknown")
     except RateLimited as exc:
@@ -130,13 +130,12 @@ async def _refuse_handshake(socket: WebSocket[Any, Any, Any], exc: RateLimited) 
     await socket.send(done)
 
 
-async def provide_identity(request: Request[Any, Any, Any], state: State) -> Identity:
+async def provide_identity(request: Request[Any, Any, Any], auth: AuthContext) -> Identity:
     """Dependency ``identity``: 401 unless a valid ``Authorization: Bearer <JWT>``."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
-    auth: AuthContext = state.auth
     identity = await auth.verifier.verify(token.strip())
     await auth.limits.check_user(identity.user_id, request_cost(request.query_params))
     return identity

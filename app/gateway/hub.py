@@ -31,16 +31,17 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from app.auth.crypto import ContactCipher
-from app.auth.guest_contacts import GuestContacts
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
-from app.gateway.history import stream_epoch
+from app.gateway.diffs import DiffBatcher, diff_frame
 from app.gateway.limits import ReplayBudgets
-from app.history import last_seq
-from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, diff_frame
-from app.presence.table import presence_bucket
+from app.gateway.tracker import PresenceTracker
 from config.settings import Settings
+from runtime.crypto import ContactCipher
+from runtime.eventlog import last_seq, stream_epoch
+from runtime.guest_contacts import GuestContacts
+from runtime.presence import Change, Kind, Mirror
+from runtime.presence.table import presence_bucket
 from streams.definitions import EVENTS
 from streams.notifications import NotificationFrame
 from streams.permissions import Channel
