@@ -7,22 +7,19 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from litestar import Request, WebSocket
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from app.auth.ratelimit import RateLimits, request_cost
 from app.auth.tokens import Identity, TokenVerifier
-from app.errors import RateLimited, Unauthorized
+from app.errors import RateLimited, Unauthorized, refuse_handshake
 from app.services import Services
 from config.settings import AuthSettings
 from runtime.crypto import ContactCipher
 from runtime.guest_contacts import GuestContacts
 from streams.protocol import Close
-from streams.schemas import ErrorBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,31 +100,9 @@ async def admit_handshake(socket: WebSocket[Any, Any, Any]) -> bool:
     try:
         await auth.limits.check_handshake(client_ip(socket) or "unknown")
     except RateLimited as exc:
-        await _refuse_handshake(socket, exc)
+        await refuse_handshake(socket, exc, Close.TRY_LATER)
         return False
     return True
-
-
-async def _refuse_handshake(socket: WebSocket[Any, Any, Any], exc: RateLimited) -> None:
-    await socket.receive()  # the websocket.connect event
-    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
-        await socket.close(Close.TRY_LATER, exc.message)
-        return
-    body = msgspec.json.encode(ErrorBody(code=exc.code, message=exc.message))
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    start: WebSocketResponseStartEvent = {
-        "type": "websocket.http.response.start",
-        "status": exc.status,
-        "headers": headers,
-    }
-    await socket.send(start)
-    done: WebSocketResponseBodyEvent = {
-        "type": "websocket.http.response.body",
-        "body": body,
-        "more_body": False,
-    }
-    await socket.send(done)
 
 
 async def provide_identity(request: Request[Any, Any, Any], auth: AuthContext) -> Identity:
