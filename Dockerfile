@@ -17,9 +17,11 @@ RUN python -m venv /opt/wedsync
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY workers ./workers
+COPY runtime ./runtime
 COPY streams ./streams
 COPY config ./config
 COPY client ./client
+COPY wedsync ./wedsync
 RUN /opt/wedsync/bin/pip install --no-cache-dir . \
     && find /opt/wedsync -name '__pycache__' -type d -prune -exec rm -rf {} +
 

@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from streams.definitions import StreamConfigError
+from streams.presence import BUCKET
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ class BucketSpec:
             storage=StorageType.FILE,
             replicas=replicas,
         )
+
+
+#: the presence bucket (streams/presence.py), history 1: only the current record
+PRESENCE_BUCKET = BucketSpec(
+    name=BUCKET,
+    description="Who is connected to which wedding right now (one key per device)",
+)
 
 
 async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int) -> KeyValue:

@@ -25,6 +25,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from streams.changes import partition_filter
 from streams.subjects import CHANGES_ROOT, DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
 
 log = logging.getLogger(__name__)
@@ -225,3 +226,27 @@ async def missing_streams(js: JetStreamContext) -> list[str]:
         except NotFoundError:
             missing.append(spec.name)
     return missing
+
+
+# The worker consumers: declared here, beside their streams, so the edge can read their
+# lag (GET /metrics) without importing the workers.
+
+
+def conflicts_consumer(partition: int) -> ConsumerSpec:
+    """The conflicts worker's consumer of one partition of WEDSYNC_CHANGES."""
+    return ConsumerSpec(
+        durable=f"conflicts-p{partition}", stream=CHANGES.name,
+        filter_subjects=(partition_filter(partition),),
+        description=f"conflicts worker, partition {partition}: one change in flight",
+        # one in flight: a crashed worker's change blocks its partition until redelivered,
+        # so the ack wait is short (a redelivery racing a slow first attempt is harmless:
+        # the consumed-record and the wedding row lock let only one of them apply it)
+        max_ack_pending=1, batch=1, ack_wait=5.0,
+    )  # fmt: skip
+
+
+NOTIFICATIONS_CONSUMER = ConsumerSpec(
+    durable="notifications", stream=EVENTS.name, filter_subjects=(f"{EVENTS_ROOT}.>",),
+    description="notifications worker: who hears about each wedding event",
+    deliver_new=True,
+)  # fmt: skip

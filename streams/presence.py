@@ -13,16 +13,10 @@ from typing import Annotated
 
 import msgspec
 
-from streams.buckets import BucketSpec
 from streams.permissions import Role, can_read
 from streams.state import CHANNEL_OF, EntityKind
 
 BUCKET = "WEDSYNC_PRESENCE"
-#: the declaration applied at start (history 1: only the current record)
-PRESENCE_BUCKET = BucketSpec(
-    name=BUCKET,
-    description="Who is connected to which wedding right now (one key per device)",
-)
 GATEWAY_PREFIX = "gw"
 
 

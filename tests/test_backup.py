@@ -20,12 +20,12 @@ import nats
 import pytest
 from cryptography.fernet import Fernet
 
-from app.embedded.postgres import postgres_bin_dir
 from bench.faults import FaultSystem, OwnServices, settle
 from bench.faults.traffic import Traffic, Wedding
 from streams.definitions import STREAMS
 from tests.kits.jsbackup import Snapshot, backup, restore
 from tests.kits.world import connect, recv
+from wedsync.embedded.postgres import postgres_bin_dir
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from app.connections import connect, prepare
 from bench.faults import Audit, FaultSystem, drill
 from bench.faults.cluster import NODE_KILL, ROLLING, ClusterServices
 from bench.faults.drill import Pace
+from runtime.connections import connect, prepare
+from streams.buckets import PRESENCE_BUCKET
 from streams.definitions import CHANGES, DEAD_LETTERS
-from streams.presence import PRESENCE_BUCKET
 from tests.kits.world import eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]

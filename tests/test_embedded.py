@@ -9,9 +9,9 @@ import asyncpg
 import nats
 import pytest
 
-from app.embedded import EmbeddedError, data_dir_lock, embedded_services
 from config.settings import Settings
 from streams import EVENTS, ensure_streams, wedding_subject
+from wedsync.embedded import EmbeddedError, data_dir_lock, embedded_services
 
 pytestmark = pytest.mark.asyncio
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.connections import Connections
-from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.presence import Mirror, PresenceTable, presence_bucket
 from streams.notifications import DEFAULT_CHANNELS, Category
 from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
 from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from app.connections import Connections
-from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.presence import Mirror, PresenceTable, presence_bucket
 from tests.kits.world import World, connect, eventually, recv, send, worker_process
 from workers.presence import PresenceAnalytics
 

@@ -17,12 +17,12 @@ import pytest
 import pytest_asyncio
 from nats.js.api import ConsumerInfo
 
-from app.connections import Connections
-from app.db import Conn, migrate
-from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import WorkerSettings
+from runtime.connections import Connections
+from runtime.db import Conn, migrate
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, ensure_streams, wedding_subject
 from tests.kits.world import eventually
+from wedsync.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.outage import Outages
 from workers.runner import ConsumerRunner, Delivery
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from nats.js.api import KeyValueConfig
 
-from app.connections import Connections
+from runtime.connections import Connections
 from streams import StreamConfigError, StreamSpec, ensure_stream
 from streams.buckets import BucketSpec, ensure_bucket, existing_bucket
 

@@ -50,18 +50,18 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from app.auth import ContactCipher
-from app.connections import Connections
-from app.db import archive
-from app.db.archive import Archived, wedding_lock
-from app.db.notifications import disable_webhooks_of
-from app.db.types import Conn
-from app.gateway import control
 from app.privacy.redact import ERASED, Identifiers, Redactor, erase_event
 from app.privacy.scan import StoredMsg, scan
-from streams.buckets import existing_bucket
+from runtime import control
+from runtime.connections import Connections
+from runtime.db import archive
+from runtime.db.archive import Archived, wedding_lock
+from runtime.db.notifications import disable_webhooks_of
+from runtime.db.types import Conn
+from streams.buckets import PRESENCE_BUCKET, existing_bucket
 from streams.changes import ChangeMessage, ChangeRequest, change_subject
 from streams.definitions import CHANGES, DEAD_LETTERS, EVENTS, PRESENCE_LOG
-from streams.presence import BUCKET, PRESENCE_BUCKET, Record
+from streams.presence import BUCKET, Record
 from streams.protocol import SYSTEM_ACTOR, reserved_user_id
 from streams.state import EntityKind, Op, validate_fields
 from streams.subjects import DEAD_LETTER_ROOT, PRESENCE_ROOT, wedding_wildcard

@@ -1,7 +1,7 @@
 """The production shape's faults (issue 20): one node of a 3-node NATS cluster killed, and a
 rolling restart of the API processes, drilled like the single-server outages (drill.py).
 
-``ClusterServices`` is a :class:`~app.embedded.cluster.NatsCluster` and a PostgreSQL of
+``ClusterServices`` is a :class:`~wedsync.embedded.cluster.NatsCluster` and a PostgreSQL of
 our own. Its ``nats`` outage stops the node that leads the events stream (the worst one to
 lose: every publish goes through it) and starts it again on the same ports and data; its
 ``api`` outage is a rolling restart of a :class:`~bench.faults.system.FaultSystem`'s API
@@ -22,13 +22,12 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
-from app.embedded import EmbeddedPostgres
-from app.embedded.cluster import NatsCluster
-from app.embedded.process import free_port
 from bench.faults.services import Outage
-from streams.buckets import BucketSpec
+from streams.buckets import PRESENCE_BUCKET, BucketSpec
 from streams.definitions import EVENTS, STREAMS
-from streams.presence import PRESENCE_BUCKET
+from wedsync.embedded import EmbeddedPostgres
+from wedsync.embedded.cluster import NatsCluster
+from wedsync.embedded.process import free_port
 
 # long enough for the survivors to elect new stream leaders (nats-server's raft election
 # timeout is 4-9 s) and take traffic for a while

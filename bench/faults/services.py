@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from app.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
-from app.embedded.process import free_port
+from wedsync.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from wedsync.embedded.process import free_port
 
 SERVICES = ("nats", "postgres")
 HOW = ("term", "kill")  # a clean stop (NATS: SIGTERM, PostgreSQL: fast shutdown) or SIGKILL

@@ -29,11 +29,11 @@ from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from app.connections import connect, prepare
-from app.embedded.process import free_port, terminate
 from bench.faults.services import OwnServices, Services
 from config.settings import Settings
+from runtime.connections import connect, prepare
 from streams.definitions import DEAD_LETTERS
+from wedsync.embedded.process import free_port, terminate
 
 # members chat fast from one socket each and the gateways' rate limits are not what is
 # tested here (tests/kits/world.py FAST_SENDERS); HTTP limits are for many users
@@ -227,7 +227,7 @@ class FaultSystem:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "app.cli",
+                "wedsync.cli",
                 *args,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
