@@ -8,14 +8,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from wedsync.embedded.process import (
     EmbeddedError,
+    EmbeddedServer,
     die_with_parent,
     free_port,
     stop_leftover,
-    terminate,
     wait_for_log,
 )
 
@@ -30,8 +29,10 @@ def nats_server_binary() -> str:
     return found
 
 
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedServer):
     """``async with EmbeddedNats(dir) as n: n.url`` — JetStream store kept in ``dir``."""
+
+    stop_signal = signal.SIGTERM  # clean; SIGKILL: a crash
 
     def __init__(
         self,
@@ -41,19 +42,15 @@ class EmbeddedNats:
         port: int | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        super().__init__()
         self.root = root.resolve()
         self.host = host
         self.port = port
         self.extra_args = tuple(extra_args)  # more nats-server flags (a cluster node's)
-        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,22 +80,3 @@ class EmbeddedNats:
             start_new_session=True,  # a terminal Ctrl-C reaches us, and we stop it in order
         )
         await wait_for_log(self._proc, log, offset, "Server is ready", timeout=30)
-
-    async def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server: SIGTERM (clean), or another signal (SIGKILL: a crash)."""
-        if self._proc is not None:
-            await terminate(self._proc, sig)
-            self._proc = None
-
-    async def __aenter__(self) -> EmbeddedNats:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

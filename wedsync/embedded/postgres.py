@@ -13,19 +13,18 @@ import secrets
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
 from wedsync.embedded.process import (
     EmbeddedError,
+    EmbeddedServer,
     allow_traverse,
     die_with_parent,
     free_port,
     service_user,
     stop_leftover,
-    terminate,
     wait_for_log,
 )
 
@@ -40,25 +39,23 @@ def postgres_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """``async with EmbeddedPostgres(dir) as pg: pg.url`` — cluster kept in ``dir/data``."""
 
+    stop_signal = signal.SIGINT  # fast shutdown; SIGKILL: a crash (the next start recovers)
+
     def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__()
         self.root = root.resolve()
         self.pgdata = self.root / "data"
         self.host = host
         self.port = port
         self._password = ""
-        self._proc: asyncio.subprocess.Process | None = None
         self._user = service_user(SERVICE_ACCOUNT)
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres:{self._password}@{self.host}:{self.port}/{DATABASE}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
 
     def _run_as(self) -> dict[str, Any]:
         if self._user is None:
@@ -150,26 +147,6 @@ class EmbeddedPostgres:
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')
         finally:
             await conn.close()
-
-    async def stop(self, sig: int = signal.SIGINT) -> None:
-        """Stop the postmaster: SIGINT (fast shutdown), or another signal (SIGKILL: a
-        crash; the next start runs crash recovery)."""
-        if self._proc is not None:
-            await terminate(self._proc, sig)
-            self._proc = None
-
-    async def __aenter__(self) -> EmbeddedPostgres:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 def _rmtree(path: Path) -> None:

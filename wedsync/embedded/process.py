@@ -12,12 +12,15 @@ import contextlib
 import ctypes
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
 
 import psutil
 
@@ -133,3 +136,40 @@ def allow_traverse(path: Path) -> None:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             parent.chmod(mode | stat.S_IXOTH)
+
+
+class EmbeddedServer:
+    """One server process we start and own (nats-server, the postmaster): a subclass's
+    ``start()`` sets ``_proc``; ``stop(sig)`` ends it with its clean signal by default (or
+    another: SIGKILL is a crash); ``async with`` starts it, and stops it on the way out or
+    if starting failed half-way."""
+
+    stop_signal: ClassVar[int] = signal.SIGTERM
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self, sig: int | None = None) -> None:
+        if self._proc is not None:
+            await terminate(self._proc, self.stop_signal if sig is None else sig)
+            self._proc = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
