@@ -25,6 +25,7 @@ from opentelemetry import trace
 from app.auth import client_ip
 from app.connections import Connections
 from app.db import audit
+from app.db import scope as db_scope
 from app.db import sessions as session_store
 from app.db.types import Conn
 from app.errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized, Unavailable
@@ -257,7 +258,9 @@ class AdminController(Controller):
                     break
             truncated = truncated or listed < s.consumer_count
         consumers.sort(key=lambda c: (c.stream, c.name))
-        async with conns.pool.acquire() as conn:
+        async with db_scope.system_connection(  # the operator's counts over every wedding
+            conns.pool, "admin stats: counts over every wedding"
+        ) as conn:
             by_status = await conn.fetch(
                 "SELECT status, count(*) AS n FROM weddings GROUP BY status"
             )

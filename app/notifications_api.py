@@ -15,6 +15,7 @@ from app.access import require_member, require_role
 from app.auth import Identity, client_ip
 from app.connections import Connections
 from app.db import notifications as store
+from app.db import scope as db_scope
 from app.errors import NotFound, Unavailable
 from config.settings import Settings
 from streams.limits import INT64_MAX
@@ -41,6 +42,11 @@ def _view(p: Preferences) -> PreferencesView:
     return PreferencesView(channels=p.effective(), quiet_hours=p.quiet_hours, digest=p.digest)
 
 
+#: the inbox is the caller's across every wedding they are in: each of its queries is keyed
+#: by the caller's user id (app/db/notifications.py), RLS cannot narrow it to one wedding
+INBOX = "inbox: the caller's notifications across their weddings, keyed by their user id"
+
+
 class InboxController(Controller):
     path = "/api/notifications"
     tags = ["notifications"]  # noqa: RUF012
@@ -51,7 +57,7 @@ class InboxController(Controller):
         offset: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0, limit: Limit = 50,
     ) -> NotificationPage:  # fmt: skip
         conns: Connections = state.conns
-        async with conns.pool.acquire() as conn:
+        async with db_scope.system_connection(conns.pool, INBOX) as conn:
             # one more than asked: a next page exists only if it has something on it
             notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset,
                                               limit + 1)  # fmt: skip
@@ -61,7 +67,7 @@ class InboxController(Controller):
     @post("/{nid:uuid}/read", summary="Mark one notification read", status_code=204)
     async def read(self, nid: uuid.UUID, identity: Identity, state: State) -> None:
         conns: Connections = state.conns
-        async with conns.pool.acquire() as conn:
+        async with db_scope.system_connection(conns.pool, INBOX) as conn:
             if not await store.mark_read(conn, identity.user_id, nid, _now()):
                 raise NotFound("notification not found")
 
@@ -69,7 +75,7 @@ class InboxController(Controller):
           status_code=200)  # fmt: skip
     async def ack(self, nid: uuid.UUID, identity: Identity, state: State) -> Notification:
         conns: Connections = state.conns
-        async with conns.pool.acquire() as conn, conn.transaction():
+        async with db_scope.system_connection(conns.pool, INBOX) as conn, conn.transaction():
             note = await store.acknowledge(conn, identity.user_id, nid, _now())
         if note is None:
             raise NotFound("notification not found")
