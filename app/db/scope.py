@@ -6,7 +6,7 @@ wedding: only the named paths of docs/security.md). Neither set: no rows at all,
 query that forgot its ``WHERE wedding_id`` finds nothing instead of another tenant.
 
 The scope of the running task is a context variable (tasks inherit it): ``wedding(id)``
-around work for one wedding (the HTTP edge sets it from the path, see :class:`ScopeMiddleware`),
+around work for one wedding (the HTTP edge sets it from the path: app/edge_scope.py),
 ``system(reason)`` around a named cross-wedding path. The pool applies it when a connection
 is acquired (``on_acquire``, the pool's ``setup``) and asyncpg's reset on release
 (``RESET ALL``) clears it, so a connection never carries one task's scope to the next.
