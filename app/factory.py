@@ -23,6 +23,7 @@ from app.cors import cors_config
 from app.demo import demo_handlers
 from app.deps import DEPENDENCIES
 from app.edge import EdgeRequest, check_parameters
+from app.edge_scope import ScopeMiddleware
 from app.errors import EXCEPTION_HANDLERS
 from app.events.routes import EventsController
 from app.gateway import Hub, wedding_socket
@@ -114,6 +115,8 @@ def create_app(settings: Settings) -> Litestar:
         # then path and query parameters (NUL, lone surrogates, int64) and JSON bodies
         # (streams/limits.py) are checked before any handler sees them
         before_request=check_parameters,
+        # every request for /.../{wedding_id}/... sees that wedding's rows only (RLS)
+        middleware=[ScopeMiddleware],
         request_class=EdgeRequest,
         lifespan=[lifespan],
         # HTTP requests only: a WebSocket's frames get spans of their own (app/gateway)

@@ -33,6 +33,7 @@ from bench.report import Figure, write
 from bench.stats import new_histogram, record_seconds
 from bench.system import Seat, populate, running_system
 from runtime.connections import connect
+from runtime.db import scope as db_scope
 from streams.definitions import EVENTS
 from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event
@@ -83,6 +84,8 @@ def figure(args: argparse.Namespace, cases: dict[str, dict[str, Any]]) -> Figure
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    # the archive job runs in-process here, as `wedsync retention run archive` would
+    db_scope.process_system("bench: in-process archive job")
     async with running_system(1) as system:
         couple, member = await populate(system, 1, 2, ("planner",))
         wedding = uuid.UUID(couple.wedding)

@@ -100,7 +100,16 @@ class NatsSettings:
 @dataclass(frozen=True, slots=True)
 class DatabaseSettings:
     url: str | None = _setting(
-        None, "DATABASE_URL", "PostgreSQL DSN (postgresql://...). Unset: embedded PostgreSQL."
+        None,
+        "DATABASE_URL",
+        "PostgreSQL DSN (postgresql://...) of the runtime role the app and workers run as: "
+        "no superuser, no BYPASSRLS, no DDL (docs/security.md). Unset: embedded PostgreSQL.",
+    )
+    migrate_url: str | None = _setting(
+        None,
+        "MIGRATE_DATABASE_URL",
+        "DSN of the owner role that `wedsync migrate` and startup migrations run as. Unset: "
+        "`WEDSYNC_DATABASE_URL` (one role for both: no least privilege); embedded: its superuser.",
     )
     pool_min: int = _setting(1, "DB_POOL_MIN", "Minimum connections in each process's pool.")
     pool_max: int = _setting(10, "DB_POOL_MAX", "Maximum connections in each process's pool.")
@@ -508,13 +517,15 @@ class Settings:
         built: Settings = _build(cls, environ)
         return built
 
-    def with_services(self, nats_url: str, database_url: str) -> Settings:
+    def with_services(
+        self, nats_url: str, database_url: str, migrate_url: str | None = None
+    ) -> Settings:
         """A copy pointing at running services (used once embedded ones are up)."""
-        return dataclasses.replace(
-            self,
-            nats=dataclasses.replace(self.nats, url=nats_url),
-            database=dataclasses.replace(self.database, url=database_url),
-        )
+        db = dataclasses.replace(self.database, url=database_url)
+        if migrate_url is not None:
+            db = dataclasses.replace(db, migrate_url=migrate_url)
+        return dataclasses.replace(self, nats=dataclasses.replace(self.nats, url=nats_url),
+                                   database=db)  # fmt: skip
 
     def to_env(self) -> dict[str, str]:
         """The environment that rebuilds these settings in a child process."""

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from config.settings import Settings
-from runtime.db import migrate
+from runtime.db import migrate, scope
 from runtime.presence.table import presence_bucket
 from streams import ensure_streams
 
@@ -97,7 +97,8 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
         pool = await _until_reachable(
             "PostgreSQL",
             lambda: asyncpg.create_pool(
-                db_url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
+                db_url, min_size=settings.database.pool_min, max_size=settings.database.pool_max,
+                setup=scope.on_acquire,  # the task's wedding scope (runtime/db/scope.py)
             ),
         )
         try:
@@ -129,9 +130,22 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 async def prepare(conns: Connections, settings: Settings) -> None:
-    """Bring the database schema and the JetStream streams up to the declared state."""
-    async with conns.pool.acquire() as conn:
-        await migrate(conn)
+    """Bring the database schema and the JetStream streams up to the declared state.
+
+    Migrations run as the owner role (``WEDSYNC_MIGRATE_DATABASE_URL``) on a connection of
+    their own: the pool's runtime role may not run DDL."""
+    owner_url = settings.database.migrate_url
+    if owner_url is None or owner_url == settings.database.url:
+        async with conns.pool.acquire() as conn:
+            await migrate(conn)
+    else:
+        owner = await _until_reachable(
+            "PostgreSQL (owner role)", lambda: asyncpg.connect(owner_url)
+        )
+        try:
+            await migrate(owner)
+        finally:
+            await owner.close()
     await ensure_streams(
         conns.js, replicas=settings.nats.replicas, duplicate_window=settings.nats.duplicate_window
     )

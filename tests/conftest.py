@@ -1,7 +1,13 @@
 """Real nats-server and PostgreSQL for the whole session, on free ports.
 
-Set WEDSYNC_NATS_URL and WEDSYNC_DATABASE_URL to run the suite against servers you started;
-otherwise the embedded ones (the same code `wedsync dev` uses) are started once.
+Set WEDSYNC_NATS_URL and WEDSYNC_DATABASE_URL (and WEDSYNC_MIGRATE_DATABASE_URL, the owner
+role) to run the suite against servers you started; otherwise the embedded ones (the same
+code `wedsync dev` uses) are started once.
+
+As in production, ``settings`` (what gateway and worker processes get) names the
+least-privilege runtime role, under row-level security; ``conns``, the pool tests set up
+and inspect data with, is the owner's (the embedded superuser: RLS does not apply to it).
+``runtime_conns`` is the runtime role's pool, for tests of what it may do.
 """
 
 from __future__ import annotations
@@ -47,19 +53,41 @@ async def settings(session_dir: Path) -> AsyncIterator[Settings]:
     )
     nats_url = os.environ.get("WEDSYNC_NATS_URL")
     db_url = os.environ.get("WEDSYNC_DATABASE_URL")
+    migrate_url = os.environ.get("WEDSYNC_MIGRATE_DATABASE_URL") or None
     async with contextlib.AsyncExitStack() as stack:
         if not nats_url:
             nats_url = (await stack.enter_async_context(EmbeddedNats(session_dir / "nats"))).url
         if not db_url:
             pg = await stack.enter_async_context(EmbeddedPostgres(session_dir / "postgres"))
-            db_url = pg.url
-        yield base.with_services(nats_url, db_url)
+            db_url, migrate_url = pg.service_url, pg.url
+        yield base.with_services(nats_url, db_url, migrate_url)
+
+
+def owner_url(settings: Settings) -> str:
+    """The owner role's DSN (migrations, test setup): the migrate URL, else the one URL."""
+    url = settings.database.migrate_url or settings.database.url
+    assert url is not None
+    return url
+
+
+def as_owner(settings: Settings) -> Settings:
+    """``settings`` whose pool is the owner's."""
+    assert settings.nats.url is not None
+    return settings.with_services(settings.nats.url, owner_url(settings))
 
 
 @pytest_asyncio.fixture(scope="session")
 async def conns(settings: Settings) -> AsyncIterator[Connections]:
-    async with connect(settings, name="tests") as c:
+    """The owner's pool (schema migrated): test setup and inspection see every wedding."""
+    async with connect(as_owner(settings), name="tests") as c:
         await prepare(c, settings)
+        yield c
+
+
+@pytest_asyncio.fixture(scope="session")
+async def runtime_conns(settings: Settings, conns: Connections) -> AsyncIterator[Connections]:
+    """The runtime role's pool, as the app and workers have it (after ``conns`` migrated)."""
+    async with connect(settings, name="tests-runtime") as c:
         yield c
 
 
@@ -68,10 +96,10 @@ async def fresh_database(settings: Settings) -> AsyncIterator[str]:
     """A new empty database on the same server, dropped afterwards; yields its DSN."""
     assert settings.database.url is not None
     name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(settings.database.url)
+    admin = await asyncpg.connect(owner_url(settings))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        base, _, _ = settings.database.url.rpartition("/")
+        base, _, _ = owner_url(settings).rpartition("/")
         yield f"{base}/{name}"
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:

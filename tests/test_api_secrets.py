@@ -32,6 +32,7 @@ async def api_start(settings: Settings, data_dir: Path, env: dict[str, str]) -> 
         "WEDSYNC_DATA_DIR": str(data_dir),
         "WEDSYNC_NATS_URL": settings.nats.url,
         "WEDSYNC_DATABASE_URL": settings.database.url,
+        "WEDSYNC_MIGRATE_DATABASE_URL": settings.database.migrate_url or settings.database.url,
         "WEDSYNC_PORT": str(free_port()),
         **env,
     }

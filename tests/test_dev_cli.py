@@ -125,6 +125,7 @@ async def test_configured_services_are_used_not_embedded(
         tmp_path / "data",
         WEDSYNC_NATS_URL=settings.nats.url,
         WEDSYNC_DATABASE_URL=settings.database.url,
+        WEDSYNC_MIGRATE_DATABASE_URL=settings.database.migrate_url or settings.database.url,
     ) as dev:
         assert await ready(dev.url) == 200
         assert not {"nats-server", "postgres"} & names(dev.tree())

@@ -29,7 +29,10 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
             ack = await js.publish(subject, b"the cake is ordered")
         finally:
             await nc.close()
-        conn = await asyncpg.connect(live.database.url)
+        # the app's role is the least-privilege one; the superuser migrates (and writes here)
+        assert live.database.url.startswith("postgresql://wedsync_service:")
+        assert live.database.migrate_url and live.database.migrate_url != live.database.url
+        conn = await asyncpg.connect(live.database.migrate_url)
         try:
             await conn.execute("CREATE TABLE notes (body text)")
             await conn.execute("INSERT INTO notes VALUES ('first dance: 21:00')")
@@ -45,9 +48,15 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
             assert msg.data == b"the cake is ordered" and msg.subject == subject
         finally:
             await nc.close()
-        conn = await asyncpg.connect(live.database.url)
+        assert live.database.migrate_url
+        conn = await asyncpg.connect(live.database.migrate_url)
         try:
             assert await conn.fetchval("SELECT body FROM notes") == "first dance: 21:00"
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(live.database.url)  # the service role's password kept too
+        try:
+            assert await conn.fetchval("SELECT current_user") == "wedsync_service"
         finally:
             await conn.close()
     assert first_urls[1].split("@")[0] == live.database.url.split("@")[0]  # same credentials

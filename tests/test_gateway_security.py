@@ -579,6 +579,7 @@ async def test_failures_close_with_4002_are_logged_and_leave_no_gap(
     output: list[str] = []
     env = {
         "WEDSYNC_DATABASE_URL": dsn,
+        "WEDSYNC_MIGRATE_DATABASE_URL": dsn,  # its own database: migrated by the gateway
         "WEDSYNC_SESSION_TTL": "20",  # extended every 5 s
         "WEDSYNC_LOG_LEVEL": "WARNING",
     }

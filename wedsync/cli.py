@@ -40,6 +40,7 @@ async def _worker(settings: Settings, name: str) -> int:
     from app.metrics import MetricsResponder, watch_pool
     from config.telemetry import Telemetry
     from runtime.connections import connect
+    from runtime.db import scope as db_scope
     from workers.registry import WORKERS
     from workers.runner import ConsumerRunner
 
@@ -48,6 +49,10 @@ async def _worker(settings: Settings, name: str) -> int:
         print(f"unknown worker {name!r} (available: {known})", file=sys.stderr)
         return 2
     definition = WORKERS[name](settings)
+    # a worker acts for whichever wedding an event or a due row names: its scans (due
+    # deliveries, approvals, escalations, relays, presence samples) span weddings; the
+    # consumers' handlers narrow each message's transaction to its wedding (scope.enter)
+    db_scope.process_system(f"worker {name}: consumers and timers of every wedding")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,10 +85,12 @@ async def _retention(settings: Settings, job_name: str, weddings: list[str] | No
     import uuid
 
     from runtime.connections import connect
+    from runtime.db import scope as db_scope
     from workers.registry import retention_jobs
     from workers.retention import JobBusy, run_job
     from workers.retention.progress import Bar
 
+    db_scope.process_system(f"retention {job_name}: over every wedding")
     async with connect(settings, name=f"wedsync-retention-{job_name}") as conns:
         only = [uuid.UUID(w) for w in weddings] if weddings else None
         jobs = retention_jobs(settings, conns, weddings=only)

@@ -46,10 +46,13 @@ async def run_cluster(settings: Settings, *, nodes: int = 3, api_processes: int 
             NatsCluster(root / "nats", size=nodes, host=host) as cluster,
             EmbeddedPostgres(root / "postgres") as pg,
         ):
-            live = settings.with_services(cluster.url, pg.url)
+            # the app and workers as the least-privilege role; the superuser migrates
+            live = settings.with_services(cluster.url, pg.service_url, pg.url)
             async with connect(live, name="wedsync-cluster") as conns:
                 await prepare(conns, live)
+            # migrated above: the children need (and get) no owner credentials
             env = {**os.environ, **live.to_env()}
+            env.pop("WEDSYNC_MIGRATE_DATABASE_URL", None)
             apis = [
                 Supervisor({**env, "WEDSYNC_PORT": str(p), "WEDSYNC_API_PROCESSES": "1"},
                            live.dev, stop)

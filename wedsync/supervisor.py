@@ -212,7 +212,11 @@ async def run_dev(settings: Settings) -> int:
         live = with_dev_origins(live)  # the API's own origin (and a frontend dev server)
         async with connect(live, name="wedsync-dev") as conns:
             await prepare(conns, live)
-        supervisor = Supervisor({**os.environ, **live.to_env()}, live.dev, stop)
+        # the children run as the least-privilege role only: migrated above, an API
+        # process's startup migration finds nothing to do and needs no owner credentials
+        env = {**os.environ, **live.to_env()}
+        env.pop("WEDSYNC_MIGRATE_DATABASE_URL", None)
+        supervisor = Supervisor(env, live.dev, stop)
         api = await supervisor.start("api")
         base_url = f"http://{live.server.host}:{live.server.port}"
         try:

@@ -33,6 +33,7 @@ from config.telemetry import producing
 from runtime import control
 from runtime.connections import Connections
 from runtime.db import audit
+from runtime.db import scope as db_scope
 from runtime.db.types import Conn, Pooled
 from streams.admin import (
     AdminPresence,
@@ -250,7 +251,9 @@ class AdminController(Controller):
                     break
             truncated = truncated or listed < s.consumer_count
         consumers.sort(key=lambda c: (c.stream, c.name))
-        async with conns.pool.acquire() as conn:
+        async with db_scope.system_connection(  # the operator's counts over every wedding
+            conns.pool, "admin stats: counts over every wedding"
+        ) as conn:
             counted = await store.counts(conn)
         active_rooms = sum(
             1 for room in table.weddings.values()

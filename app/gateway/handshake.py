@@ -56,9 +56,13 @@ async def admit(
     if token is None:
         return None
     async with conns.pool.acquire() as db:
+        # in this wedding's scope (the path's): a session of another wedding is not seen
         session = await session_store.by_token(db, token)
         if session is None:
-            await socket.close(Close.INVALID_SESSION, INVALID)
+            if await session_store.wedding_of_token(db, token) is None:
+                await socket.close(Close.INVALID_SESSION, INVALID)
+            else:  # a live session, of another wedding
+                await socket.close(Close.FORBIDDEN, FORBIDDEN)
             return None
         m = None
         if session["wedding_id"] == wedding_id:

@@ -15,7 +15,9 @@ from app.errors import NotFound, Unavailable
 from app.weddings.access import require_role
 from app.weddings.store import Membership
 from config.settings import Settings
+from runtime.connections import Connections
 from runtime.db import notifications as store
+from runtime.db import scope as db_scope
 from runtime.db.types import Pooled
 from streams.limits import INT64_MAX
 from streams.notifications import (
@@ -41,31 +43,38 @@ def _view(p: Preferences) -> PreferencesView:
     return PreferencesView(channels=p.effective(), quiet_hours=p.quiet_hours, digest=p.digest)
 
 
+#: the inbox is the caller's across every wedding they are in: each of its queries is keyed
+#: by the caller's user id (app/db/notifications.py), RLS cannot narrow it to one wedding
+INBOX = "inbox: the caller's notifications across their weddings, keyed by their user id"
+
+
 class InboxController(Controller):
     path = "/api/notifications"
     tags = ["notifications"]  # noqa: RUF012
 
     @get("", summary="The caller's notifications, unread first (optionally one wedding)")
     async def list_(
-        self, identity: Identity, db: Pooled, wedding_id: uuid.UUID | None = None,
+        self, identity: Identity, conns: Connections, wedding_id: uuid.UUID | None = None,
         offset: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0, limit: Limit = 50,
     ) -> NotificationPage:  # fmt: skip
-        # one more than asked: a next page exists only if it has something on it
-        notes, unread = await store.inbox(db, identity.user_id, wedding_id, offset,
-                                          limit + 1)  # fmt: skip
+        async with db_scope.system_connection(conns.pool, INBOX) as conn:
+            # one more than asked: a next page exists only if it has something on it
+            notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset,
+                                              limit + 1)  # fmt: skip
         more = offset + limit if len(notes) > limit else None
         return NotificationPage(notifications=notes[:limit], unread=unread, next=more)
 
     @post("/{nid:uuid}/read", summary="Mark one notification read", status_code=204)
-    async def read(self, nid: uuid.UUID, identity: Identity, db: Pooled) -> None:
-        if not await store.mark_read(db, identity.user_id, nid, _now()):
-            raise NotFound("notification not found")
+    async def read(self, nid: uuid.UUID, identity: Identity, conns: Connections) -> None:
+        async with db_scope.system_connection(conns.pool, INBOX) as conn:
+            if not await store.mark_read(conn, identity.user_id, nid, _now()):
+                raise NotFound("notification not found")
 
     @post("/{nid:uuid}/ack", summary="Acknowledge (an emergency: stops its escalation)",
           status_code=200)  # fmt: skip
-    async def ack(self, nid: uuid.UUID, identity: Identity, db: Pooled) -> Notification:
-        async with db.transaction():
-            note = await store.acknowledge(db, identity.user_id, nid, _now())
+    async def ack(self, nid: uuid.UUID, identity: Identity, conns: Connections) -> Notification:
+        async with db_scope.system_connection(conns.pool, INBOX) as conn, conn.transaction():
+            note = await store.acknowledge(conn, identity.user_id, nid, _now())
         if note is None:
             raise NotFound("notification not found")
         return note

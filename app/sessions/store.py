@@ -81,6 +81,16 @@ async def by_token(conn: Conn, token: str) -> asyncpg.Record | None:
     )
 
 
+async def wedding_of_token(conn: Conn, token: str) -> uuid.UUID | None:
+    """The wedding of the live session a token opens, whichever wedding the connection is
+    scoped to (a SECURITY DEFINER function of migration 0010: the one lookup made before
+    the wedding is known)."""
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT wedsync_session_wedding($1)", token_hash(token)
+    )
+    return found
+
+
 async def touch(conn: Conn, session_id: uuid.UUID, *, extend_by: float) -> dt.datetime | None:
     """A live session was used (a socket's frames): extended; its new expiry, or None when
     it ended or expired."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from runtime.db import scope
 from runtime.db.types import Conn
 from streams.permissions import Role, WeddingStatus
 
@@ -50,6 +51,8 @@ async def create(
     display_name: str | None, email: bytes | None, events_from: int | None = None,
 ) -> Membership:  # fmt: skip
     wedding_id = uuid.uuid4()
+    # a new wedding is its own scope: the rest of the caller's transaction is in it (RLS)
+    await scope.enter(conn, wedding_id)
     await conn.execute(
         "INSERT INTO weddings (id, name, date, timezone, created_by, events_from) "
         "VALUES ($1, $2, $3, $4, $5, $6)",

@@ -17,7 +17,9 @@ import asyncpg
 
 from runtime.db.types import Conn
 
-_PARTITION_LOCK = 0x57ED_A7C  # one partition creator at a time (CREATE ... IF NOT EXISTS races)
+# one partition creator at a time (CREATE ... IF NOT EXISTS races): taken by the SQL
+# function wedsync_archive_partition (migration 0010), whose literal must stay equal
+_PARTITION_LOCK = 0x57ED_A7C
 _WEDDING_LOCK = 0x57EF  # pg_advisory_lock(class, wedding): archive job vs erase of one wedding
 
 
@@ -66,13 +68,10 @@ async def ensure_partitions(conn: Conn, stored: list[dt.datetime]) -> None:
     missing = [m for m in sorted(months) if partition_name(m) not in have]
     if not missing:
         return
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
     for m in missing:
-        nxt = dt.date(m.year + (m.month == 12), m.month % 12 + 1, 1)
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {partition_name(m)} PARTITION OF event_archive "
-            f"FOR VALUES FROM ('{m.isoformat()} 00:00+00') TO ('{nxt.isoformat()} 00:00+00')"
-        )
+        # DDL as the owner: the runtime role may not (a SECURITY DEFINER function of
+        # migration 0010, taking the _PARTITION_LOCK itself, naming it partition_name(m))
+        await conn.execute("SELECT wedsync_archive_partition($1)", m)
 
 
 async def insert(conn: Conn, rows: list[Archived]) -> int:

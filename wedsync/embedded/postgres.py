@@ -30,6 +30,11 @@ from wedsync.embedded.process import (
 
 SERVICE_ACCOUNT = "wedsync_pg"
 DATABASE = "wedsync"
+#: the login role the app and workers run as (``service_url``): a member of the runtime
+#: group role of migration 0010, no superuser, no BYPASSRLS, owning nothing; the superuser
+#: (``url``) only migrates
+SERVICE_ROLE = "wedsync_service"
+RUNTIME_ROLE = "wedsync_runtime"
 
 
 def postgres_bin_dir() -> Path:
@@ -51,11 +56,20 @@ class EmbeddedPostgres(EmbeddedServer):
         self.host = host
         self.port = port
         self._password = ""
+        self._service_password = ""
         self._user = service_user(SERVICE_ACCOUNT)
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres:{self._password}@{self.host}:{self.port}/{DATABASE}"
+
+    @property
+    def service_url(self) -> str:
+        """The least-privilege role's DSN (WEDSYNC_DATABASE_URL of `wedsync dev`)."""
+        return (
+            f"postgresql://{SERVICE_ROLE}:{self._service_password}@{self.host}:{self.port}/"
+            f"{DATABASE}"
+        )
 
     def _run_as(self) -> dict[str, Any]:
         if self._user is None:
@@ -136,6 +150,15 @@ class EmbeddedPostgres(EmbeddedServer):
         )
         await self._ensure_database()
 
+    def _service_secret(self) -> str:
+        """The service role's password, generated once and kept beside the superuser's."""
+        path = self.root / "service-password"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
     async def _ensure_database(self) -> None:
         conn = await asyncpg.connect(
             host=self.host, port=self.port, user="postgres", password=self._password,
@@ -145,8 +168,30 @@ class EmbeddedPostgres(EmbeddedServer):
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
             if not exists:
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            await self._ensure_service_role(conn)
         finally:
             await conn.close()
+
+    async def _ensure_service_role(self, conn: asyncpg.Connection[Any]) -> None:
+        """The login role of the app (roles are per cluster: once for every database). The
+        group role is migration 0010's too; made here first so the membership can be."""
+        self._service_password = self._service_secret()
+        await conn.execute(f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{RUNTIME_ROLE}') THEN
+                CREATE ROLE {RUNTIME_ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+                    NOBYPASSRLS;
+            END IF;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
+                CREATE ROLE {SERVICE_ROLE} LOGIN;
+            END IF;
+        END $$""")
+        # every start: the attributes and the password the data dir holds, whatever they were
+        pw = self._service_password.replace("'", "''")
+        await conn.execute(
+            f"ALTER ROLE {SERVICE_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS "
+            f"NOREPLICATION INHERIT PASSWORD '{pw}'"
+        )
+        await conn.execute(f"GRANT {RUNTIME_ROLE} TO {SERVICE_ROLE}")
 
 
 def _rmtree(path: Path) -> None:

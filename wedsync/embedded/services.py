@@ -50,12 +50,14 @@ async def embedded_services(settings: Settings) -> AsyncIterator[Settings]:
     with data_dir_lock(data_dir):
         async with contextlib.AsyncExitStack() as stack:
             nats_url, db_url = settings.nats.url, settings.database.url
+            migrate_url = settings.database.migrate_url
             if nats_url is None:
                 nats = await stack.enter_async_context(EmbeddedNats(data_dir / "nats"))
                 nats_url = nats.url
                 log.info("embedded nats-server ready at %s (pid %s)", nats_url, nats.pid)
             if db_url is None:
                 pg = await stack.enter_async_context(EmbeddedPostgres(data_dir / "postgres"))
-                db_url = pg.url
+                # the app and workers as the least-privilege role; its superuser migrates
+                db_url, migrate_url = pg.service_url, pg.url
                 log.info("embedded PostgreSQL ready on port %s (pid %s)", pg.port, pg.pid)
-            yield settings.with_services(nats_url, db_url)
+            yield settings.with_services(nats_url, db_url, migrate_url)

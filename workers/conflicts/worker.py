@@ -32,6 +32,7 @@ from opentelemetry import trace
 
 from config.settings import ConflictSettings
 from config.telemetry import producing
+from runtime.db import scope
 from runtime.db.types import Conn
 from streams.changes import (
     ChangeMessage,
@@ -71,6 +72,7 @@ class ConflictHandler:
             log.error("skipped malformed change %s:%d: %s", d.stream, d.stream_seq, exc)
             return
         wedding_id = uuid.UUID(msg.wedding_id)
+        await scope.enter(conn, wedding_id)  # this transaction sees that wedding only (RLS)
         status = await store.lock_wedding(conn, wedding_id)
         if status is None:
             return  # the wedding was deleted
@@ -92,6 +94,7 @@ class ConflictHandler:
         log.warning("change %s:%d refused as invalid: %r", d.stream, d.stream_seq, exc)
         msg = _decode.decode(d.data)  # it decoded the first time
         if isinstance(msg, ChangeRequest):
+            await scope.enter(conn, uuid.UUID(msg.wedding_id))
             out = invalid(msg, d.stream_seq, "the change holds a value that cannot be stored")
             await self._enqueue(conn, uuid.UUID(msg.wedding_id), out, msg, d)
         return True  # a decision that cannot be applied: the approval stays pending

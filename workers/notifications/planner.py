@@ -21,6 +21,7 @@ from collections.abc import Callable
 import msgspec
 
 from config.settings import NotifySettings
+from runtime.db import scope
 from runtime.db.types import Conn
 from runtime.presence.table import PresenceTable
 from streams.notifications import Category, Medium, Preferences
@@ -87,6 +88,7 @@ class Planner:
             # would fail the same way every time, and nobody is to hear about it
             log.warning("skipped unreadable event %s:%d: %s", d.stream, d.stream_seq, exc)
             return
+        await scope.enter(conn, wedding_id)  # this transaction sees that wedding only (RLS)
         wedding = await store.wedding(conn, wedding_id)
         if wedding is None:  # deleted since: nobody left to tell
             return
