@@ -23,6 +23,7 @@ from app.collaboration import CollaborationController
 from app.connections import connect, prepare
 from app.cors import cors_config
 from app.demo import demo_handlers
+from app.documents import DocumentController, DocumentHub, document_socket
 from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
 from app.events import EventsController
@@ -79,9 +80,11 @@ def create_app(settings: Settings) -> Litestar:
                 MetricsResponder(conns.nc, telemetry),
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,
+                DocumentHub(conns.nc, conns.js, conns.pool) as documents,
             ):
                 conns.on_reconnect.append(hub.resubscribe)
                 app.state.hub = hub
+                app.state.documents = documents
                 yield
 
     http_tracing = OpenTelemetryConfig(
@@ -103,6 +106,8 @@ def create_app(settings: Settings) -> Litestar:
             MeController,
             AdminController,
             wedding_socket,
+            DocumentController,
+            document_socket,  # /ws/weddings/{id}/documents/{name}: y-websocket (Yjs)
             metrics_endpoint,
             asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
             *demo_handlers(settings),  # `wedsync dev` only: /demo/ and /api/dev/token
