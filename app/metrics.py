@@ -170,9 +170,10 @@ def watch_pool(pool: asyncpg.Pool) -> None:
 def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
     """(stream, durable) of every worker consumer this build declares."""
     from workers.conflicts import consumer
+    from workers.documents import CONSUMER as DOCUMENTS
     from workers.notifications.planner import CONSUMER
 
-    specs = [consumer(p) for p in range(settings.conflicts.partitions)] + [CONSUMER]
+    specs = [consumer(p) for p in range(settings.conflicts.partitions)] + [CONSUMER, DOCUMENTS]
     return [(s.stream, s.durable) for s in specs]
 
 
