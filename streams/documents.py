@@ -101,6 +101,11 @@ def awareness_subject(wedding_id: uuid.UUID | str, document_id: uuid.UUID | str)
     return f"{AWARENESS_ROOT}.{uuid.UUID(str(wedding_id))}.{uuid.UUID(str(document_id))}"
 
 
+def access_subject(wedding_id: uuid.UUID | str, document_id: uuid.UUID | str) -> str:
+    """Core NATS: the document was shared, unshared or deleted (rooms re-read its row)."""
+    return awareness_subject(wedding_id, document_id) + ".access"
+
+
 class DocumentUpdate(msgspec.Struct, frozen=True, array_like=True):
     """One Yjs update as stored in WEDSYNC_DOCS (msgpack). ``origin`` is the gateway
     socket that sent it: that socket applied it already and is not sent it back."""

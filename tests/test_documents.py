@@ -5,9 +5,11 @@ them into PostgreSQL snapshots (docs/documents.md)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from nats.js.errors import NotFoundError
@@ -199,3 +201,47 @@ async def test_invalid_messages_close_the_socket(
         assert a.ws is not None
         await a.ws.send(bad)
         assert (await a.closed_with())[0] == 1007
+
+
+async def test_export_and_erase_of_documents(
+    world: World, gateways: list[str], conns: Connections, documents_worker: None
+) -> None:
+    family = await world.add("family")
+    vows = f"vows:{family}"
+    mine = await document(world, family, vows)
+    notes = await document(world, world.couple, "notes")
+    async with (
+        YClient(gateways[0], world.wedding, vows, await world.join(family)) as v,
+        YClient(gateways[1], world.wedding, "notes", await world.join(family)) as n,
+    ):
+        await v.edit(0, "Always")
+        await n.edit(0, "Flowers: peonies")
+        # stored once the server read them (it publishes before it reads on)
+        last = await eventually(lambda: head(conns, world.wedding, notes["id"]))
+        await eventually(lambda: head(conns, world.wedding, mine["id"]))
+
+    async def compacted() -> bool:
+        r = await api(world, world.couple, "GET", "/notes")
+        return bool(r.json()["snapshot_seq"] == last)
+
+    await eventually(compacted, 20)
+    async with httpx.AsyncClient(base_url=world.base) as c:
+        r = await c.get("/api/me/export", headers=world.auth(family))
+        assert r.status_code == 200
+        exported = {d["name"]: d for d in r.json()["documents"]}
+        assert exported[vows]["text"] == "Always" and exported[vows]["kind"] == "private"
+        assert exported["notes"]["updates"] == 1 and "text" not in exported["notes"]
+        r = await c.delete("/api/me", headers=world.auth(family))
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["rows_deleted"]["documents"] == 1
+        assert report["rows_redacted"]["document_authors"] == 1
+    async with conns.pool.acquire() as db:
+        assert await db.fetchval("SELECT count(*) FROM documents WHERE id = $1",
+                                 uuid.UUID(mine["id"])) == 0  # fmt: skip
+        assert await db.fetchval("SELECT count(*) FROM document_authors WHERE user_id = $1",
+                                 family) == 0  # fmt: skip
+    assert await head(conns, world.wedding, mine["id"]) == 0  # its updates purged
+    # what they typed into the shared notes stays: the wedding's text
+    async with YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as c2:
+        assert str(c2) == "Flowers: peonies"

@@ -44,6 +44,7 @@ from streams.definitions import DOCUMENTS
 from streams.documents import (
     AwarenessRelay,
     DocumentUpdate,
+    access_subject,
     awareness_decoder,
     awareness_subject,
     document_access,
@@ -164,7 +165,8 @@ class DocRoom:
         self._subs.append(await nc.subscribe(awareness_subject(self.wedding_id, self.id),
                                              cb=self._on_awareness))  # fmt: skip
         self._subs.append(await nc.subscribe(control_subject(self.wedding_id), cb=self._on_control))
-        self._subs.append(await nc.subscribe(self.hub.access_subject(self), cb=self._on_access))
+        self._subs.append(await nc.subscribe(access_subject(self.wedding_id, self.id),
+                                             cb=self._on_access))  # fmt: skip
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         if self.applied:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -290,10 +292,6 @@ class DocumentHub:
             await room.close()
         self.rooms.clear()
 
-    @staticmethod
-    def access_subject(room: DocRoom) -> str:
-        return awareness_subject(room.wedding_id, room.id) + ".access"
-
     async def join(self, sock: DocSocket, doc: store.DocumentRow) -> DocRoom:
         lock = self._opening.setdefault(doc.id, asyncio.Lock())
         async with lock:
@@ -352,4 +350,4 @@ class DocumentHub:
 
     async def access_changed(self, wedding_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Tell every process's room of the document that its sharing changed."""
-        await self.nc.publish(awareness_subject(wedding_id, document_id) + ".access", b"")
+        await self.nc.publish(access_subject(wedding_id, document_id), b"")

@@ -103,6 +103,39 @@ async def versions(
             for r in rows]  # fmt: skip
 
 
+# -- GDPR (app/documents/privacy.py) ---------------------------------------------------------
+
+
+async def owned_by(conn: Conn, user_id: str) -> list[DocumentRow]:
+    """The private documents of ``user_id``, in every wedding."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM documents WHERE owner_id = $1 ORDER BY wedding_id, name", user_id
+    )
+    return [DocumentRow.from_row(r) for r in rows]
+
+
+async def authorship_of(conn: Conn, user_id: str) -> dict[uuid.UUID, tuple[uuid.UUID, str, int]]:
+    """Per document ``user_id`` changed: (wedding, name, updates folded into versions)."""
+    rows = await conn.fetch(
+        """SELECT d.id, d.wedding_id, d.name, sum(a.updates)::bigint AS updates
+           FROM document_authors a JOIN documents d ON d.id = a.document_id
+           WHERE a.user_id = $1 GROUP BY d.id""",
+        user_id,
+    )
+    return {r["id"]: (r["wedding_id"], r["name"], int(r["updates"])) for r in rows}
+
+
+async def delete_documents(conn: Conn, ids: list[uuid.UUID]) -> int:
+    """Deleted with every version and authorship row (ON DELETE CASCADE)."""
+    status: str = await conn.execute("DELETE FROM documents WHERE id = ANY($1::uuid[])", ids)
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def forget_author(conn: Conn, user_id: str) -> int:
+    status: str = await conn.execute("DELETE FROM document_authors WHERE user_id = $1", user_id)
+    return int(status.rsplit(" ", 1)[1])
+
+
 # -- the documents worker -------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import msgspec
 
 from app.auth import ContactCipher, GuestContacts, Identity
 from app.connections import Connections
+from app.documents.privacy import export as document_export
 from app.gateway.history import events_between
 from app.history import last_seq
 from app.privacy.erase import weddings_of
@@ -103,9 +104,10 @@ async def export(
             async for seq, channel, data in replay:
                 if (item := _authored(uid, seq, channel, data, contacts)) is not None:
                     events.append({"wedding_id": wedding_id, **item})
+    documents = await document_export(conns, uid)
     return PersonalExport(
         user_id=uid, exported_at=dt.datetime.now(dt.UTC),
         claims={"name": who.name, "email": who.email}, memberships=memberships,
         sessions=sessions, events=events, notifications=notifications, preferences=preferences,
-        push_subscriptions=push, presence=presence, audit=audit,
+        push_subscriptions=push, presence=presence, audit=audit, documents=documents,
     )  # fmt: skip

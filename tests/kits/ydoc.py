@@ -61,7 +61,8 @@ class YClient:
         self.synced.clear()
         self.ws = await websockets.connect(self.url, subprotocols=subprotocols(self.token))
         self._task = asyncio.create_task(self._read(self.ws))
-        await self.ws.send(create_sync_message(self.doc))  # our step 1
+        with contextlib.suppress(ConnectionClosed):  # refused already: closed_with() says how
+            await self.ws.send(create_sync_message(self.doc))  # our step 1
 
     async def close(self) -> None:
         if self.ws is not None:
