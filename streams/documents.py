@@ -119,7 +119,9 @@ class DocumentUpdate(msgspec.Struct, frozen=True, array_like=True):
 class AwarenessRelay(msgspec.Struct, frozen=True, array_like=True):
     """An awareness message relayed to a document's room in every process (msgpack):
     ``payload`` is the y-protocols awareness update as the client sent it; ``role`` is
-    its sender's, for who may see them (streams/presence.py ``can_see``)."""
+    its sender's, for who may see them (streams/presence.py ``can_see``). An empty
+    ``payload`` is a query: a room just opened in some process, and every other process
+    relays its own sockets' states again."""
 
     origin: str
     role: Role

@@ -169,23 +169,51 @@ async def test_awareness_is_relayed_never_stored(
 ) -> None:
     planner = await world.add("planner")
     doc = await document(world, world.couple, "notes")
-    async with (
-        YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as a,
-        YClient(gateways[1], world.wedding, "notes", await world.join(planner)) as b,
-    ):
+    async with YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as a:
         await a.edit(0, "x")
-        await b.until(lambda: str(b) == "x")
-        stored = await head(conns, world.wedding, doc["id"])
+        stored = await eventually(lambda: head(conns, world.wedding, doc["id"]))
         await a.announce({"user": {"name": "Ann"}, "cursor": {"anchor": 1}})
-        await b.until(lambda: a.doc.client_id in b.awareness)
-        assert b.awareness[a.doc.client_id]["user"]["name"] == "Ann"
-        # a socket opening later gets the room's awareness at once
-        async with YClient(gateways[1], world.wedding, "notes", await world.join(planner)) as c:
-            await c.until(lambda: a.doc.client_id in c.awareness)
-        assert await head(conns, world.wedding, doc["id"]) == stored  # nothing stored
-        # a's socket closes: the others are told its client is gone
-        await a.close()
-        await b.until(lambda: a.doc.client_id not in b.awareness)
+        await a.until(lambda: a.doc.client_id in a.awareness)  # echoed, as y-websocket does
+        # the first socket on another process: that room asks the others for awareness
+        async with YClient(gateways[1], world.wedding, "notes", await world.join(planner)) as b:
+            await b.until(lambda: a.doc.client_id in b.awareness)
+            assert b.awareness[a.doc.client_id]["user"]["name"] == "Ann"
+            await a.announce({"user": {"name": "Ann"}, "cursor": {"anchor": 0}}, clock=2)
+            await b.until(lambda: b.awareness[a.doc.client_id]["cursor"] == {"anchor": 0})
+            # a socket opening later in a room that knows it gets it at once
+            c = YClient(gateways[1], world.wedding, "notes", await world.join(planner))
+            async with c:
+                await c.until(lambda: a.doc.client_id in c.awareness)
+            assert await head(conns, world.wedding, doc["id"]) == stored  # nothing stored
+            # a's socket closes: the others are told its client is gone
+            await a.close()
+            await b.until(lambda: a.doc.client_id not in b.awareness)
+
+
+async def test_awareness_follows_presence_visibility(world: World, gateways: list[str]) -> None:
+    """A guest does not see a vendor's cursor (nor a vendor a guest's), as with presence."""
+    vendor, guest = await world.add("vendor"), await world.add("guest")
+    await document(world, world.couple, "run_of_show")
+    name = "run_of_show"
+    async with (
+        YClient(gateways[0], world.wedding, name, await world.join(vendor)) as v,
+        YClient(gateways[1], world.wedding, name, await world.join(world.couple)) as c,
+        YClient(gateways[1], world.wedding, name, await world.join(guest)) as g,
+    ):
+        await v.announce({"user": {"name": "Caterer"}})
+        await c.until(lambda: v.doc.client_id in c.awareness)
+        # the couple's, sent after the vendor's reached this process: the guest gets it
+        # after the vendor's would have come
+        await c.announce({"user": {"name": "Couple"}})
+        await g.until(lambda: c.doc.client_id in g.awareness)
+        assert v.doc.client_id not in g.awareness
+        await g.announce({"user": {"name": "Guest"}})
+        await c.until(lambda: g.doc.client_id in c.awareness)
+        await v.until(lambda: c.doc.client_id in v.awareness)
+        await c.announce({"user": {"name": "Couple"}, "cursor": 1}, clock=2)
+        await v.until(lambda: c.awareness.get(c.doc.client_id, {}).get("cursor") == 1
+                      and v.awareness[c.doc.client_id].get("cursor") == 1)  # fmt: skip
+        assert g.doc.client_id not in v.awareness
 
 
 BAD = [b"", b"\x00\x07", b"\x00\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",

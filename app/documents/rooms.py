@@ -175,7 +175,18 @@ class DocRoom:
             self.subject, stream=DOCUMENTS.name, ordered_consumer=True, cb=self._on_update,
             config=config,
         ))  # fmt: skip
+        # awareness lives in the processes whose sockets announced it: ask them for it
+        query = AwarenessRelay(origin="", role=Role.GUEST, payload=b"")
+        await nc.publish(awareness_subject(self.wedding_id, self.id), update_encoder.encode(query))
         await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_TIMEOUT)
+
+    async def _announce_local(self) -> None:
+        for s in list(self.sockets):
+            entries = [self.peers[c].entry for c in s.clients if c in self.peers]
+            if entries:
+                relay = AwarenessRelay(origin=s.id, role=s.role, payload=awareness_update(entries))
+                await self.hub.nc.publish(awareness_subject(self.wedding_id, self.id),
+                                          update_encoder.encode(relay))  # fmt: skip
 
     async def close(self) -> None:
         for sub in self._subs:
@@ -208,8 +219,11 @@ class DocRoom:
     async def _on_awareness(self, msg: Msg) -> None:
         try:
             relay = awareness_decoder.decode(msg.data)
-            entries = read_awareness(relay.payload)
+            entries = read_awareness(relay.payload) if relay.payload else []
         except Exception:
+            return
+        if not relay.payload:  # a room opened elsewhere asks: our sockets' states again
+            await self._announce_local()
             return
         for e in entries:
             known = self.peers.get(e.client_id)
@@ -220,8 +234,10 @@ class DocRoom:
             else:
                 self.peers[e.client_id] = Peer(e, relay.role, relay.origin)
         message = awareness_message(entries)
+        # to its sender too, as y-websocket's own server does: a client that hears nothing
+        # for 30 s reconnects, and its awareness (renewed every 15 s) is what it hears
         for s in list(self.sockets):
-            if s.id != relay.origin and can_see(s.role, relay.role):
+            if can_see(s.role, relay.role):
                 s.send(message)
 
     async def _on_control(self, msg: Msg) -> None:
