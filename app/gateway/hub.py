@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import assert_never
 
@@ -33,6 +34,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from app.auth.crypto import ContactCipher
 from app.auth.guest_contacts import GuestContacts
+from app.gateway import signals
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.history import stream_epoch
@@ -57,7 +59,7 @@ from streams.protocol import (
     StatusChanged,
     event_frame,
 )
-from streams.subjects import CONTROL_ROOT, wedding_wildcard
+from streams.subjects import CONTROL_ROOT, signal_subject, wedding_wildcard
 
 _encode = msgspec.json.Encoder()
 _decode_control = msgspec.json.Decoder(ControlMessage)
@@ -120,6 +122,10 @@ def _observe(hub: Hub) -> None:
 GUESTS = Channel.GUESTS.value
 
 
+async def _on_signal(room: Room, msg: Msg) -> None:
+    signals.deliver(room.connections, msg)
+
+
 class Room:
     def __init__(
         self,
@@ -133,6 +139,7 @@ class Room:
         self.contacts = contacts
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
+        self.signals: Subscription | None = None  # core NATS: typing... (app/gateway/signals.py)
         self.presence = DiffBatcher(batch_window, self.on_presence)
         # the wedding's newest event seq: looked up once when the room opens, then
         # advanced by the room's own subscription (so a welcome costs no NATS request)
@@ -288,6 +295,8 @@ class Hub:
                 batch = self.settings.presence.batch
                 room = Room(conn.wedding_id, batch, self.tally, self.contacts)
                 room.sub = await self._subscribe(room, None)
+                room.signals = await self.nc.subscribe(
+                    signal_subject(conn.wedding_id), cb=partial(_on_signal, room))
                 # after subscribing: older events are in the lookup, newer reach on_event
                 room.head = max(room.head, await last_seq(self.js, self.pool, conn.wedding_id))
                 self.rooms[conn.wedding_id] = room
@@ -361,6 +370,10 @@ class Hub:
             with contextlib.suppress(Exception):
                 await room.sub.unsubscribe()
             room.sub = None
+        if room.signals is not None:
+            with contextlib.suppress(Exception):
+                await room.signals.unsubscribe()
+            room.signals = None
 
     async def _on_control(self, msg: Msg) -> None:
         try:
