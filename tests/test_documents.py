@@ -273,3 +273,40 @@ async def test_export_and_erase_of_documents(
     # what they typed into the shared notes stays: the wedding's text
     async with YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as c2:
         assert str(c2) == "Flowers: peonies"
+
+
+async def test_versions_and_restore(
+    world: World, gateways: list[str], conns: Connections, documents_worker: None
+) -> None:
+    doc = await document(world, world.couple, "notes")
+    token = await world.join(world.couple)
+
+    async def compacted_to(seq: int) -> bool:
+        r = await api(world, world.couple, "GET", "/notes")
+        return bool(r.json()["snapshot_seq"] == seq)
+
+    async with YClient(gateways[0], world.wedding, "notes", token) as a:
+        await a.edit(0, "Version one")
+        first = await eventually(lambda: head(conns, world.wedding, doc["id"]))
+        await eventually(lambda: compacted_to(first), 20)
+        await a.edit(len(str(a)), ", then two")
+
+        async def past_first() -> int | None:
+            h = await head(conns, world.wedding, doc["id"])
+            return h if h > first else None
+
+        second = await eventually(past_first)
+        await eventually(lambda: compacted_to(second), 20)
+        versions = (await api(world, world.couple, "GET", "/notes/versions")).json()["versions"]
+        assert [v["seq"] for v in versions] == [first, second]
+        assert [v["authors"] for v in versions] == [{world.couple: 1}, {world.couple: 1}]
+        old = (await api(world, world.couple, "GET", f"/notes/versions/{first}")).json()
+        assert old["text"] == "Version one"
+        assert (await api(world, world.couple, "GET", "/notes/versions/999999")).status_code == 404
+        # restoring is one more update: the open editor converges on the old text
+        r = await api(world, world.couple, "POST", f"/notes/versions/{first}/restore")
+        assert r.status_code == 200 and r.json()["text"] == "Version one"
+        await a.until(lambda: str(a) == "Version one")
+    guest = await world.add("guest")
+    r = await api(world, guest, "POST", f"/notes/versions/{first}/restore")
+    assert r.status_code == 404  # a guest does not see the notes at all
