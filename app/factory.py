@@ -80,9 +80,11 @@ def create_app(settings: Settings) -> Litestar:
                 MetricsResponder(conns.nc, telemetry),
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,
-                DocumentHub(conns.nc, conns.js, conns.pool) as documents,
+                DocumentHub(conns.nc, conns.js, conns.pool,
+                            settings.gateway.max_per_user) as documents,
             ):
                 conns.on_reconnect.append(hub.resubscribe)
+                conns.on_reconnect.append(documents.resubscribe)
                 app.state.hub = hub
                 app.state.documents = documents
                 yield

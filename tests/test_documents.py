@@ -310,3 +310,36 @@ async def test_versions_and_restore(
     guest = await world.add("guest")
     r = await api(world, guest, "POST", f"/notes/versions/{first}/restore")
     assert r.status_code == 404  # a guest does not see the notes at all
+
+
+async def test_document_sockets_per_user_are_capped(world: World, gateways: list[str]) -> None:
+    """WEDSYNC_WS_MAX_PER_USER (8) document sockets per user and wedding and process."""
+    await document(world, world.couple, "notes")
+    token = await world.join(world.couple)
+    opened = [YClient(gateways[0], world.wedding, "notes", token) for _ in range(8)]
+    for c in opened:
+        await c.__aenter__()
+    try:
+        extra = YClient(gateways[0], world.wedding, "notes", token)
+        await extra.open()
+        assert (await extra.closed_with())[0] == Close.TRY_LATER
+        async with YClient(gateways[1], world.wedding, "notes", token):
+            pass  # another process counts its own
+        await opened[0].close()
+
+        async def room_again() -> bool:  # once the server has seen the close
+            c = YClient(gateways[0], world.wedding, "notes", token)
+            await c.open()
+            done = asyncio.ensure_future(c.synced.wait())
+            closed = asyncio.ensure_future(c.closed_with())
+            await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
+            ok = done.done()
+            done.cancel()
+            closed.cancel()
+            await c.close()
+            return ok
+
+        await eventually(room_again)
+    finally:
+        for c in opened[1:]:
+            await c.close()

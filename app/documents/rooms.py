@@ -143,7 +143,8 @@ class DocRoom:
         self.applied = 0  # the stream seq of the newest update applied to ``doc``
         self.sockets: set[DocSocket] = set()
         self.peers: dict[int, Peer] = {}
-        self._subs: list[Subscription | JetStreamContext.PushSubscription] = []
+        self._subs: list[Subscription] = []  # core NATS: awareness, control, sharing
+        self._updates: JetStreamContext.PushSubscription | None = None
         self._caught_up = asyncio.Event()
         self._catch_up_to = 0
 
@@ -167,18 +168,32 @@ class DocRoom:
         self._subs.append(await nc.subscribe(control_subject(self.wedding_id), cb=self._on_control))
         self._subs.append(await nc.subscribe(access_subject(self.wedding_id, self.id),
                                              cb=self._on_access))  # fmt: skip
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        if self.applied:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                    opt_start_seq=self.applied + 1)  # fmt: skip
-        self._subs.append(await self.hub.js.subscribe(
-            self.subject, stream=DOCUMENTS.name, ordered_consumer=True, cb=self._on_update,
-            config=config,
-        ))  # fmt: skip
+        self._updates = await self._subscribe_updates()
         # awareness lives in the processes whose sockets announced it: ask them for it
         query = AwarenessRelay(origin="", role=Role.GUEST, payload=b"")
         await nc.publish(awareness_subject(self.wedding_id, self.id), update_encoder.encode(query))
         await asyncio.wait_for(self._caught_up.wait(), CATCH_UP_TIMEOUT)
+
+    async def _subscribe_updates(self) -> JetStreamContext.PushSubscription:
+        """The document's updates after the newest one applied (an ordered consumer)."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        if self.applied:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                    opt_start_seq=self.applied + 1)  # fmt: skip
+        sub: JetStreamContext.PushSubscription = await self.hub.js.subscribe(
+            self.subject, stream=DOCUMENTS.name, ordered_consumer=True, cb=self._on_update,
+            config=config,
+        )  # fmt: skip
+        return sub
+
+    async def resubscribe(self) -> None:
+        """After NATS came back (as the wedding rooms do, app/gateway/hub.py): the updates
+        again from the one after the newest applied; older ones are skipped by seq."""
+        fresh = await self._subscribe_updates()
+        old, self._updates = self._updates, fresh
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
 
     async def _announce_local(self) -> None:
         for s in list(self.sockets):
@@ -189,6 +204,10 @@ class DocRoom:
                                           update_encoder.encode(relay))  # fmt: skip
 
     async def close(self) -> None:
+        if self._updates is not None:
+            with contextlib.suppress(Exception):
+                await self._updates.unsubscribe()
+            self._updates = None
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -290,8 +309,12 @@ class DocRoom:
 class DocumentHub:
     """``async with DocumentHub(nc, js, pool) as docs``: the process's document rooms."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, max_per_user: int = 8
+    ) -> None:
         self.nc, self.js, self.pool = nc, js, pool
+        self.max_per_user = max_per_user  # document sockets per user and wedding (4029)
+        self._per_user: dict[tuple[uuid.UUID, str], int] = {}
         self.rooms: dict[uuid.UUID, DocRoom] = {}
         self._opening: dict[uuid.UUID, asyncio.Lock] = {}  # per document: opened once
         self.published = 0
@@ -307,6 +330,40 @@ class DocumentHub:
                 s.request_close(Close.GOING_AWAY, "server shutting down")
             await room.close()
         self.rooms.clear()
+
+    def admit(self, wedding_id: uuid.UUID, user_id: str) -> bool:
+        """Count one more document socket of the user (False: at the cap, not counted)."""
+        key = (wedding_id, user_id)
+        if self._per_user.get(key, 0) >= self.max_per_user:
+            return False
+        self._per_user[key] = self._per_user.get(key, 0) + 1
+        return True
+
+    def release(self, wedding_id: uuid.UUID, user_id: str) -> None:
+        key = (wedding_id, user_id)
+        left = self._per_user.get(key, 0) - 1
+        if left > 0:
+            self._per_user[key] = left
+        else:
+            self._per_user.pop(key, None)
+
+    async def resubscribe(self) -> None:
+        """After a NATS reconnect: every open room's updates again (retried while
+        JetStream is not answering yet)."""
+        delay = 0.25
+        pending = list(self.rooms.values())
+        while pending:
+            room = pending.pop(0)
+            if self.rooms.get(room.id) is not room:
+                continue  # closed meanwhile
+            try:
+                await room.resubscribe()
+                delay = 0.25
+            except Exception as exc:
+                log.info("document room %s not resubscribed yet: %r", room.id, exc)
+                pending.insert(0, room)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def join(self, sock: DocSocket, doc: store.DocumentRow) -> DocRoom:
         lock = self._opening.setdefault(doc.id, asyncio.Lock())

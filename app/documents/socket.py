@@ -46,6 +46,7 @@ from app.documents.sync import (
     parse,
     read_awareness,
 )
+from app.gateway.admission import Admission
 from app.gateway.handshake import FORBIDDEN, INVALID, NO_QUERY_TOKEN
 from app.gateway.limits import TokenBucket
 from app.gateway.session import EXPIRED, touch_every
@@ -133,7 +134,14 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
     if admitted is None:
         return
     sock, row = admitted
-    room = await hub.join(sock, row)
+    if not hub.admit(wedding_id, sock.user_id):
+        await socket.close(Close.TRY_LATER, "too many open document sockets for this user")
+        return
+    try:
+        room = await hub.join(sock, row)
+    except BaseException:
+        hub.release(wedding_id, sock.user_id)
+        raise
     writer = asyncio.create_task(_write(socket, sock))
     reader = asyncio.create_task(_read(socket, sock, room, hub, state.conns, settings))
     try:
@@ -151,6 +159,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
             sock.request_close(Close.SERVER_ERROR, "internal error: reconnect")
     finally:
         reader.cancel()
+        hub.release(wedding_id, sock.user_id)
         await hub.leave(sock, room)
         sock.request_close(1000, "")
         _, stuck = await asyncio.wait({writer}, timeout=2)
@@ -182,6 +191,7 @@ async def _read(
     updates, awareness = TokenBucket(g.rate, g.burst), TokenBucket(g.rate, g.burst)
     ttl = settings.auth.session_ttl
     touched = time.monotonic()
+    admission: Admission = socket.app.state.hub.admission  # the process's, shared
     while not sock.closed:
         try:
             data = await socket.receive_data("binary")
@@ -198,7 +208,7 @@ async def _read(
                     sock.request_close(Close.INVALID_SESSION, EXPIRED)
                     return
         try:
-            await _handle(data, sock, room, hub, updates, awareness)
+            await _handle(data, sock, room, hub, updates, awareness, admission)
         except ProtocolError as exc:
             sock.request_close(INVALID_MESSAGE, f"not y-protocols: {exc}")
             return
@@ -206,7 +216,7 @@ async def _read(
 
 async def _handle(
     data: bytes, sock: DocSocket, room: DocRoom, hub: DocumentHub,
-    updates: TokenBucket, awareness: TokenBucket,
+    updates: TokenBucket, awareness: TokenBucket, admission: Admission,
 ) -> None:  # fmt: skip
     m = parse(data)
     if m.kind == MESSAGE_SYNC:
@@ -226,7 +236,15 @@ async def _handle(
         if not updates.take():  # backpressure: wait for the token, then spend it
             await asyncio.sleep(max(1.0 - updates.tokens, 0.0) / max(updates.rate, 1e-3))
             updates.spend(1.0)
-        await hub.publish_update(room, sock, m.payload)
+        # an overloaded process (app/gateway/admission.py) stops reading rather than
+        # refusing: y-protocols has no error reply, and a dropped update is lost
+        while (retry := admission.refuse()) is not None:  # noqa: ASYNC110 (polled: no event)
+            await asyncio.sleep(retry)
+        admission.inflight += 1
+        try:
+            await hub.publish_update(room, sock, m.payload)
+        finally:
+            admission.inflight -= 1
     elif m.kind == MESSAGE_AWARENESS:
         read_awareness(m.payload)  # validated before it reaches anyone
         if awareness.take():
