@@ -13,8 +13,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from nats.js.errors import NotFoundError
+from pycrdt import create_awareness_message
 
 from app.connections import Connections
+from app.documents.sync import AwarenessEntry, awareness_update
 from config.settings import Settings
 from streams.definitions import DOCUMENTS
 from streams.documents import document_subject
@@ -214,6 +216,26 @@ async def test_awareness_follows_presence_visibility(world: World, gateways: lis
         await v.until(lambda: c.awareness.get(c.doc.client_id, {}).get("cursor") == 1
                       and v.awareness[c.doc.client_id].get("cursor") == 1)  # fmt: skip
         assert g.doc.client_id not in v.awareness
+
+
+async def test_awareness_of_another_socket_is_not_overwritten(
+    world: World, gateways: list[str]
+) -> None:
+    planner = await world.add("planner")
+    await document(world, world.couple, "notes")
+    async with (
+        YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as a,
+        YClient(gateways[0], world.wedding, "notes", await world.join(planner)) as b,
+    ):
+        await a.announce({"user": {"name": "Ann"}})
+        await b.until(lambda: a.doc.client_id in b.awareness)
+        assert b.ws is not None  # b's socket claims a's client id:
+        entry = AwarenessEntry(a.doc.client_id, 9, '{"user": {"name": "Mallory"}}')
+        await b.ws.send(create_awareness_message(awareness_update([entry])))
+        await b.announce({"user": {"name": "Bob"}})
+        await a.until(lambda: b.doc.client_id in a.awareness)
+        assert b.awareness[a.doc.client_id]["user"]["name"] == "Ann"
+        assert a.awareness[a.doc.client_id]["user"]["name"] == "Ann"
 
 
 BAD = [b"", b"\x00\x07", b"\x00\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",

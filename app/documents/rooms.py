@@ -124,6 +124,11 @@ class DocSocket:
         return a.read, a.write
 
 
+#: seconds an awareness state lives without a renewal (y-protocols' ``outdatedTimeout``:
+#: clients renew theirs every 15 s); a state of a socket whose process died goes with it
+PEER_TTL = 30.0
+
+
 @dataclass(slots=True)
 class Peer:
     """The newest awareness state of one Yjs client in the room (any process)."""
@@ -131,6 +136,11 @@ class Peer:
     entry: AwarenessEntry
     role: Role
     origin: str  # the socket that announced it
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self.at > PEER_TTL
 
 
 class DocRoom:
@@ -247,6 +257,7 @@ class DocRoom:
         for e in entries:
             known = self.peers.get(e.client_id)
             if known is not None and known.entry.clock >= e.clock and not e.gone:
+                known.at = time.monotonic()  # the same state again: still there
                 continue
             if e.gone:
                 self.peers.pop(e.client_id, None)
@@ -302,6 +313,8 @@ class DocRoom:
     # -- from the sockets ----------------------------------------------------------------
 
     def awareness_snapshot(self, viewer: DocSocket) -> bytes | None:
+        for client in [c for c, p in self.peers.items() if p.stale]:
+            del self.peers[client]
         entries = [p.entry for p in self.peers.values() if can_see(viewer.role, p.role)]
         return awareness_message(entries) if entries else None
 
@@ -412,7 +425,12 @@ class DocumentHub:
     ) -> None:
         """Relay an awareness update to the document's room in every process."""
         if not raw:
-            for e in read_awareness(payload):
+            entries = read_awareness(payload)
+            for e in entries:
+                known = room.peers.get(e.client_id)
+                if known is not None and known.origin != sock.id and not known.stale:
+                    return  # another socket's client: nobody else's cursor is overwritten
+            for e in entries:
                 if e.gone:
                     sock.clients.discard(e.client_id)
                 else:

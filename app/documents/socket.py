@@ -52,7 +52,7 @@ from app.gateway.limits import TokenBucket
 from app.gateway.session import EXPIRED, touch_every
 from config.settings import Settings
 from streams.documents import valid_name
-from streams.permissions import WeddingStatus
+from streams.permissions import Role, WeddingStatus
 from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX, Close
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,6 @@ async def _admit(
             await socket.close(Close.FORBIDDEN, FORBIDDEN)
             return None
         doc = await store.by_name(db, wedding_id, name) if valid_name(name) else None
-        await session_store.touch(db, session["id"], extend_by=settings.auth.session_ttl)
     sock = DocSocket(session_id=session["id"], user_id=session["user_id"], role=m.role,
                      status=m.status, name=name, queue_size=settings.gateway.queue)  # fmt: skip
     readable, sock.writable = sock.access(doc.shared) if doc is not None else (False, False)
@@ -142,6 +141,17 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
     except BaseException:
         hub.release(wedding_id, sock.user_id)
         raise
+    try:
+        await _recheck(state.conns, sock, room, settings.auth.session_ttl)
+    except BaseException:
+        hub.release(wedding_id, sock.user_id)
+        await hub.leave(sock, room)
+        raise
+    if sock.closed:
+        hub.release(wedding_id, sock.user_id)
+        await hub.leave(sock, room)
+        await socket.close(sock.close_code, sock.close_reason[:120])
+        return
     writer = asyncio.create_task(_write(socket, sock))
     reader = asyncio.create_task(_read(socket, sock, room, hub, state.conns, settings))
     try:
@@ -168,6 +178,26 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
         if socket.connection_state != "disconnect":
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(socket.close(sock.close_code, sock.close_reason[:120]), 2)
+
+
+async def _recheck(conns: Connections, sock: DocSocket, room: DocRoom, ttl: float) -> None:
+    """In its room (whose control subscription now reaches it), the socket reads its
+    session, membership and the document again, as the wedding socket does
+    (app/gateway/handshake.py): a removal or unsharing committed while it opened is not
+    missed. Opening is use: the session is extended."""
+    async with conns.pool.acquire() as db:
+        row = await session_store.recheck(db, sock.session_id, extend_by=ttl)
+        doc = await store.by_id(db, room.id)
+    if row is None:
+        sock.request_close(Close.INVALID_SESSION, EXPIRED)
+        return
+    if row["role"] is None or row["status"] == WeddingStatus.CANCELLED.value or doc is None:
+        sock.request_close(Close.FORBIDDEN, FORBIDDEN if doc is not None else NO_DOCUMENT)
+        return
+    sock.role, sock.status = Role(row["role"]), WeddingStatus(row["status"])
+    readable, sock.writable = sock.access(doc.shared)
+    if not readable:
+        sock.request_close(Close.FORBIDDEN, NO_DOCUMENT)
 
 
 async def _write(socket: WebSocket[Any, Any, Any], sock: DocSocket) -> None:
