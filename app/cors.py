@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import msgspec
 from litestar import WebSocket
 from litestar.config.cors import CORSConfig
-from litestar.types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
+from app.errors import Forbidden, refuse_handshake
+from app.services import Services
 from config.settings import ServerSettings, Settings
 from streams.protocol import Close
-from streams.schemas import ErrorBody
 
 #: a frontend dev server `wedsync dev` allows besides its own origin (Vite's default port)
 DEV_FRONTEND = "http://localhost:5173"
@@ -73,27 +72,9 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 async def admit_origin(socket: WebSocket[Any, Any, Any]) -> bool:
     """First check of a WebSocket handshake: False (and the handshake refused with HTTP 403
     ``forbidden``) for a browser page of an origin that is not allowed."""
-    settings: Settings = socket.app.state.settings
+    settings = Services.of(socket.app.state).settings
     if origin_allowed(socket.headers.get("origin"), socket.headers.get("host"),
                       settings.server.origins()):  # fmt: skip
         return True
-    await socket.receive()  # the websocket.connect event
-    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
-        # closing before accepting: the server answers the upgrade with 403 itself
-        await socket.close(Close.FORBIDDEN, REFUSED)
-        return False
-    body = msgspec.json.encode(ErrorBody(code="forbidden", message=REFUSED))
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    start: WebSocketResponseStartEvent = {
-        "type": "websocket.http.response.start",
-        "status": 403,
-        "headers": headers,
-    }
-    await socket.send(start)
-    done: WebSocketResponseBodyEvent = {
-        "type": "websocket.http.response.body",
-        "body": body,
-        "more_body": False,
-    }
-    await socket.send(done)
+    await refuse_handshake(socket, Forbidden(REFUSED), Close.FORBIDDEN)
     return False

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from litestar import MediaType, Request, Response
+import msgspec
+from litestar import MediaType, Request, Response, WebSocket
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
+from streams.protocol import Close
 from streams.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -115,3 +118,30 @@ EXCEPTION_HANDLERS: Any = {
     HTTPException: http_exception_handler,
     Exception: unexpected_error_handler,
 }
+
+
+async def refuse_handshake(
+    socket: WebSocket[Any, Any, Any], exc: ApplicationError, close: Close
+) -> None:
+    """Refuse a WebSocket upgrade with ``exc`` as an HTTP response (its status, headers and
+    ``{code, message}`` body) where the server supports denial responses; elsewhere the
+    handshake is closed with ``close`` before it is accepted (which uvicorn answers with 403)."""
+    await socket.receive()  # the websocket.connect event
+    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
+        await socket.close(close, exc.message)
+        return
+    body = msgspec.json.encode(ErrorBody(code=exc.code, message=exc.message))
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    start: WebSocketResponseStartEvent = {
+        "type": "websocket.http.response.start",
+        "status": exc.status,
+        "headers": headers,
+    }
+    await socket.send(start)
+    done: WebSocketResponseBodyEvent = {
+        "type": "websocket.http.response.body",
+        "body": body,
+        "more_body": False,
+    }
+    await socket.send(done)

@@ -9,27 +9,25 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry import trace
 
 from app.access_log import AccessLog
-from app.admin_api import AdminController
+from app.admin.routes import AdminController
 from app.asyncapi import asyncapi_document
-from app.auth import AuthContext, limit_request, provide_identity
-from app.collaboration import CollaborationController
-from app.connections import connect, prepare
+from app.auth import AuthContext, limit_request
+from app.collaboration.routes import CollaborationController
 from app.cors import cors_config
 from app.demo import demo_handlers
+from app.deps import DEPENDENCIES
 from app.documents import DocumentController, DocumentHub, document_socket
 from app.edge import EdgeRequest, check_parameters
 from app.errors import EXCEPTION_HANDLERS
-from app.events import EventsController
+from app.events.routes import EventsController
 from app.gateway import Hub, wedding_socket
 from app.health import HealthController
-from app.me_api import MeController
 from app.metrics import (
     ConsumerLag,
     MetricsResponder,
@@ -37,16 +35,19 @@ from app.metrics import (
     watch_pool,
     worker_consumers,
 )
-from app.notifications_api import InboxController, WeddingNotificationsController
+from app.notifications.routes import InboxController, WeddingNotificationsController
 from app.openapi import document_errors, openapi_config
-from app.presence_api import PresenceController
-from app.state_api import StateController
-from app.webhooks_api import WebhooksController
-from app.weddings import WeddingController
+from app.presence.routes import PresenceController
+from app.privacy.routes import MeController
+from app.services import Services
+from app.state.routes import StateController
+from app.webhooks.routes import WebhooksController
+from app.weddings.routes import WeddingController
 from config.logging import configure_logging
 from config.secrets import require_secrets
 from config.settings import Settings
 from config.telemetry import Telemetry
+from runtime.connections import connect, prepare
 
 
 def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -62,7 +63,7 @@ def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
 
 def create_app(settings: Settings) -> Litestar:
     """The application for ``settings`` (services must be configured: URLs and keys)."""
-    auth = AuthContext.build(settings.auth)
+    services = Services(settings=settings, auth=AuthContext.build(settings.auth))
 
     telemetry = Telemetry(settings.telemetry, "api")
 
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Litestar:
             connect(settings, name=f"wedsync-api-{os.getpid()}") as conns,
         ):
             await prepare(conns, settings)
-            app.state.conns = conns
+            services.conns = conns
             watch_pool(conns.pool)
             lag = ConsumerLag(conns.js, worker_consumers(settings), settings.telemetry.lag_every)
             async with (
@@ -85,8 +86,8 @@ def create_app(settings: Settings) -> Litestar:
             ):
                 conns.on_reconnect.append(hub.resubscribe)
                 conns.on_reconnect.append(documents.resubscribe)
-                app.state.hub = hub
-                app.state.documents = documents
+                services.hub = hub
+                services.documents = documents
                 yield
 
     http_tracing = OpenTelemetryConfig(
@@ -114,7 +115,7 @@ def create_app(settings: Settings) -> Litestar:
             asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
             *demo_handlers(settings),  # `wedsync dev` only: /demo/ and /api/dev/token
         ],
-        dependencies={"identity": Provide(provide_identity)},
+        dependencies=DEPENDENCIES,  # identity, settings, auth, conns, hub, db, member
         # before every other guard: a request a later guard refuses is named and counted
         guards=[_name_span, limit_request],
         # then path and query parameters (NUL, lone surrogates, int64) and JSON bodies
@@ -132,8 +133,7 @@ def create_app(settings: Settings) -> Litestar:
         cors_config=cors_config(settings.server),  # WEDSYNC_CORS_ORIGINS (app/cors.py)
     )
     document_errors(app)  # every operation's error responses and security, in one place
-    app.state.settings = settings
-    app.state.auth = auth
+    app.state.services = services
     return app
 
 

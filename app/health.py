@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, MediaType, Response, get
-from litestar.datastructures import State
 
-from app.connections import Connections
+from runtime.connections import Connections
 from streams.definitions import missing_streams
 from streams.schemas import Health, Readiness
 
@@ -20,8 +19,7 @@ class HealthController(Controller):
         return Health(status="ok")
 
     @get("/readyz", summary="Ready: NATS connected, streams present, database reachable")
-    async def readyz(self, state: State) -> Response[Any]:
-        conns: Connections = state.conns
+    async def readyz(self, conns: Connections) -> Response[Any]:
         checks: dict[str, str] = {}
         checks["nats"] = "ok" if conns.nc.is_connected else "disconnected"
         try:

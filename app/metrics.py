@@ -25,7 +25,6 @@ from typing import Any
 import asyncpg
 from litestar import MediaType, Response, get
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -41,8 +40,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from app.errors import Unauthorized
+from app.services import Services
 from config.settings import AuthSettings, Settings
 from config.telemetry import Telemetry
+from runtime.connections import Connections
+from streams.definitions import (
+    DOCUMENTS_CONSUMER,
+    NOTIFICATIONS_CONSUMER,
+    conflicts_consumer,
+)
 from streams.subjects import METRICS_SCRAPE
 
 log = logging.getLogger(__name__)
@@ -129,7 +135,7 @@ def require_metrics_token(
     """Guard of ``/metrics``: 401 unless ``Authorization: Bearer`` carries the metrics token
     (``WEDSYNC_METRICS_TOKEN``) or the admin token, compared in constant time. The scrape
     names every wedding id with a backlog and every process: not for the public."""
-    auth: AuthSettings = connection.app.state.settings.auth
+    auth: AuthSettings = Services.of(connection.app.state).settings.auth
     scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
     given = token.strip().encode()
     if scheme.lower() != "bearer" or not given:
@@ -142,10 +148,9 @@ def require_metrics_token(
 
 
 @get("/metrics", media_type=MediaType.TEXT, include_in_schema=False, guards=[require_metrics_token])
-async def metrics_endpoint(state: State) -> Response[bytes]:
+async def metrics_endpoint(conns: Connections, settings: Settings) -> Response[bytes]:
     """Prometheus text exposition of every process of the system."""
-    settings: Settings = state.settings
-    parts = await gather(state.conns.nc, settings.telemetry.gather)
+    parts = await gather(conns.nc, settings.telemetry.gather)
     return Response(merge(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -169,11 +174,8 @@ def watch_pool(pool: asyncpg.Pool) -> None:
 
 def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
     """(stream, durable) of every worker consumer this build declares."""
-    from workers.conflicts import consumer
-    from workers.documents import CONSUMER as DOCUMENTS
-    from workers.notifications.planner import CONSUMER
-
-    specs = [consumer(p) for p in range(settings.conflicts.partitions)] + [CONSUMER, DOCUMENTS]
+    specs = [conflicts_consumer(p) for p in range(settings.conflicts.partitions)]
+    specs += [NOTIFICATIONS_CONSUMER, DOCUMENTS_CONSUMER]
     return [(s.stream, s.durable) for s in specs]
 
 

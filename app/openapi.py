@@ -37,7 +37,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import File
 from litestar.routes import HTTPRoute
 
-from app.admin_api import require_admin
+from app.admin.routes import require_admin
 from app.auth.guard import UNLIMITED_PATHS
 from streams.schemas import ErrorBody, Readiness
 

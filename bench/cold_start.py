@@ -21,7 +21,7 @@ def one(data_dir: Path) -> float:
     env |= {"WEDSYNC_DATA_DIR": str(data_dir)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "dev", "--port", "0"],
+        [sys.executable, "-m", "wedsync.cli", "dev", "--port", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

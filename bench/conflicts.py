@@ -36,7 +36,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
            "WEDSYNC_WS_BURST": "100000"}  # fmt: skip
     async with running_system(args.gateways, env) as system:
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "worker", "conflicts",
+            sys.executable, "-m", "wedsync.cli", "worker", "conflicts",
             env={**os.environ, **system.settings.to_env(), **OPEN_LIMITS, **env},
         )  # fmt: skip
         try:

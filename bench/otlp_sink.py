@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from app.embedded.process import free_port
+from wedsync.embedded.process import free_port
 
 
 @dataclass

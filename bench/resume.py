@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec
 import websockets
 
-from app.connections import connect
 from bench.report import Figure, write
 from bench.stats import new_histogram, record_seconds
 from bench.system import Seat, populate, running_system
+from runtime.connections import connect
 from streams.definitions import EVENTS
 from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event

@@ -23,12 +23,12 @@ import psutil
 from cryptography.fernet import Fernet
 
 from app.auth import issue_token
-from app.connections import connect, prepare
-from app.embedded import embedded_services
-from app.embedded.process import free_port
-from app.supervisor import wait_ready
 from bench.seats import Seat, raise_fd_limit
 from config.settings import Settings
+from runtime.connections import connect, prepare
+from wedsync.embedded import embedded_services
+from wedsync.embedded.process import free_port
+from wedsync.supervisor import wait_ready
 
 __all__ = ["OPEN_LIMITS", "Seat", "System", "populate", "raise_fd_limit", "running_system"]
 
@@ -83,7 +83,7 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
                 child_env = {**os.environ, **live.to_env(), "WEDSYNC_PORT": str(port),
                              **OPEN_LIMITS, **(env or {})}  # fmt: skip
                 procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "app.cli", "api", env=child_env,
+                    sys.executable, "-m", "wedsync.cli", "api", env=child_env,
                     preexec_fn=raise_fd_limit))  # fmt: skip
                 urls.append(f"http://127.0.0.1:{port}")
             try:

@@ -21,9 +21,11 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 from nats.js.errors import NotFoundError
 
+from streams.changes import partition_filter
 from streams.documents import DOCS_ROOT
 from streams.subjects import CHANGES_ROOT, DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
 
@@ -161,15 +163,40 @@ def _shrinks(old: StreamConfig, new: StreamConfig) -> list[str]:
     return out
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+#: stream metadata naming the stream's life (the resume epoch, docs/protocol.md): its
+#: creation time, written once. Unlike ``created`` it survives a backup and restore, so
+#: clients resume across a restore with the epoch they have (docs/operations.md).
+EPOCH_KEY = "wedsync_epoch"
+
+
+def created_epoch(info: StreamInfo) -> str:
+    """The creation time as epochs are spelled (UTC, ISO 8601 with ``Z``)."""
+    if info.created is None:
+        return "0"
+    text = info.created.isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
+def stream_epoch_of(info: StreamInfo) -> str:
+    """The stream's epoch: from its metadata, else (a stream no release has stamped yet)
+    its creation time — the same value, since the stamp is the creation time."""
+    return (info.config.metadata or {}).get(EPOCH_KEY) or created_epoch(info)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
+    """Create the stream with ``replicas``, or bring it to its declaration and ``replicas``
+    (no default: nothing is created with one replica by accident)."""
     wanted = spec.config(replicas)
+    created = False
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
         await js.add_stream(wanted)
-        log.info("created stream %s", spec.name)
-        return
+        log.info("created stream %s (replicas %d)", spec.name, replicas)
+        info, created = await js.stream_info(spec.name), True
     have = info.config
+    # keep the metadata the server and operators put there, and stamp the epoch once
+    wanted.metadata = {**(have.metadata or {}), EPOCH_KEY: stream_epoch_of(info)}
     if have.storage != wanted.storage:
         raise StreamConfigError(f"stream {spec.name}: storage is {have.storage}, declared file")
     if shrunk := _shrinks(have, wanted):
@@ -182,13 +209,16 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         for k in _UPDATABLE
         if getattr(have, k) != getattr(wanted, k)
     }
+    if EPOCH_KEY not in (have.metadata or {}):
+        drift["metadata"] = ({}, {EPOCH_KEY: wanted.metadata[EPOCH_KEY]})
     if drift:
         await js.update_stream(wanted)
-        log.info("updated stream %s: %s", spec.name, drift)
+        if not created:  # a new stream's epoch stamp is part of its creation
+            log.info("updated stream %s: %s", spec.name, drift)
 
 
 async def ensure_streams(
-    js: JetStreamContext, *, replicas: int = 1, duplicate_window: float | None = None
+    js: JetStreamContext, *, replicas: int, duplicate_window: float | None = None
 ) -> None:
     """Apply every declared stream; ``duplicate_window`` (``WEDSYNC_DUPLICATE_WINDOW``)
     replaces each stream's own window when given."""
@@ -206,3 +236,34 @@ async def missing_streams(js: JetStreamContext) -> list[str]:
         except NotFoundError:
             missing.append(spec.name)
     return missing
+
+
+# The worker consumers: declared here, beside their streams, so the edge can read their
+# lag (GET /metrics) without importing the workers.
+
+
+def conflicts_consumer(partition: int) -> ConsumerSpec:
+    """The conflicts worker's consumer of one partition of WEDSYNC_CHANGES."""
+    return ConsumerSpec(
+        durable=f"conflicts-p{partition}", stream=CHANGES.name,
+        filter_subjects=(partition_filter(partition),),
+        description=f"conflicts worker, partition {partition}: one change in flight",
+        # one in flight: a crashed worker's change blocks its partition until redelivered,
+        # so the ack wait is short (a redelivery racing a slow first attempt is harmless:
+        # the consumed-record and the wedding row lock let only one of them apply it)
+        max_ack_pending=1, batch=1, ack_wait=5.0,
+    )  # fmt: skip
+
+
+NOTIFICATIONS_CONSUMER = ConsumerSpec(
+    durable="notifications", stream=EVENTS.name, filter_subjects=(f"{EVENTS_ROOT}.>",),
+    description="notifications worker: who hears about each wedding event",
+    deliver_new=True,
+)  # fmt: skip
+
+
+DOCUMENTS_CONSUMER = ConsumerSpec(
+    durable="documents-heads",
+    stream=DOCUMENTS.name,
+    description="documents worker: the newest update of each document, for compaction",
+)

@@ -18,10 +18,10 @@ import pytest
 import pytest_asyncio
 from cryptography.fernet import Fernet
 
-from app.connections import Connections, connect, prepare
-from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import Settings, WorkerSettings
+from runtime.connections import Connections, connect, prepare
 from tests.kits.world import World, running_gateways
+from wedsync.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import websockets
 from nats.js.api import AckPolicy, ConsumerConfig
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
 from tests.kits.world import World, connect, eventually, recv, recv_type
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.asyncio
 
 async def admin_token_cli(env: dict[str, str], *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "admin-token", *args, env={**os.environ, **env},
+        sys.executable, "-m", "wedsync.cli", "admin-token", *args, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 60)

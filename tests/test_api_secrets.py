@@ -12,8 +12,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from app.embedded.process import free_port
 from config.settings import Settings
+from wedsync.embedded.process import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,7 +38,7 @@ async def api_start(settings: Settings, data_dir: Path, env: dict[str, str]) -> 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "wedsync.cli",
         "api",
         env=full,
         stdout=asyncio.subprocess.DEVNULL,

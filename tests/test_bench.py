@@ -163,3 +163,21 @@ async def test_overload(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
             assert row["refused_per_s"] == 0 and row["accepted_per_s"] > 0
             assert 0 < row["p50_ms"] <= row["p99_ms"]
             assert row["p99_per_second_ms"] and row["worst_second_p99_ms"] > 0
+
+
+async def test_ratelimit() -> None:
+    """bench/ratelimit.py: each strategy checks every request it was offered, and refuses none
+    (the rate per user is far under the limit); the baseline checks nothing."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.ratelimit", "--users", "300", "--rate", "200",
+        "--duration", "1", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, output.decode()[-3000:]
+    results = json.loads(output.decode().strip().splitlines()[-1])
+    assert [r["strategy"] for r in results] == ["none", "moving", "sliding"]
+    for r in results:
+        assert r["checks"] >= 150 and r["refused"] == 0
+        assert r["check_us"]["count"] == r["checks"]
+    assert results[0]["check_us"]["p99_us"] <= 2  # nothing checked: the harness alone

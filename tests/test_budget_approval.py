@@ -19,7 +19,8 @@ from streams.changes import ChangeRequest
 from streams.permissions import Role, WeddingStatus
 from streams.protocol import Actor
 from streams.state import EntityKind, FieldError, Op, validate_fields
-from workers.conflicts.engine import Entity, Outcome, Rules, View, apply_change
+from workers.conflicts.engine import Rules, apply_change
+from workers.conflicts.outcome import Entity, Outcome, View
 
 T = 50_000  # the default WEDSYNC_APPROVAL_THRESHOLD
 RULES = Rules(approval_threshold=T, approval_ttl=3600.0)

@@ -29,8 +29,8 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.changes import ChangeRequest
 from streams.permissions import MATRIX, Channel, Role, WeddingStatus
 from streams.protocol import Actor
@@ -54,7 +54,8 @@ from tests.kits.statekit import (
     without_empty,
 )
 from tests.kits.world import World, worker_process
-from workers.conflicts.engine import Emit, Entity, Outcome, Rules, View, apply_change
+from workers.conflicts.engine import Rules, apply_change
+from workers.conflicts.outcome import Emit, Entity, Outcome, View
 
 THRESHOLD = 100_000
 RULES = Rules(approval_threshold=THRESHOLD, approval_ttl=3600.0)

@@ -35,7 +35,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.embedded.process import free_port
 from config.settings import Settings
 from tests.kits.world import (
     FAST_SENDERS,
@@ -49,6 +48,7 @@ from tests.kits.world import (
     wait_ready,
     worker_process,
 )
+from wedsync.embedded.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 JS = ROOT / "sdk" / "js"
@@ -116,7 +116,7 @@ class Api:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "api", env=self.env)  # fmt: skip
+            sys.executable, "-m", "wedsync.cli", "api", env=self.env)  # fmt: skip
         async with httpx.AsyncClient() as c:
             await wait_ready(c, self.base)
 

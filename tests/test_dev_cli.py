@@ -40,7 +40,7 @@ class Dev:
         """The live child running ``wedsync ARGS`` (``"worker", "conflicts"``), if any."""
         for p in psutil.Process(self.proc.pid).children():
             with contextlib.suppress(psutil.NoSuchProcess):
-                ours = p.cmdline()[-len(args) - 1 :] == ["app.cli", *args]
+                ours = p.cmdline()[-len(args) - 1 :] == ["wedsync.cli", *args]
                 if ours and p.status() != psutil.STATUS_ZOMBIE:
                     return p
         return None
@@ -59,7 +59,7 @@ async def wedsync_dev(data_dir: Path, **env: str) -> AsyncIterator[Dev]:
     full_env |= {"WEDSYNC_DATA_DIR": str(data_dir), **env}
     log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "dev", "--port", "0",
+        sys.executable, "-m", "wedsync.cli", "dev", "--port", "0",
         env=full_env, stdout=asyncio.subprocess.PIPE, stderr=log,
     )  # fmt: skip
     try:
@@ -221,7 +221,7 @@ async def run_cli(data_dir: Path, *args: str, **env: str) -> tuple[int, str, str
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "wedsync.cli",
         *args,
         env=full_env,
         stdout=asyncio.subprocess.PIPE,
@@ -352,7 +352,7 @@ async def run_cli_in(cwd: Path, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "wedsync.cli",
         *args,
         cwd=cwd,
         env=env,

@@ -21,7 +21,6 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute, WebSocketRoute
 
 from app import errors
-from app.cli import build_parser
 from app.factory import create_app
 from config.settings import Settings
 from streams.changes import ChangeRequest
@@ -37,7 +36,9 @@ from streams.protocol import (
     ServerFrame,
 )
 from streams.state import DEFAULTS, EntityKind, Op
-from workers.conflicts.engine import Entity, Rules, View, apply_change
+from wedsync.cli import build_parser
+from workers.conflicts.engine import Rules, apply_change
+from workers.conflicts.outcome import Entity, View
 from workers.registry import WORKERS
 
 ROOT = Path(__file__).parent.parent
@@ -331,10 +332,10 @@ def test_close_code_table_is_close() -> None:
 
 def test_control_message_table_is_what_is_sent() -> None:
     """Each kind with its fields (one Struct of the ``ControlMessage`` union per kind), and
-    each kind sent by the app or a worker."""
+    each kind sent by the app, a worker or the runtime they share."""
     kinds = struct_fields(ControlMessage)
     called: set[str] = set()
-    for root in ("app", "workers"):
+    for root in ("app", "workers", "runtime"):
         for path in (ROOT / root).rglob("*.py"):
             called |= {
                 node.func.id

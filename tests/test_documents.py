@@ -15,9 +15,9 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from pycrdt import create_awareness_message
 
-from app.connections import Connections
 from app.documents.sync import AwarenessEntry, awareness_update
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import DOCUMENTS
 from streams.documents import document_subject
 from streams.protocol import Close

@@ -9,9 +9,9 @@ import asyncpg
 import nats
 import pytest
 
-from app.embedded import EmbeddedError, data_dir_lock, embedded_services
 from config.settings import Settings
 from streams import EVENTS, ensure_streams, wedding_subject
+from wedsync.embedded import EmbeddedError, data_dir_lock, embedded_services
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,7 +25,7 @@ async def test_restart_keeps_jetstream_messages_and_rows(tmp_path: Path) -> None
         nc = await nats.connect(live.nats.url)
         try:
             js = nc.jetstream()
-            await ensure_streams(js)
+            await ensure_streams(js, replicas=1)
             ack = await js.publish(subject, b"the cake is ordered")
         finally:
             await nc.close()

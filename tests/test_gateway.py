@@ -253,3 +253,31 @@ async def test_batch_1_packs_queued_frames_into_one_message_and_others_get_one_e
 
     assert replayed(batched_frames) == replayed(plain_frames)  # same frames, same order
     assert [f["seq"] for f in batched_frames if f["type"] == "event"] == acks
+
+
+async def test_rooms_opened_at_once_each_deliver_live_events(
+    settings: Any, gateways: list[str]
+) -> None:
+    """A reconnect storm: sockets of many weddings and several sockets of one wedding all
+    connect at the same moment (rooms open concurrently, no process-wide lock); each is
+    welcomed into its room and gets the events sent there afterwards, once."""
+    worlds = [World(settings, gateways[0]) for _ in range(8)]
+    await asyncio.gather(*(w.create() for w in worlds))
+    crowd = worlds[0]
+    extra = await asyncio.gather(*(crowd.add("family") for _ in range(5)))
+    seats = [(w, w.couple) for w in worlds] + [(crowd, u) for u in extra]
+    tokens = await asyncio.gather(*(w.join(u) for w, u in seats))
+    sockets = await asyncio.gather(
+        *(connect(gateways[1], w.wedding, t) for (w, _), t in zip(seats, tokens, strict=True))
+    )
+    try:
+        for ws in sockets:
+            assert (await recv(ws))["type"] == "welcome"
+        for i, (w, _) in enumerate(seats[: len(worlds)]):  # one message in each wedding
+            await send(sockets[i], type="message", id=f"m{i}", channel="chat",
+                       data={"text": w.wedding})  # fmt: skip
+        for (w, _), ws in zip(seats, sockets, strict=True):
+            got = await recv_type(ws, "event")
+            assert got["event"]["data"] == {"text": w.wedding}  # its own room's, no other
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))

@@ -17,8 +17,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import EVENTS
 from tests.kits.world import (
     World,

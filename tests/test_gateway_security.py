@@ -23,8 +23,8 @@ import pytest_asyncio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.permissions import Channel, Role
 from streams.presence import BUCKET
 from streams.protocol import Actor, Event

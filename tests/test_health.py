@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from app.embedded import EmbeddedNats
 from app.factory import create_app
 from config.settings import Settings
+from wedsync.embedded import EmbeddedNats
 
 pytestmark = pytest.mark.asyncio
 

@@ -21,10 +21,10 @@ from nats.js.errors import NotFoundError
 from websockets.asyncio.client import ClientConnection
 
 from app.auth.tokens import issue_token
-from app.connections import Connections
 from app.factory import create_app
 from app.privacy.scan import scan
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import CHANGES, EVENTS
 from streams.subjects import CHANGES_ROOT, wedding_subject, wedding_wildcard
 from tests.kits.world import World, connect, recv, send

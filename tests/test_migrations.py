@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from app.db import MigrationError, migrate, shipped_migrations
+from runtime.db import MigrationError, migrate, shipped_migrations
 
 pytestmark = pytest.mark.asyncio
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.connections import Connections
-from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.presence import Mirror, PresenceTable, presence_bucket
 from streams.notifications import DEFAULT_CHANNELS, Category
 from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
 from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers
@@ -52,7 +52,7 @@ def gateway_env() -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module")
 async def presence(conns: Connections) -> AsyncIterator[PresenceTable]:
     """What the notifications worker knows of who is in the room (the KV mirror)."""
-    kv = await presence_bucket(conns.js)
+    kv = await presence_bucket(conns.js, replicas=1)
     async with Mirror(kv, lambda change: None) as mirror:
         yield mirror.table
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest_asyncio
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say
 from tests.kits.providers import Browser, HttpProviders, SmtpServer, providers
 from tests.kits.statekit import join_member

@@ -10,8 +10,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from tests.kits.notifykit import add_member, api, notifications_consumer_exists
 from tests.kits.providers import HttpProviders, SmtpServer, provider_env
 from tests.kits.world import World, connect, eventually, recv_type, send, worker_process

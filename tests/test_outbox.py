@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest_asyncio
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.changes import ChangeRequest, change_subject, partition_of
 from streams.definitions import CHANGES, DEAD_LETTERS, EVENTS
 from streams.permissions import Channel, Role

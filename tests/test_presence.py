@@ -12,9 +12,11 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
-from app.presence import Change, DiffBatcher, Kind, auto_status, coalesce
+from app.gateway.diffs import DiffBatcher, coalesce
+from app.gateway.tracker import auto_status
 from config.settings import PresenceSettings
+from runtime.connections import Connections
+from runtime.presence import Change, Kind
 from streams.permissions import Role
 from streams.presence import Record, Status
 from tests.kits.world import World, connect, recv, recv_type, send

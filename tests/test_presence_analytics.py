@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from app.connections import Connections
-from app.presence import Mirror, PresenceTable, presence_bucket
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.presence import Mirror, PresenceTable, presence_bucket
 from tests.kits.world import World, connect, eventually, recv, send, worker_process
 from workers.presence import PresenceAnalytics
 
@@ -41,7 +41,7 @@ async def test_minutes_per_member_per_local_day(
                           json={"timezone": "Europe/London"})  # fmt: skip
         assert r.status_code == 200, r.text
     planner = await world.add("planner")
-    kv = await presence_bucket(conns.js)
+    kv = await presence_bucket(conns.js, replicas=1)
     couple_ws = await connect(gateways[0], world.wedding, await world.join(world.couple))
     planner_ws = await connect(gateways[1], world.wedding, await world.join(planner))
     try:

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import websockets
 
-from app.admin_api import AUDIT_ACTOR
+from app.admin.routes import AUDIT_ACTOR
 from app.auth.tokens import issue_token
-from app.connections import Connections
 from app.privacy.scan import scan
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.protocol import RESERVED_USER_IDS, SERVER_ACTOR, SYSTEM_ACTOR
 from tests.kits.statekit import Member, join_member, quiesce, without_empty
 from tests.kits.world import World, recv, recv_type, send, worker_process

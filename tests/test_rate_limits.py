@@ -139,3 +139,35 @@ async def test_websocket_handshakes_are_limited_per_ip(world: World) -> None:
         await recv_type(ws, "welcome")
     finally:
         await ws.close()
+
+
+async def test_the_limiter_sweeps_at_most_once_a_second() -> None:
+    """The storage hook app/auth/ratelimit.py overrides is the one `limits` calls on every
+    hit (an upgrade renaming it would bring back a sweep of every key per hit): 500 hits of
+    500 users start one sweep, and the limits still hold."""
+    from limits import parse
+    from limits.aio.storage import MemoryStorage
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    from app.auth.ratelimit import _Storage
+
+    assert "_MemoryStorage__schedule_expiry" in vars(MemoryStorage)
+    storage = _Storage()
+    sweeps = 0
+    upstream = MemoryStorage._MemoryStorage__schedule_expiry  # type: ignore[attr-defined]
+
+    async def counted(self: MemoryStorage) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        await upstream(self)
+
+    MemoryStorage._MemoryStorage__schedule_expiry = counted  # type: ignore[attr-defined]
+    try:
+        limiter = SlidingWindowCounterRateLimiter(storage)
+        item = parse("3/minute")
+        for i in range(500):
+            assert await limiter.hit(item, "user", f"u{i}")
+        assert [await limiter.hit(item, "user", "u0") for _ in range(3)] == [True, True, False]
+    finally:
+        MemoryStorage._MemoryStorage__schedule_expiry = upstream  # type: ignore[attr-defined]
+    assert sweeps == 1

@@ -21,7 +21,8 @@ from streams.scope import RecordScope
 from streams.state import EntityKind, Op, State, fold, validate_fields
 from tests.kits.statekit import Member, join_member, quiesce, wedding_state, without_empty
 from tests.kits.world import World, connect, recv, send, worker_process
-from workers.conflicts.engine import Entity, Rules, View, apply_change
+from workers.conflicts.engine import Rules, apply_change
+from workers.conflicts.outcome import Entity, View
 
 RULES = Rules(approval_threshold=100_000, approval_ttl=3600.0)
 V1, V2 = Actor(user_id="vendor-1", role=Role.VENDOR), Actor(user_id="vendor-2", role=Role.VENDOR)

@@ -25,13 +25,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
-from app.db import archive as archive_db
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.db import archive as archive_db
 from streams.definitions import EVENTS
+from streams.definitions import NOTIFICATIONS_CONSUMER as NOTIFICATIONS
 from streams.subjects import wedding_wildcard
 from tests.kits.world import World, connect, eventually, recv, recv_type, send
-from workers.notifications import CONSUMER as NOTIFICATIONS
 from workers.retention import ArchiveJob, run_job
 from workers.retention.archive import cutoff
 from workers.retention.jobs import utcnow
@@ -708,7 +708,7 @@ async def test_archived_rows_go_to_the_partition_of_their_utc_month(conns: Conne
 async def cli(settings: Settings, wedding: str, env: dict[str, str]) -> tuple[int, str, str]:
     child_env = {**settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING", **env}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "retention", "run", "archive", "--wedding", wedding,
+        sys.executable, "-m", "wedsync.cli", "retention", "run", "archive", "--wedding", wedding,
         env={**os.environ, **child_env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

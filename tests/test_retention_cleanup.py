@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.connections import Connections
-from app.db.sessions import token_hash
+from app.sessions.store import token_hash
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import DEAD_LETTERS
 from streams.subjects import dead_letter_subject
 from tests.kits.world import World, connect, eventually, recv_type, worker_process
@@ -467,7 +467,7 @@ async def test_retention_worker_schedules_and_stops_on_sigterm(
 
 async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", *args,
+        sys.executable, "-m", "wedsync.cli", *args,
         env={**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -40,10 +40,10 @@ import httpx
 import msgspec
 from nats.js.errors import NotFoundError
 
-from app.connections import Connections
 from app.gateway.frames import EVENT_NAMESPACE
-from app.gateway.history import first_held
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.eventlog import first_held
 from streams.definitions import EVENTS
 from streams.permissions import Channel, Role
 from streams.protocol import Actor, Event
@@ -125,7 +125,7 @@ async def _archive_run(
         env["WEDSYNC_NATS_URL"] = nats_url
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "retention", "run", "archive", "--wedding", wedding,
+            sys.executable, "-m", "wedsync.cli", "retention", "run", "archive", "--wedding", wedding,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=out)  # fmt: skip
         try:
             yield proc

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from nats.js.api import ConsumerInfo
 
-from app.connections import Connections
-from app.db import Conn
 from config.settings import WorkerSettings
+from runtime.connections import Connections
+from runtime.db import Conn
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, dead_letter_subject, wedding_subject
 from tests.kits.world import eventually
 from workers.runner import ConsumerRunner, Delivery, retry_delay

@@ -17,12 +17,12 @@ import pytest
 import pytest_asyncio
 from nats.js.api import ConsumerInfo
 
-from app.connections import Connections
-from app.db import Conn, migrate
-from app.embedded import EmbeddedNats, EmbeddedPostgres
 from config.settings import WorkerSettings
+from runtime.connections import Connections
+from runtime.db import Conn, migrate
 from streams import DEAD_LETTERS, EVENTS, ConsumerSpec, ensure_streams, wedding_subject
 from tests.kits.world import eventually
+from wedsync.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.outage import Outages
 from workers.runner import ConsumerRunner, Delivery
 
@@ -105,7 +105,7 @@ async def test_nats_outage_keeps_the_loop_running(
 ) -> None:
     nc = await nats.connect(own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, replicas=1)
     pool = await asyncpg.create_pool(own_postgres.url, min_size=1, max_size=4)
     subject = wedding_subject(uuid.uuid4(), "chat")
     outages = Outages()

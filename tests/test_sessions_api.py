@@ -22,9 +22,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.auth.tokens import TokenVerifier, issue_token
-from app.connections import Connections
 from app.factory import create_app
 from config.settings import AuthSettings, Settings
+from runtime.connections import Connections
 from streams.permissions import Role, WeddingStatus, permissions_for
 
 pytestmark = pytest.mark.asyncio
@@ -498,7 +498,7 @@ async def run_token_cli(data_dir: Path, secret: str | None, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "app.cli",
+        "wedsync.cli",
         "token",
         *args,
         cwd=ROOT,

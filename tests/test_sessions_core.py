@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from litestar.testing import AsyncTestClient
 
 from app.auth import TokenVerifier, issue_token
-from app.connections import Connections
 from app.errors import Unauthorized
 from app.factory import create_app
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.permissions import Role, WeddingStatus, permissions_for
 
 pytestmark = pytest.mark.asyncio

@@ -7,7 +7,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
+from runtime.connections import Connections
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
 from tests.kits.world import World, connect, recv_type, send

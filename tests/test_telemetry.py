@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.connections import Connections
 from config.logging import JsonFormatter, TraceIds
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import EVENTS
 from tests.kits.notifykit import add_member, notifications_consumer_exists
 from tests.kits.otlp import Collector, ReceivedSpan, collector

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.connections import Connections
-from app.embedded.process import free_port
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.destination import REFUSED
 from tests.kits.notifykit import Clock, api, deliveries, notifier, notify_settings, say
 from tests.kits.providers import HttpProviders, SmtpServer, providers
 from tests.kits.world import World, eventually, running_gateways
-from workers.notifications.channels.destination import REFUSED
+from wedsync.embedded.process import free_port
 
 STRICT = {"WEDSYNC_WEBHOOK_ALLOW_PRIVATE": "false"}
 

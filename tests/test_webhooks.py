@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.connections import Connections
 from config.settings import Settings
+from runtime.connections import Connections
 from streams.definitions import DEAD_LETTERS
 from streams.subjects import dead_letter_subject
 from tests.kits.notifykit import Clock, add_member, api, deliveries, notifier, notify_settings, say

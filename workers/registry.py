@@ -16,9 +16,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.connections import Connections
 from config.settings import Settings
-from streams.definitions import ConsumerSpec
+from runtime.connections import Connections
+from streams.definitions import NOTIFICATIONS_CONSUMER, ConsumerSpec, conflicts_consumer
 from workers.retention.jobs import Job
 from workers.runner import Handler
 
@@ -53,7 +53,7 @@ class Together:
 
 
 def _presence(settings: Settings) -> WorkerDefinition:
-    from app.presence import Mirror, presence_bucket
+    from runtime.presence import Mirror, presence_bucket
     from workers.presence import PresenceAnalytics, PresenceExpiry
 
     @contextlib.asynccontextmanager
@@ -71,7 +71,7 @@ def _presence(settings: Settings) -> WorkerDefinition:
 
 
 def _conflicts(settings: Settings) -> WorkerDefinition:
-    from workers.conflicts import ApprovalExpiry, ConflictHandler, OutboxRelay, consumer
+    from workers.conflicts import ApprovalExpiry, ConflictHandler, OutboxRelay
     from workers.runner import ConsumerRunner
 
     @contextlib.asynccontextmanager
@@ -80,9 +80,14 @@ def _conflicts(settings: Settings) -> WorkerDefinition:
         owned = settings.conflicts.owned()
         async with contextlib.AsyncExitStack() as stack:
             relay = await stack.enter_async_context(OutboxRelay(conns.js, conns.pool, owned))
-            parts: list[Service] = [await stack.enter_async_context(
-                ConsumerRunner(conns.js, conns.pool, consumer(p), handler, settings.worker)
-            ) for p in owned]  # fmt: skip
+            parts: list[Service] = [
+                await stack.enter_async_context(
+                    ConsumerRunner(
+                        conns.js, conns.pool, conflicts_consumer(p), handler, settings.worker
+                    )
+                )
+                for p in owned
+            ]
             parts.append(await stack.enter_async_context(
                 ApprovalExpiry(conns.js, conns.pool, settings.conflicts)))  # fmt: skip
             yield Together(relay, *parts)
@@ -91,9 +96,9 @@ def _conflicts(settings: Settings) -> WorkerDefinition:
 
 
 def _notifications(settings: Settings) -> WorkerDefinition:
-    from app.auth.crypto import ContactCipher
-    from app.presence import Mirror, presence_bucket
-    from workers.notifications import CONSUMER, Dispatcher, Escalator, Planner
+    from runtime.crypto import ContactCipher
+    from runtime.presence import Mirror, presence_bucket
+    from workers.notifications import Dispatcher, Escalator, Planner
     from workers.runner import ConsumerRunner
 
     @contextlib.asynccontextmanager
@@ -104,7 +109,7 @@ def _notifications(settings: Settings) -> WorkerDefinition:
         n = settings.notify
         async with (
             Mirror(kv, lambda change: None) as mirror,
-            ConsumerRunner(conns.js, conns.pool, CONSUMER, Planner(n, mirror.table),
+            ConsumerRunner(conns.js, conns.pool, NOTIFICATIONS_CONSUMER, Planner(n, mirror.table),
                            settings.worker) as planner,
             Dispatcher(conns.pool, conns.nc, conns.js, n, cipher) as dispatcher,
             Escalator(conns.pool, n) as escalator,
@@ -119,13 +124,14 @@ def retention_jobs(
 ) -> dict[str, Job]:
     """The retention jobs by name (`wedsync retention run NAME`); ``weddings`` limits the
     archive job to those."""
-    from workers.notifications import CONSUMER
     from workers.retention import ArchiveJob, CleanupJob
 
     r = settings.retention
     return {
-        "archive": ArchiveJob(conns.nc, conns.js, conns.pool, r, consumers=(CONSUMER.durable,),
-                              only=weddings),
+        "archive": ArchiveJob(
+            conns.nc, conns.js, conns.pool, r,
+            consumers=(NOTIFICATIONS_CONSUMER.durable,), only=weddings,
+        ),
         "cleanup": CleanupJob(conns.nc, conns.js, conns.pool, r),
     }
 

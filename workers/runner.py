@@ -37,9 +37,9 @@ from nats.js.errors import NotFoundError
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from app.db.types import Conn
 from config.settings import WorkerSettings
 from config.telemetry import extract
+from runtime.db.types import Conn
 from streams.definitions import ConsumerSpec
 from streams.subjects import dead_letter_subject
 from workers.outage import OUTAGES, Outages, is_infrastructure, unreachable

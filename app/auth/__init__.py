@@ -1,6 +1,5 @@
 """Authentication (JWT), contact-detail encryption and rate limits."""
 
-from app.auth.crypto import ContactCipher
 from app.auth.guard import (
     AuthContext,
     admit_handshake,
@@ -10,9 +9,10 @@ from app.auth.guard import (
     limit_request,
     provide_identity,
 )
-from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits
 from app.auth.tokens import Identity, TokenVerifier, issue_token
+from runtime.crypto import ContactCipher
+from runtime.guest_contacts import GuestContacts
 
 __all__ = [
     "AuthContext",

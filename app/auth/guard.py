@@ -7,27 +7,24 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from litestar import Request, WebSocket
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
-from app.auth.crypto import ContactCipher
-from app.auth.guest_contacts import GuestContacts
 from app.auth.ratelimit import RateLimits, request_cost
 from app.auth.tokens import Identity, TokenVerifier
-from app.errors import RateLimited, Unauthorized
+from app.errors import RateLimited, Unauthorized, refuse_handshake
+from app.services import Services
 from config.settings import AuthSettings
+from runtime.crypto import ContactCipher
+from runtime.guest_contacts import GuestContacts
 from streams.protocol import Close
-from streams.schemas import ErrorBody
 
 
 @dataclass(frozen=True, slots=True)
 class AuthContext:
-    """Built once per process by the app factory and kept in ``app.state.auth``."""
+    """Built once per process by the app factory (``Services.auth``: app/services.py)."""
 
     settings: AuthSettings
     verifier: TokenVerifier
@@ -85,7 +82,7 @@ async def limit_request(
     path = connection.scope["path"]
     if path in UNLIMITED_PATHS:
         return
-    auth: AuthContext = connection.app.state.auth
+    auth = Services.of(connection.app.state).auth
     cost = request_cost(connection.query_params)
     token = bearer(connection)
     if path.startswith(ADMIN_PREFIX) and is_admin_token(auth.settings, token):
@@ -99,44 +96,21 @@ async def admit_handshake(socket: WebSocket[Any, Any, Any]) -> bool:
     the client IP is within ``WEDSYNC_RATE_LIMIT_WS``. If not, the handshake is refused
     with HTTP 429 and ``Retry-After`` (where the server supports denial responses; else it
     is closed before it is accepted, which uvicorn answers with 403) and False returned."""
-    auth: AuthContext = socket.app.state.auth
+    auth = Services.of(socket.app.state).auth
     try:
         await auth.limits.check_handshake(client_ip(socket) or "unknown")
     except RateLimited as exc:
-        await _refuse_handshake(socket, exc)
+        await refuse_handshake(socket, exc, Close.TRY_LATER)
         return False
     return True
 
 
-async def _refuse_handshake(socket: WebSocket[Any, Any, Any], exc: RateLimited) -> None:
-    await socket.receive()  # the websocket.connect event
-    if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
-        await socket.close(Close.TRY_LATER, exc.message)
-        return
-    body = msgspec.json.encode(ErrorBody(code=exc.code, message=exc.message))
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    start: WebSocketResponseStartEvent = {
-        "type": "websocket.http.response.start",
-        "status": exc.status,
-        "headers": headers,
-    }
-    await socket.send(start)
-    done: WebSocketResponseBodyEvent = {
-        "type": "websocket.http.response.body",
-        "body": body,
-        "more_body": False,
-    }
-    await socket.send(done)
-
-
-async def provide_identity(request: Request[Any, Any, Any], state: State) -> Identity:
+async def provide_identity(request: Request[Any, Any, Any], auth: AuthContext) -> Identity:
     """Dependency ``identity``: 401 unless a valid ``Authorization: Bearer <JWT>``."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
-    auth: AuthContext = state.auth
     identity = await auth.verifier.verify(token.strip())
     await auth.limits.check_user(identity.user_id, request_cost(request.query_params))
     return identity

@@ -1,5 +1,13 @@
-"""Rate limits (the ``limits`` library, moving window): HTTP requests per user and per client
-IP, WebSocket handshakes per client IP, admin API requests per admin token.
+"""Rate limits (the ``limits`` library, sliding window counter): HTTP requests per user and
+per client IP, WebSocket handshakes per client IP, admin API requests per admin token.
+
+The sliding window counter keeps two counters per key (this window's and the last one's,
+weighted by how much of it still overlaps) instead of one timestamp per hit: memory per key
+is constant, and expiry is a dict scan. The moving window (``limits``' exact strategy) keeps
+every hit and its in-memory store sweeps each key's list through ``asyncio.to_thread``: with
+20 000 users that sweep was a third of an API process's CPU (bench/ratelimit.py measures
+both; docs/benchmarks.md). The counter may admit up to the limit again right after a
+window turns over; for abuse limits that is the trade worth making.
 
 Counters live in each API process's memory: with N processes a client may get up to N times
 the limit. A shared store (limits supports Redis/Memcached) is the upgrade path.
@@ -17,7 +25,11 @@ from collections.abc import Mapping
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 
 from app.errors import RateLimited
 from config.settings import AuthSettings
@@ -38,9 +50,39 @@ def request_cost(query: Mapping[str, str]) -> int:
     return max(1, min(MAX_COST, math.ceil(int(raw) / ITEMS_PER_HIT)))
 
 
+class _Storage(MemoryStorage):
+    """``limits``' in-memory storage with its expiry sweep at most once a second.
+
+    The storage already expires a key when it is read (``get``); the sweep only frees the
+    memory of keys nobody reads again. Upstream schedules a sweep of *every* key on every
+    hit that finds none running, so with 20 000 users each hit paid for all of them
+    (bench/ratelimit.py). The override is of the one private hook the storage calls."""
+
+    SWEEP_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._swept = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now - self._swept >= self.SWEEP_EVERY:
+            self._swept = now
+            await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
+#: the strategies bench/ratelimit.py compares; the app uses ``sliding``
+STRATEGIES: dict[str, type[RateLimiter]] = {
+    "sliding": SlidingWindowCounterRateLimiter,
+    "moving": MovingWindowRateLimiter,  # what the app used before (upstream's storage)
+}
+
+
 class RateLimits:
-    def __init__(self, auth: AuthSettings) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+    def __init__(self, auth: AuthSettings, strategy: str = "sliding") -> None:
+        self._limiter = STRATEGIES[strategy](
+            MemoryStorage() if strategy == "moving" else _Storage()
+        )
         self._user = parse(auth.rate_user)
         self._ip = parse(auth.rate_ip)
         self._ws = parse(auth.rate_ws)

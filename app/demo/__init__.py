@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import post
-from litestar.datastructures import State
 from litestar.static_files import create_static_files_router
 
 from app.auth import issue_token
@@ -37,9 +36,8 @@ class DemoToken(msgspec.Struct):
 
 
 @post("/api/dev/token", include_in_schema=False, status_code=201, sync_to_thread=False)
-def demo_token(data: DemoSignIn, state: State) -> DemoToken:
+def demo_token(data: DemoSignIn, settings: Settings) -> DemoToken:
     """A user JWT for ``user_id``: the demo's sign-in (development only)."""
-    settings: Settings = state.settings
     token = issue_token(settings.auth, data.user_id, name=data.name, ttl=TOKEN_TTL)
     return DemoToken(user_id=data.user_id, token=token)
 

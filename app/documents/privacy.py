@@ -14,9 +14,9 @@ from typing import Any
 
 from pycrdt import Text
 
-from app.connections import Connections
-from app.documents import store
-from app.documents.tail import fold
+from runtime.connections import Connections
+from runtime.documents import store
+from runtime.documents.tail import fold
 from streams.definitions import DOCUMENTS
 from streams.documents import TEXT, access_subject, document_subject, kind_of
 

@@ -33,13 +33,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pycrdt import Doc, create_update_message
 
-from app.documents import store
 from app.documents.sync import (
     AwarenessEntry,
     awareness_message,
     awareness_update,
     read_awareness,
 )
+from runtime.documents import store
 from streams.definitions import DOCUMENTS
 from streams.documents import (
     AwarenessRelay,

@@ -8,15 +8,10 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, get, patch, post
-from litestar.datastructures import State
 from pycrdt import Doc, Text
 
-from app.access import require_member
 from app.auth import Identity, client_ip
-from app.connections import Connections
-from app.db import audit
-from app.db import weddings as wedding_store
-from app.documents import store
+from app.documents.rooms import DocumentHub
 from app.documents.schemas import (
     Document,
     DocumentCreate,
@@ -26,8 +21,13 @@ from app.documents.schemas import (
     VersionList,
     VersionText,
 )
-from app.documents.tail import current_state
 from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.weddings import store as wedding_store
+from app.weddings.access import require_member
+from runtime.connections import Connections
+from runtime.db import audit
+from runtime.documents import store
+from runtime.documents.tail import current_state
 from streams.definitions import DOCUMENTS
 from streams.documents import (
     TEXT,
@@ -62,9 +62,8 @@ class DocumentController(Controller):
 
     @get("", summary="The wedding's live documents the caller may open")
     async def list_documents(
-        self, wedding_id: uuid.UUID, identity: Identity, state: State
+        self, wedding_id: uuid.UUID, identity: Identity, conns: Connections
     ) -> DocumentList:
-        conns: Connections = state.conns
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
             rows = await store.of_wedding(conn, wedding_id)
@@ -74,10 +73,9 @@ class DocumentController(Controller):
     @post("", summary="Create a live document (vows:<you>, speech:<you>, run_of_show, notes...)",
           status_code=201)  # fmt: skip
     async def create_document(
-        self, wedding_id: uuid.UUID, data: DocumentCreate, identity: Identity, state: State,
+        self, wedding_id: uuid.UUID, data: DocumentCreate, identity: Identity, conns: Connections,
         request: Request[Any, Any, Any],
     ) -> Document:  # fmt: skip
-        conns: Connections = state.conns
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await require_member(conn, wedding_id, identity)
             if not may_create(m.role, m.status, identity.user_id, data.name):
@@ -102,17 +100,16 @@ class DocumentController(Controller):
 
     @get("/{name:str}", summary="One live document")
     async def read_document(
-        self, wedding_id: uuid.UUID, name: str, identity: Identity, state: State
+        self, wedding_id: uuid.UUID, name: str, identity: Identity, conns: Connections
     ) -> Document:
-        row, m = await self._find(state.conns, wedding_id, name, identity)
+        row, m = await self._find(conns, wedding_id, name, identity)
         return _document(row, m, identity.user_id)
 
     @patch("/{name:str}", summary="Share (or unshare) your private document")
     async def share_document(
         self, wedding_id: uuid.UUID, name: str, data: DocumentPatch, identity: Identity,
-        state: State,
+        conns: Connections, documents: DocumentHub,
     ) -> Document:  # fmt: skip
-        conns: Connections = state.conns
         row, m = await self._find(conns, wedding_id, name, identity)
         if kind_of(name) is not Kind.PRIVATE:
             raise Invalid("only a private document (vows:, speech:) is shared or unshared")
@@ -121,15 +118,14 @@ class DocumentController(Controller):
         async with conns.pool.acquire() as conn:
             await store.set_shared(conn, row.id, data.shared)
             row = await store.by_id(conn, row.id) or row
-        await state.documents.access_changed(wedding_id, row.id)  # open sockets: again
+        await documents.access_changed(wedding_id, row.id)  # open sockets: again
         return _document(row, m, identity.user_id)
 
     @get("/{name:str}/versions", summary="The document's versions: its snapshots, and who "
          "changed it since the one before")  # fmt: skip
     async def versions(
-        self, wedding_id: uuid.UUID, name: str, identity: Identity, state: State
+        self, wedding_id: uuid.UUID, name: str, identity: Identity, conns: Connections
     ) -> VersionList:
-        conns: Connections = state.conns
         row, _ = await self._find(conns, wedding_id, name, identity)
         async with conns.pool.acquire() as conn:
             found = await store.versions(conn, row.id)
@@ -137,9 +133,8 @@ class DocumentController(Controller):
 
     @get("/{name:str}/versions/{seq:int}", summary="The text of one version")
     async def version(
-        self, wedding_id: uuid.UUID, name: str, seq: int, identity: Identity, state: State
+        self, wedding_id: uuid.UUID, name: str, seq: int, identity: Identity, conns: Connections
     ) -> VersionText:
-        conns: Connections = state.conns
         row, _ = await self._find(conns, wedding_id, name, identity)
         async with conns.pool.acquire() as conn:
             snap = await store.snapshot_at(conn, row.id, seq)
@@ -152,9 +147,8 @@ class DocumentController(Controller):
     @post("/{name:str}/versions/{seq:int}/restore", status_code=200,
           summary="Restore a version: one new update makes the text what it was")  # fmt: skip
     async def restore(
-        self, wedding_id: uuid.UUID, name: str, seq: int, identity: Identity, state: State
+        self, wedding_id: uuid.UUID, name: str, seq: int, identity: Identity, conns: Connections
     ) -> VersionText:
-        conns: Connections = state.conns
         row, m = await self._find(conns, wedding_id, name, identity)
         if not document_access(m.role, m.status, identity.user_id, name, row.shared).write:
             raise Forbidden(f"role {m.role.value} may not edit {name!r}")

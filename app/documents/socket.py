@@ -29,11 +29,7 @@ from litestar.exceptions import WebSocketDisconnect
 from pycrdt import Doc, create_sync_message, write_message
 
 from app.auth import admit_handshake
-from app.connections import Connections
 from app.cors import admit_origin
-from app.db import sessions as session_store
-from app.db import weddings as wedding_store
-from app.documents import store
 from app.documents.rooms import DocRoom, DocSocket, DocumentHub
 from app.documents.sync import (
     EMPTY_UPDATE,
@@ -50,7 +46,12 @@ from app.gateway.admission import Admission
 from app.gateway.handshake import FORBIDDEN, INVALID, NO_QUERY_TOKEN
 from app.gateway.limits import TokenBucket
 from app.gateway.session import EXPIRED, touch_every
+from app.services import Services
+from app.sessions import store as session_store
+from app.weddings import store as wedding_store
 from config.settings import Settings
+from runtime.connections import Connections
+from runtime.documents import store
 from streams.documents import valid_name
 from streams.permissions import Role, WeddingStatus
 from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX, Close
@@ -126,10 +127,10 @@ async def _admit(
 
 
 async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: str) -> None:
-    state = socket.app.state
-    settings: Settings = state.settings
-    hub: DocumentHub = state.documents
-    admitted = await _admit(socket, state.conns, settings, wedding_id, name)
+    services = Services.of(socket.app.state)
+    settings, conns = services.settings, services.connections()
+    hub = services.document_rooms()
+    admitted = await _admit(socket, conns, settings, wedding_id, name)
     if admitted is None:
         return
     sock, row = admitted
@@ -142,7 +143,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
         hub.release(wedding_id, sock.user_id)
         raise
     try:
-        await _recheck(state.conns, sock, room, settings.auth.session_ttl)
+        await _recheck(conns, sock, room, settings.auth.session_ttl)
     except BaseException:
         hub.release(wedding_id, sock.user_id)
         await hub.leave(sock, room)
@@ -153,7 +154,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID, name: 
         await socket.close(sock.close_code, sock.close_reason[:120])
         return
     writer = asyncio.create_task(_write(socket, sock))
-    reader = asyncio.create_task(_read(socket, sock, room, hub, state.conns, settings))
+    reader = asyncio.create_task(_read(socket, sock, room, hub, conns, settings, services))
     try:
         sock.send(create_sync_message(room.doc))  # our step 1: the client sends what we lack
         aware = room.awareness_snapshot(sock)
@@ -213,7 +214,7 @@ async def _write(socket: WebSocket[Any, Any, Any], sock: DocSocket) -> None:
 
 async def _read(
     socket: WebSocket[Any, Any, Any], sock: DocSocket, room: DocRoom, hub: DocumentHub,
-    conns: Connections, settings: Settings,
+    conns: Connections, settings: Settings, services: Services,
 ) -> None:  # fmt: skip
     g = settings.gateway
     # updates wait for their token (a Yjs update is never dropped: the reader slows down);
@@ -221,7 +222,7 @@ async def _read(
     updates, awareness = TokenBucket(g.rate, g.burst), TokenBucket(g.rate, g.burst)
     ttl = settings.auth.session_ttl
     touched = time.monotonic()
-    admission: Admission = socket.app.state.hub.admission  # the process's, shared
+    admission: Admission = services.gateway().admission  # the process's, shared
     while not sock.closed:
         try:
             data = await socket.receive_data("binary")

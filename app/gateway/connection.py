@@ -19,7 +19,7 @@ from enum import Enum
 
 import msgspec
 
-from app.presence import Presence
+from app.gateway.tracker import Presence
 from streams.permissions import Role, WeddingStatus, permissions_for
 from streams.protocol import Close, ErrorCode, ErrorFrame, PermissionsFrame, event_frame
 from streams.scope import RecordScope

@@ -11,10 +11,10 @@ from typing import Any
 
 from litestar import WebSocket
 
-from app.connections import Connections
 from app.gateway.connection import Connection
 from app.gateway.hub import Hub
 from config.settings import GatewaySettings, Settings
+from runtime.connections import Connections
 from streams.protocol import Close
 
 log = logging.getLogger(__name__)

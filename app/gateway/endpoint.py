@@ -24,6 +24,7 @@ from app.gateway.frames import read
 from app.gateway.handshake import admit
 from app.gateway.hub import Hub
 from app.gateway.resume import resume
+from app.services import Services
 from streams.permissions import permissions_for
 from streams.presence import UserPresence, group_by_user
 from streams.protocol import Close, WelcomeFrame
@@ -60,12 +61,13 @@ async def wedding_socket(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID
 
 
 async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> None:
-    state = socket.app.state
-    conn = await admit(socket, state.conns, state.hub, wedding_id, state.settings)
+    services = Services.of(socket.app.state)
+    conns, hub, settings = services.connections(), services.gateway(), services.settings
+    conn = await admit(socket, conns, hub, wedding_id, settings)
     if conn is None:
         return
     # from here on the socket is in its room (it has to leave it)
-    ctx = SocketContext(socket, state.conns, state.hub, conn, state.settings)
+    ctx = SocketContext(socket, conns, hub, conn, settings)
     hub = ctx.hub
     writer = asyncio.create_task(guarded(conn, "writer", _write(socket, conn, hub)))
     reader: asyncio.Task[None] | None = None

@@ -24,14 +24,14 @@ import msgspec
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from app.connections import Connections
-from app.db import sessions as session_store
-from app.db import weddings as wedding_store
 from app.gateway.connection import Connection
 from app.gateway.hub import Hub
 from app.gateway.session import EXPIRED
-from app.presence import Presence
+from app.gateway.tracker import Presence
+from app.sessions import store as session_store
+from app.weddings import store as wedding_store
 from config.settings import GatewaySettings, Settings
+from runtime.connections import Connections
 from streams.permissions import Role, WeddingStatus
 from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX, AuthFrame, Close
 

@@ -32,17 +32,18 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from app.auth.crypto import ContactCipher
-from app.auth.guest_contacts import GuestContacts
 from app.gateway import signals
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
-from app.gateway.history import stream_epoch
+from app.gateway.diffs import DiffBatcher, diff_frame
 from app.gateway.limits import ReplayBudgets
-from app.history import last_seq
-from app.presence import Change, DiffBatcher, Kind, Mirror, PresenceTracker, diff_frame
-from app.presence.table import presence_bucket
+from app.gateway.tracker import PresenceTracker
 from config.settings import Settings
+from runtime.crypto import ContactCipher
+from runtime.eventlog import last_seq, stream_epoch
+from runtime.guest_contacts import GuestContacts
+from runtime.presence import Change, Kind, Mirror
+from runtime.presence.table import presence_bucket
 from streams.definitions import EVENTS
 from streams.notifications import NotificationFrame
 from streams.permissions import Channel
@@ -120,6 +121,8 @@ def _observe(hub: Hub) -> None:
 
 
 GUESTS = Channel.GUESTS.value
+#: rooms a process opens at the same time (more wait their turn)
+OPEN_AT_ONCE = 8
 
 
 async def _on_signal(room: Room, msg: Msg) -> None:
@@ -192,7 +195,12 @@ class Hub:
         self.rooms: dict[uuid.UUID, Room] = {}
         self.epoch = ""
         self._per_user: dict[tuple[uuid.UUID, str], int] = {}
-        self._lock = asyncio.Lock()
+        # rooms being opened: one task per wedding, awaited by every socket joining it
+        # meanwhile (no process-wide lock: a reconnect storm opens its rooms concurrently)
+        self._opening: dict[uuid.UUID, asyncio.Task[Room]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # rooms dropped from a callback
+        # but a bounded number at once: each open is a consumer and ~8 NATS requests
+        self._open_slots = asyncio.Semaphore(OPEN_AT_ONCE)
         self._control: Subscription | None = None
         self._stack = contextlib.AsyncExitStack()
         self.mirror: Mirror | None = None
@@ -221,6 +229,8 @@ class Hub:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        for opening in list(self._opening.values()):
+            opening.cancel()
         for room in list(self.rooms.values()):
             for conn in list(room.connections):
                 conn.request_close(Close.GOING_AWAY, "server restarting")
@@ -287,38 +297,74 @@ class Hub:
         this wedding in this process.
         """
         key = (conn.wedding_id, conn.user_id)
-        async with self._lock:
+        while True:
+            # between awaits nothing else runs: the check and the add below are one step
             if self._per_user.get(key, 0) >= self.max_per_user:
                 return False
             room = self.rooms.get(conn.wedding_id)
-            if room is None:
-                batch = self.settings.presence.batch
-                room = Room(conn.wedding_id, batch, self.tally, self.contacts)
-                room.sub = await self._subscribe(room, None)
-                room.signals = await self.nc.subscribe(
-                    signal_subject(conn.wedding_id), cb=partial(_on_signal, room))
-                # after subscribing: older events are in the lookup, newer reach on_event
-                room.head = max(room.head, await last_seq(self.js, self.pool, conn.wedding_id))
-                self.rooms[conn.wedding_id] = room
-            room.connections.add(conn)
-            self._per_user[key] = self._per_user.get(key, 0) + 1
-            return True
+            if room is not None:
+                room.connections.add(conn)
+                self._per_user[key] = self._per_user.get(key, 0) + 1
+                return True
+            opening = self._opening.get(conn.wedding_id)
+            if opening is None:
+                opening = asyncio.create_task(self._open(conn.wedding_id))
+                self._opening[conn.wedding_id] = opening
+            try:
+                # shielded: a socket that gives up does not cancel the others' room
+                await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                opening.add_done_callback(self._close_if_empty)
+                raise
+            # open now, unless its sockets all left meanwhile: then it is opened again
+
+    async def _open(self, wedding_id: uuid.UUID) -> Room:
+        try:
+            async with self._open_slots:
+                return await self._opened(wedding_id)
+        finally:
+            del self._opening[wedding_id]
+
+    async def _opened(self, wedding_id: uuid.UUID) -> Room:
+        room = Room(wedding_id, self.settings.presence.batch, self.tally, self.contacts)
+        room.sub = await self._subscribe(room, None)
+        # after subscribing: older events are in the lookup, newer reach on_event
+        try:
+            room.signals = await self.nc.subscribe(signal_subject(wedding_id),
+                                                   cb=partial(_on_signal, room))  # fmt: skip
+            room.head = max(room.head, await last_seq(self.js, self.pool, wedding_id))
+        except BaseException:
+            await self._drop(room)
+            raise
+        self.rooms[wedding_id] = room
+        return room
+
+    def _close_if_empty(self, opening: asyncio.Task[Room]) -> None:
+        """A room opened for sockets that all gave up while it opened: closed again."""
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        room = opening.result()
+        if not room.connections and self.rooms.get(room.wedding_id) is room:
+            del self.rooms[room.wedding_id]
+            room.presence.cancel()
+            task = asyncio.get_running_loop().create_task(self._drop(room))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def leave(self, conn: Connection) -> None:
-        async with self._lock:
-            room = self.rooms.get(conn.wedding_id)
-            if room is None or conn not in room.connections:
-                return
-            room.connections.discard(conn)
-            key = (conn.wedding_id, conn.user_id)
-            if self._per_user[key] <= 1:
-                del self._per_user[key]
-            else:
-                self._per_user[key] -= 1
-            if not room.connections:
-                del self.rooms[conn.wedding_id]
-                room.presence.cancel()
-                await self._drop(room)
+        room = self.rooms.get(conn.wedding_id)
+        if room is None or conn not in room.connections:
+            return
+        room.connections.discard(conn)
+        key = (conn.wedding_id, conn.user_id)
+        if self._per_user[key] <= 1:
+            del self._per_user[key]
+        else:
+            self._per_user[key] -= 1
+        if not room.connections:
+            del self.rooms[conn.wedding_id]
+            room.presence.cancel()
+            await self._drop(room)
 
     async def _subscribe(
         self, room: Room, from_seq: int | None
@@ -347,21 +393,24 @@ class Hub:
         pending = list(self.rooms.values())
         while pending:
             room = pending.pop(0)
-            async with self._lock:
-                if self.rooms.get(room.wedding_id) is not room:
-                    continue  # closed meanwhile
-                try:
-                    fresh = await self._subscribe(room, room.head + 1)
-                except Exception as exc:  # JetStream not ready yet after the restart
-                    log.info("room %s not resubscribed yet: %r", room.wedding_id, exc)
-                    pending.insert(0, room)
-                else:
-                    old, room.sub = room.sub, fresh
-                    if old is not None:
-                        with contextlib.suppress(Exception):
-                            await old.unsubscribe()
-                    delay = 0.25
+            if self.rooms.get(room.wedding_id) is not room:
+                continue  # closed meanwhile
+            try:
+                fresh = await self._subscribe(room, room.head + 1)
+            except Exception as exc:  # JetStream not ready yet after the restart
+                log.info("room %s not resubscribed yet: %r", room.wedding_id, exc)
+                pending.insert(0, room)
+            else:
+                if self.rooms.get(room.wedding_id) is not room:  # closed while subscribing
+                    with contextlib.suppress(Exception):
+                        await fresh.unsubscribe()
                     continue
+                old, room.sub = room.sub, fresh
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        await old.unsubscribe()
+                delay = 0.25
+                continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

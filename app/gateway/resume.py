@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from app.gateway.connection import Lifecycle, frame_text
 from app.gateway.context import SocketContext
-from app.gateway.history import events_between, fully_held, same_epoch
 from app.gateway.hub import GUESTS
-from app.history import last_seq
+from runtime.eventlog import events_between, fully_held, last_seq, same_epoch
 from streams.protocol import Close, ErrorCode, ResumedFrame
 
 

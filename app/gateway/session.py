@@ -15,8 +15,8 @@ import time
 
 import asyncpg
 
-from app.db import sessions as session_store
 from app.gateway.connection import Connection
+from app.sessions import store as session_store
 from streams.protocol import Close
 
 MAX_TOUCH_EVERY = 60.0

@@ -52,16 +52,16 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from app.auth import ContactCipher
-from app.connections import Connections
-from app.db import archive
-from app.db.archive import Archived, wedding_lock
-from app.db.notifications import disable_webhooks_of
-from app.db.types import Conn
 from app.documents.privacy import erase as erase_documents
-from app.gateway import control
-from app.presence.table import presence_bucket
 from app.privacy.redact import ERASED, Identifiers, Redactor, erase_event
 from app.privacy.scan import StoredMsg, scan
+from runtime import control
+from runtime.connections import Connections
+from runtime.db import archive
+from runtime.db.archive import Archived, wedding_lock
+from runtime.db.notifications import disable_webhooks_of
+from runtime.db.types import Conn
+from streams.buckets import PRESENCE_BUCKET, existing_bucket
 from streams.changes import ChangeMessage, ChangeRequest, change_subject
 from streams.definitions import CHANGES, DEAD_LETTERS, EVENTS, PRESENCE_LOG
 from streams.presence import BUCKET, Record
@@ -188,7 +188,9 @@ async def erase(
 async def _presence_keys(conns: Connections, user_id: str, out: Erasure) -> None:
     """Purge every presence key of theirs in their weddings (found by the records' user id,
     not only by their sessions: a session cleaned up long ago may have left one)."""
-    kv = await presence_bucket(conns.js)
+    kv = await existing_bucket(conns.js, PRESENCE_BUCKET)  # never created here
+    if kv is None:
+        return  # no bucket, no presence keys
     keys: set[str] = set()
     for wedding_id in out.weddings:
         async for m in scan(conns.js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{wedding_id}.*"):

@@ -10,11 +10,10 @@ import asyncpg
 import msgspec
 
 from app.auth import ContactCipher, GuestContacts, Identity
-from app.connections import Connections
 from app.documents.privacy import export as document_export
-from app.gateway.history import events_between
-from app.history import last_seq
 from app.privacy.erase import weddings_of
+from runtime.connections import Connections
+from runtime.eventlog import events_between, last_seq
 from streams.api import PersonalExport
 from streams.permissions import Channel
 from streams.stored import placeholder, read_event

@@ -4,7 +4,9 @@ taken away while a wedding is in use; lost / duplicated / recovered-in per outag
 By default it starts its own system (bench/faults/system.py: own nats-server and
 PostgreSQL, two `wedsync api`, the conflicts and notifications workers) and runs every
 acceptance outage on it, one fresh wedding each, then the PostgreSQL outage longer than
-the stream duplicate window on a second system started with a short window. Against a
+the stream duplicate window on a second system started with a short window, then issue
+20's on `wedsync cluster`'s shape (bench/faults/cluster.py: three NATS nodes, R3): the
+events stream's leader killed, and a rolling restart of the APIs. Against a
 running system, give its gateways (``--url``, repeatable), its JWT secret and the shell
 commands that stop, kill and start each service; outages without commands are skipped::
 
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.faults.audit import Audit
+from bench.faults.cluster import CLUSTER_ACCEPTANCE, CLUSTER_ENV, CLUSTER_WORKERS, ClusterServices
 from bench.faults.drill import Pace, drill
 from bench.faults.services import (
     ACCEPTANCE,
@@ -45,11 +48,11 @@ from bench.faults.services import (
     CommandServices,
     Outage,
 )
-from bench.faults.system import FaultSystem, RemoteSystem
+from bench.faults.system import WORKERS, FaultSystem, RemoteSystem
 from bench.report import machine
 from config.settings import AuthSettings
 
-OUTAGES = {o.name: o for o in (*ACCEPTANCE, PAST_WINDOW)}
+OUTAGES = {o.name: o for o in (*ACCEPTANCE, PAST_WINDOW, *CLUSTER_ACCEPTANCE)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -158,8 +161,10 @@ async def _own(
     """Our own systems: one with the streams' own duplicate windows, one with a short one
     for the outage meant to outlast it."""
     groups: dict[str, list[Outage]] = {}
+    cluster = {o.name for o in CLUSTER_ACCEPTANCE}
     for o in outages:
-        groups.setdefault("short" if o.name == PAST_WINDOW.name else "default", []).append(o)
+        group = "cluster" if o.name in cluster else "default"
+        groups.setdefault("short" if o.name == PAST_WINDOW.name else group, []).append(o)
     for group, todo in groups.items():
         env = {"WEDSYNC_DUPLICATE_WINDOW": str(SHORT_WINDOW)} if group == "short" else {}
         with contextlib.ExitStack() as stack:
@@ -170,7 +175,15 @@ async def _own(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix="wedsync-faults-"))
                 )
             )
-            async with FaultSystem(root, env=env, log_level=log_level) as system:
+            services: ClusterServices | None = None
+            workers: tuple[str, ...] = WORKERS
+            if group == "cluster":  # wedsync cluster's shape: 3 NATS nodes, R3
+                services, env, workers = ClusterServices(root), CLUSTER_ENV, CLUSTER_WORKERS
+            async with FaultSystem(
+                root, env=env, log_level=log_level, services=services, workers=workers
+            ) as system:
+                if isinstance(services, ClusterServices):
+                    services.system = system
                 for outage in todo:
                     a = await drill(
                         outage,

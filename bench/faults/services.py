@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from app.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
-from app.embedded.process import free_port
+from wedsync.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
+from wedsync.embedded.process import free_port
 
 SERVICES = ("nats", "postgres")
 HOW = ("term", "kill")  # a clean stop (NATS: SIGTERM, PostgreSQL: fast shutdown) or SIGKILL
@@ -30,9 +30,12 @@ class Outage:
     service: str  # "nats" | "postgres"
     how: str  # "term" | "kill"
     seconds: float  # how long the service stays away
+    what: str = ""  # what is taken away, when not the whole service (bench/faults/cluster.py)
 
     @property
     def label(self) -> str:
+        if self.what:
+            return f"{self.what}, {self.seconds:g} s"
         what = {
             ("nats", "term"): "SIGTERM",
             ("nats", "kill"): "SIGKILL",

@@ -1,8 +1,9 @@
 """A whole system to take services away from: our own NATS and PostgreSQL, `wedsync api`
 processes and `wedsync worker` processes, each child's output kept in a log file.
 
-Nothing in here restarts a child: a process that exits stays exited, and ``exited()``
-says so (the drill and the tests report it: no process is ever restarted by hand).
+Nothing in here restarts a child that exits: it stays exited, and ``exited()`` says so
+(the drill and the tests report it: no process is ever restarted by hand to recover).
+``stop_child``/``start_child`` are the deliberate exception: a rolling restart.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import nats
+import nats.errors
 from cryptography.fernet import Fernet
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from app.connections import connect, prepare
-from app.embedded.process import free_port, terminate
-from bench.faults.services import OwnServices
+from bench.faults.services import OwnServices, Services
 from config.settings import Settings
+from runtime.connections import connect, prepare
 from streams.definitions import DEAD_LETTERS
+from wedsync.embedded.process import free_port, terminate
 
 # members chat fast from one socket each and the gateways' rate limits are not what is
 # tested here (tests/kits/world.py FAST_SENDERS); HTTP limits are for many users
@@ -81,6 +83,22 @@ class Child:
                 key = _NUMBER.sub("N", _TIMESTAMP.sub(r"\1", line))[:240]
                 seen[key] = seen.get(key, 0) + 1
         return "\n".join(f"{n} x {k}" if n > 1 else k for k, n in list(seen.items())[-lines:])
+
+
+class SystemServices(Services, Protocol):
+    """The backing services a system runs on (bench/faults/services.py, cluster.py)."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> Any: ...
+
+    @property
+    def nats_url(self) -> str: ...  # comma separated when several
+
+    @property
+    def database_url(self) -> str: ...
 
 
 class Watched(Protocol):
@@ -137,9 +155,10 @@ class FaultSystem:
         workers: tuple[str, ...] = WORKERS,
         env: dict[str, str] | None = None,
         log_level: str = "WARNING",
+        services: SystemServices | None = None,
     ) -> None:
         self.root = root
-        self.services = OwnServices(root)
+        self.services: SystemServices = services or OwnServices(root)
         self.gateway_count, self.worker_names = gateways, workers
         self.env = {**LIMITS, "WEDSYNC_LOG_LEVEL": log_level, **(env or {})}
         self.settings = Settings()
@@ -147,6 +166,7 @@ class FaultSystem:
         self.children: list[Child] = []
         self.nc: NATS | None = None  # the drill's own NATS connection (reconnects forever)
         self._stack = contextlib.AsyncExitStack()
+        self._spawned: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     async def __aenter__(self) -> FaultSystem:
         try:
@@ -171,7 +191,7 @@ class FaultSystem:
         async with connect(self.settings, name="fault-drill-setup") as conns:
             await prepare(conns, self.settings)
         self.nc = await nats.connect(
-            self.services.nats_url,
+            self.services.nats_url.split(","),
             name="fault-drill",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.2,
@@ -200,13 +220,14 @@ class FaultSystem:
             )
 
     async def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self._spawned[name] = (args, env)
         log = self.root / "logs" / f"{name}.log"
         child_env = {**os.environ, **self.settings.to_env(), **self.env, **env}
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "app.cli",
+                "wedsync.cli",
                 *args,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -236,9 +257,26 @@ class FaultSystem:
         try:
             for name in names:
                 await js.consumer_info(stream, name)
-        except NotFoundError:
+        except (NotFoundError, nats.errors.TimeoutError):  # a cluster electing: not yet
             return False
         return True
+
+    # -- a rolling restart ----------------------------------------------------------------
+
+    async def stop_child(self, name: str) -> None:
+        """SIGTERM one child (as an orchestrator stops a pod) and wait for it to exit."""
+        child = next(c for c in self.children if c.name == name)
+        await terminate(child.proc, signal.SIGTERM, 30)
+
+    async def start_child(self, name: str) -> None:
+        """Start a stopped child again, same arguments and port; an API once ready."""
+        args, env = self._spawned[name]
+        self.children = [c for c in self.children if c.name != name]
+        await self._spawn(name, args, env)
+        if "WEDSYNC_PORT" in env:
+            url = f"http://127.0.0.1:{env['WEDSYNC_PORT']}"
+            async with httpx.AsyncClient(timeout=2) as client:
+                await self._until(functools.partial(_ready, client, url), 60, f"{url} ready")
 
     # -- what the drill and the tests look at ----------------------------------------------
 

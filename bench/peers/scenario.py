@@ -29,12 +29,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from app.embedded.process import free_port
 from bench import fanout
 from bench.loadgen import PoolResult
 from bench.report import Figure, write
 from bench.stats import service_pids
 from bench.system import Seat, populate, raise_fd_limit, running_system
+from wedsync.embedded.process import free_port
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 TARGETS = ("wedsync", "python-socketio", "node")

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js.errors import NotFoundError
 
-from app.auth.crypto import ContactCipher
-from app.connections import Connections
-from app.presence.table import PresenceTable
 from config.settings import NotifySettings, Settings, WorkerSettings
+from runtime.connections import Connections
+from runtime.crypto import ContactCipher
+from runtime.presence.table import PresenceTable
 from streams.definitions import EVENTS, ConsumerSpec
 from streams.subjects import wedding_wildcard
 from tests.kits.providers import HttpProviders, SmtpServer

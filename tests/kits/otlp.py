@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from app.embedded.process import free_port
+from wedsync.embedded.process import free_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.embedded.process import free_port
+from wedsync.embedded.process import free_port
 
 
 def b64url(raw: bytes) -> str:

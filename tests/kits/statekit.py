@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection
 
-from app.connections import Connections
+from runtime.connections import Connections
 from streams.state import State, fold
 from tests.kits.world import World, connect, recv, send
 

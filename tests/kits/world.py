@@ -21,9 +21,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from app.auth import issue_token
-from app.embedded.process import free_port
 from config.settings import Settings
 from streams.protocol import SUBPROTOCOL, TOKEN_PREFIX
+from wedsync.embedded.process import free_port
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ async def gateway_processes(
         child_env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
                      "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **(env or {})}  # fmt: skip
         procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "api", env=child_env, stdout=out, stderr=err))  # fmt: skip
+            sys.executable, "-m", "wedsync.cli", "api", env=child_env, stdout=out, stderr=err))  # fmt: skip
         urls.append(f"http://127.0.0.1:{port}")
         if output is not None:
             readers.append(asyncio.create_task(_collect(procs[-1], output)))
@@ -108,7 +108,7 @@ async def worker_process(
     child_env = {**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING",
                  **(env or {})}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "worker", name, env=child_env)  # fmt: skip
+        sys.executable, "-m", "wedsync.cli", "worker", name, env=child_env)  # fmt: skip
     try:
         yield proc
     finally:

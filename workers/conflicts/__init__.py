@@ -1,8 +1,9 @@
 """``wedsync worker conflicts``: the authoritative wedding state and its conflict rules."""
 
-from workers.conflicts.engine import Entity, Outcome, Rules, View, apply_change, policy
+from workers.conflicts.engine import Rules, apply_change, policy
 from workers.conflicts.outbox import OutboxRelay
-from workers.conflicts.worker import ApprovalExpiry, ConflictHandler, consumer
+from workers.conflicts.outcome import Entity, Outcome, View
+from workers.conflicts.worker import ApprovalExpiry, ConflictHandler
 
 __all__ = [
     "ApprovalExpiry",
@@ -13,6 +14,5 @@ __all__ = [
     "Rules",
     "View",
     "apply_change",
-    "consumer",
     "policy",
 ]

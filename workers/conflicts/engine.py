@@ -23,18 +23,27 @@ Rules (docs/conflicts.md):
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-
-import msgspec
 
 from streams.changes import ChangeRequest
 from streams.permissions import Channel, Role, WeddingStatus
 from streams.scope import SCOPE_FIELD, holder, is_scoped, scope_data
 from streams.state import CHANNEL_OF, EntityKind, Op
+from workers.conflicts.outcome import (
+    Audit,
+    Emit,
+    Entity,
+    Outcome,
+    PendingApproval,
+    View,
+    entity_event,
+    parse_time,
+    reject,
+)
+from workers.conflicts.timeline import after_timeline_change, moved
 
 APPROVAL_NAMESPACE = uuid.UUID("9d7c1f5e-3b1a-4f0e-8d9a-2b6c7e5f1a30")
 # a budget line's amounts, each with the field keeping its last approved value
@@ -62,107 +71,6 @@ class Rules:
     approval_ttl: float  # seconds before an undecided approval expires
 
 
-@dataclass(slots=True)
-class Entity:
-    kind: EntityKind
-    entity_id: str
-    version: int
-    deleted: bool
-    fields: dict[str, Any]
-    field_versions: dict[str, int]
-    field_authors: dict[str, str]
-    created_by: str
-    updated_by: str
-
-
-@dataclass(slots=True)
-class Emit:
-    type: str
-    channel: Channel
-    data: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Audit:
-    entity: Entity
-    op: str
-    before: dict[str, Any]
-    after: dict[str, Any]
-
-
-@dataclass(slots=True)
-class PendingApproval:
-    id: str
-    change: ChangeRequest
-    expires_at: float
-
-
-@dataclass(slots=True)
-class Outcome:
-    events: list[Emit] = field(default_factory=list)
-    writes: dict[tuple[EntityKind, str], Entity] = field(default_factory=dict)
-    audits: list[Audit] = field(default_factory=list)
-    approval: PendingApproval | None = None
-
-
-class View:
-    """The entities a change may touch (for a timeline change: the whole timeline)."""
-
-    def __init__(self, entities: list[Entity]) -> None:
-        self.entities = {(e.kind, e.entity_id): e for e in entities}
-
-    def get(self, kind: EntityKind, entity_id: str) -> Entity | None:
-        return self.entities.get((kind, entity_id))
-
-    def live(self, kind: EntityKind) -> list[Entity]:
-        return [e for (k, _), e in self.entities.items() if k is kind and not e.deleted]
-
-
-def _entity_event(type_: str, e: Entity, change: ChangeRequest, seq: int, cause: str,
-                  changed: list[str], was: dict[str, Any] | None = None) -> Emit:  # fmt: skip
-    """``was``: the fields before (for the record-level scope of kinds that have one)."""
-    data: dict[str, Any] = {
-        "entity": e.kind.value, "entity_id": e.entity_id, "version": e.version,
-        "fields": {} if e.deleted else e.fields, "changed": changed,
-        "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id}, "cause": cause,
-    }  # fmt: skip
-    scope = scope_data(e.kind, was, None if e.deleted else e.fields)
-    if scope is not None:
-        data["scope"] = scope
-    return Emit(type_, CHANNEL_OF[e.kind], data)
-
-
-def _reject(change: ChangeRequest, seq: int, reason: str, message: str,
-            current: Entity | None, fields: list[str] | None = None) -> Outcome:  # fmt: skip
-    data: dict[str, Any] = {
-        "entity": change.entity.value, "entity_id": change.entity_id, "reason": reason,
-        "message": message, "change": {"id": change.client_id, "seq": seq,
-                                       "by": change.actor.user_id},
-        "fields": fields or sorted(change.fields),
-        "current": None if current is None or current.deleted
-        else {"version": current.version, "fields": current.fields},
-    }  # fmt: skip
-    now = None if current is None else current.fields
-    scope = scope_data(change.entity, now, now)
-    if scope is not None:
-        data["scope"] = scope
-    return Outcome(events=[Emit("conflict.rejected", CHANNEL_OF[change.entity], data)])
-
-
-def invalid(change: ChangeRequest, seq: int, message: str) -> Outcome:
-    """The change refused with reason ``invalid``: it cannot be applied or stored at all."""
-    return _reject(change, seq, "invalid", message, None)
-
-
-def _time(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value)
-
-
-def _iso(value: dt.datetime) -> str:
-    out: str = msgspec.to_builtins(value)
-    return out
-
-
 def apply_change(
     change: ChangeRequest, seq: int, view: View, status: WeddingStatus, rules: Rules,
     *, approved: bool = False,
@@ -171,16 +79,16 @@ def apply_change(
     cur = view.get(change.entity, change.entity_id)
     if is_scoped(change.actor.role, change.entity) and (why := _out_of_scope(change, cur)):
         # no ``current``: the record is not theirs to see
-        return _reject(change, seq, "forbidden", why, None)
+        return reject(change, seq, "forbidden", why, None)
     if change.op is Op.CREATE:
         if cur is not None:
             why = "deleted" if cur.deleted else "exists"
-            return _reject(change, seq, why, f"{change.entity_id} {why} already", cur)
+            return reject(change, seq, why, f"{change.entity_id} {why} already", cur)
     elif cur is None:
-        return _reject(change, seq, "not_found", f"no {change.entity.value} {change.entity_id}",
+        return reject(change, seq, "not_found", f"no {change.entity.value} {change.entity_id}",
                        None)  # fmt: skip
     elif cur.deleted:
-        return _reject(change, seq, "deleted", "it was deleted", cur)
+        return reject(change, seq, "deleted", "it was deleted", cur)
     if change.op is Op.DELETE:
         assert cur is not None
         if not approved and (held := _needs_approval(change, cur.fields, None, rules)):
@@ -189,7 +97,7 @@ def apply_change(
         gone = copy.deepcopy(cur)
         gone.version, gone.deleted, gone.updated_by = cur.version + 1, True, change.actor.user_id
         out.writes[(gone.kind, gone.entity_id)] = gone
-        deleted = _entity_event("entity.deleted", gone, change, seq, "change", [], cur.fields)
+        deleted = entity_event("entity.deleted", gone, change, seq, "change", [], cur.fields)
         out.events.append(deleted)
         out.audits.append(Audit(gone, "delete", dict(cur.fields), {}))
         _wedding_day_guests(change, status, out, [])
@@ -206,22 +114,21 @@ def _upsert(
     if cur is not None:
         base = change.base_version
         if base is None or base > cur.version:
-            return _reject(change, seq, "invalid",
+            return reject(change, seq, "invalid",
                            f"base_version must be at most {cur.version}", cur)  # fmt: skip
         stale = [f for f, v in change.fields.items()
                  if cur.field_versions.get(f, 0) > base and cur.fields.get(f) != v]  # fmt: skip
         refused = [f for f in stale if policy(change.entity, f, status) is Policy.REJECT]
         if refused:
-            return _reject(change, seq, "stale", f"{', '.join(refused)} changed meanwhile; "
+            return reject(change, seq, "stale", f"{', '.join(refused)} changed meanwhile; "
                            "rebase on the current version", cur, refused)  # fmt: skip
     before = {} if cur is None else dict(cur.fields)
     fields = {**before, **change.fields}
     if change.entity is EntityKind.TIMELINE:
-        from workers.conflicts.timeline import moved
-
         moved(change, before, fields)
-    if change.entity is EntityKind.TIMELINE and _time(fields["end"]) < _time(fields["start"]):
-        return _reject(change, seq, "invalid", "end is before start", cur)
+    timeline = change.entity is EntityKind.TIMELINE
+    if timeline and parse_time(fields["end"]) < parse_time(fields["start"]):
+        return reject(change, seq, "invalid", "end is before start", cur)
     if not approved and (held := _needs_approval(change, before, fields, rules)):
         return held_for_approval(change, seq, rules, held)
     if change.entity is EntityKind.BUDGET:
@@ -239,7 +146,7 @@ def _upsert(
     out = Outcome()
     out.writes[(new.kind, new.entity_id)] = new
     kind = "entity.created" if cur is None else "entity.updated"
-    out.events.append(_entity_event(kind, new, change, seq, "change", changed, before))
+    out.events.append(entity_event(kind, new, change, seq, "change", changed, before))
     out.audits.append(Audit(new, change.op.value, {f: before.get(f) for f in changed},
                             {f: fields[f] for f in changed}))  # fmt: skip
     scope = scope_data(change.entity, before, fields)
@@ -255,8 +162,6 @@ def _upsert(
             resolved["scope"] = scope
         out.events.append(Emit("conflict.resolved", CHANNEL_OF[change.entity], resolved))
     if change.entity is EntityKind.TIMELINE:
-        from workers.conflicts.timeline import after_timeline_change
-
         rejected = after_timeline_change(change, seq, cur, new, view, out)
         if rejected is not None:
             return rejected

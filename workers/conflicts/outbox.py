@@ -36,7 +36,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from app.db.types import Conn
+from runtime.db.types import Conn
 from streams.definitions import EVENTS
 from streams.protocol import Event
 from streams.subjects import wedding_wildcard

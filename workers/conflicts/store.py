@@ -9,11 +9,11 @@ from typing import Any
 
 import msgspec
 
-from app.db.types import Conn
+from runtime.db.types import Conn
 from streams.changes import ChangeRequest
 from streams.permissions import WeddingStatus
 from streams.state import EntityKind
-from workers.conflicts.engine import Entity, Outcome, PendingApproval
+from workers.conflicts.outcome import Entity, Outcome, PendingApproval
 
 _LOCK = """SELECT w.status FROM weddings w JOIN wedding_state s ON s.wedding_id = w.id
            WHERE w.id = $1 FOR UPDATE OF s"""

@@ -10,16 +10,16 @@ from typing import Any
 from streams.changes import ChangeRequest
 from streams.permissions import Channel
 from streams.state import EntityKind
-from workers.conflicts.engine import (
+from workers.conflicts.outcome import (
     Audit,
     Emit,
     Entity,
     Outcome,
     View,
-    _entity_event,
-    _iso,
-    _reject,
-    _time,
+    entity_event,
+    iso,
+    parse_time,
+    reject,
 )
 
 TL = EntityKind.TIMELINE
@@ -28,8 +28,8 @@ TL = EntityKind.TIMELINE
 def moved(change: ChangeRequest, before: dict[str, Any], fields: dict[str, Any]) -> None:
     """Moving the start without giving an end moves the whole item (the end follows)."""
     if before and "start" in change.fields and "end" not in change.fields:
-        delta = _time(fields["start"]) - _time(before["start"])
-        fields["end"] = _iso(_time(before["end"]) + delta)
+        delta = parse_time(fields["start"]) - parse_time(before["start"])
+        fields["end"] = iso(parse_time(before["end"]) + delta)
 
 
 def _cycle(start: str, graph: dict[str, list[str]]) -> bool:
@@ -53,11 +53,11 @@ def after_timeline_change(
     if "depends_on" in change.fields:
         graph = {i: list(e.fields.get("depends_on") or []) for i, e in items.items()}
         if _cycle(new.entity_id, graph):
-            return _reject(change, seq, "cycle", "depends_on would make a cycle", cur,
+            return reject(change, seq, "cycle", "depends_on would make a cycle", cur,
                            ["depends_on"])  # fmt: skip
     touched = [new]
     if cur is not None and new.fields["start"] != cur.fields["start"]:
-        delta = _time(new.fields["start"]) - _time(cur.fields["start"])
+        delta = parse_time(new.fields["start"]) - parse_time(cur.fields["start"])
         dependents: dict[str, list[str]] = {}
         for i, e in items.items():
             for dep in e.fields.get("depends_on") or []:
@@ -89,11 +89,11 @@ def _shift(items: dict[str, Entity], i: str, delta: Any, change: ChangeRequest, 
     e.version += 1
     e.updated_by = change.actor.user_id
     for f in ("start", "end"):
-        e.fields[f] = _iso(_time(old.fields[f]) + delta)
+        e.fields[f] = iso(parse_time(old.fields[f]) + delta)
         e.field_versions[f], e.field_authors[f] = e.version, change.actor.user_id
     items[i] = e
     out.writes[(TL, i)] = e
-    out.events.append(_entity_event("entity.updated", e, change, seq, "cascade", ["start", "end"]))
+    out.events.append(entity_event("entity.updated", e, change, seq, "cascade", ["start", "end"]))
     out.audits.append(Audit(e, "cascade", {f: old.fields[f] for f in ("start", "end")},
                             {f: e.fields[f] for f in ("start", "end")}))  # fmt: skip
     return e
@@ -102,11 +102,11 @@ def _shift(items: dict[str, Entity], i: str, delta: Any, change: ChangeRequest, 
 def _double_bookings(touched: list[Entity], items: dict[str, Entity], out: Outcome) -> None:
     reported: set[tuple[str, str, str]] = set()
     for t in touched:
-        a0, a1 = _time(t.fields["start"]), _time(t.fields["end"])
+        a0, a1 = parse_time(t.fields["start"]), parse_time(t.fields["end"])
         for o in items.values():
             if o.entity_id == t.entity_id:
                 continue
-            if not (a0 < _time(o.fields["end"]) and _time(o.fields["start"]) < a1):
+            if not (a0 < parse_time(o.fields["end"]) and parse_time(o.fields["start"]) < a1):
                 continue
             for what in ("vendor_id", "location"):
                 value = t.fields.get(what)

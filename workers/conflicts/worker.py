@@ -30,23 +30,23 @@ import msgspec
 from nats.js import JetStreamContext
 from opentelemetry import trace
 
-from app.db.types import Conn
 from config.settings import ConflictSettings
 from config.telemetry import producing
+from runtime.db.types import Conn
 from streams.changes import (
     ChangeMessage,
     ChangeRequest,
     Decision,
     Verdict,
     change_subject,
-    partition_filter,
 )
-from streams.definitions import CHANGES, EVENTS, ConsumerSpec
+from streams.definitions import CHANGES, EVENTS
 from streams.permissions import Channel, WeddingStatus
 from streams.protocol import SYSTEM_ACTOR, Event
 from streams.subjects import wedding_subject
 from workers.conflicts import outbox, store
-from workers.conflicts.engine import Emit, Outcome, Rules, View, apply_change, invalid
+from workers.conflicts.engine import Rules, apply_change
+from workers.conflicts.outcome import Emit, Outcome, View, invalid
 from workers.outage import is_infrastructure
 from workers.periodic import Periodic
 from workers.runner import Delivery
@@ -58,18 +58,6 @@ EVENT_NAMESPACE = uuid.UUID("0f5d8e2a-6c3b-4a1f-9e7d-5b2c8a4f6e13")
 
 _decode = msgspec.json.Decoder(ChangeMessage)
 _encode = msgspec.json.Encoder()
-
-
-def consumer(partition: int) -> ConsumerSpec:
-    return ConsumerSpec(
-        durable=f"conflicts-p{partition}", stream=CHANGES.name,
-        filter_subjects=(partition_filter(partition),),
-        description=f"conflicts worker, partition {partition}: one change in flight",
-        # one in flight: a crashed worker's change blocks its partition until redelivered,
-        # so the ack wait is short (a redelivery racing a slow first attempt is harmless:
-        # the consumed-record and the wedding row lock let only one of them apply it)
-        max_ack_pending=1, batch=1, ack_wait=5.0,
-    )  # fmt: skip
 
 
 class ConflictHandler:

@@ -19,20 +19,16 @@ import uuid
 import asyncpg
 from nats.js import JetStreamContext
 
-from app.db.types import Conn
-from app.documents import store
-from app.documents.tail import fold
-from streams.definitions import DOCUMENTS, ConsumerSpec
+from runtime.db.types import Conn
+from runtime.documents import store
+from runtime.documents.tail import fold
+from streams.definitions import DOCUMENTS_CONSUMER
 from workers.periodic import Periodic
 from workers.runner import Delivery
 
 log = logging.getLogger(__name__)
 
-CONSUMER = ConsumerSpec(
-    durable="documents-heads",
-    stream=DOCUMENTS.name,
-    description="documents worker: the newest update of each document, for compaction",
-)
+CONSUMER = DOCUMENTS_CONSUMER
 
 
 class HeadHandler:

@@ -35,15 +35,16 @@ from nats.js import JetStreamContext
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from app.auth.crypto import ContactCipher
-from app.auth.guest_contacts import GuestContacts
-from app.db.notifications import WAKE
 from config.settings import NotifySettings
 from config.telemetry import extract
+from runtime.crypto import ContactCipher
+from runtime.db.notifications import WAKE
+from runtime.guest_contacts import GuestContacts
 from streams.notifications import Category, Medium, Notification
 from streams.permissions import Channel
 from streams.protocol import NotificationSent
 from streams.subjects import control_subject, dead_letter_subject
+from workers.notifications import deliveries as store
 from workers.notifications.channels import (
     EmailChannel,
     PushChannel,
@@ -63,32 +64,8 @@ SENDS = metrics.get_meter(__name__).create_counter(
     description="Notification deliveries attempted, by channel and result",
 )  # fmt: skip
 
-LOCK_CLASS = 0x57ED  # pg_advisory_lock(class, owner): one owner id per live dispatcher
 DEAD_LETTERS = dead_letter_subject("notifications")
 RECOVER_EVERY = 1.0  # seconds between scans for claims of dead dispatchers
-
-_CLAIM = """
-WITH due AS (
-    SELECT id FROM deliveries WHERE status = 'pending' AND due_at <= $1
-    ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, claimed_at = $1,
-                        claimed_by = $3
-FROM due WHERE d.id = due.id
-RETURNING d.id"""
-
-_DETAILS = """
-SELECT d.id, d.key, d.channel, d.category, d.user_id, d.wedding_id, d.webhook_id, d.event_id,
-       d.attempts, d.unless_read, d.digest, d.payload, d.reason, d.traceparent,
-       n.id AS nid, n.title, n.body, n.data, n.read_at, n.event_type, n.event_seq,
-       n.created_at AS n_created, m.email_enc, m.phone_enc, e.acknowledged_at AS acked,
-       w.url, w.secret_enc, w.enabled
-FROM deliveries d
-LEFT JOIN notifications n ON n.id = d.notification_id
-LEFT JOIN wedding_members m ON m.wedding_id = d.wedding_id AND m.user_id = d.user_id
-LEFT JOIN escalations e ON e.event_id = d.event_id AND d.reason = 'escalation'
-LEFT JOIN webhooks w ON w.id = d.webhook_id
-WHERE d.id = ANY($1::bigint[]) ORDER BY d.id"""
-
 
 def _queued_by(r: asyncpg.Record) -> Any:
     """The trace context the planner stored with the delivery (none: a new trace)."""
@@ -113,18 +90,6 @@ SENT = Outcome("sent")
 
 def _skip(reason: str) -> Outcome:
     return Outcome("skipped", reason)
-
-
-async def log_attempts(
-    conn: Any, entries: list[tuple[int, dt.datetime, str, str | None]]
-) -> None:
-    """Append to each delivery's attempt log, numbered on their own (a replay restarts the
-    retry count, never the log)."""
-    await conn.executemany(
-        """INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error)
-           SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4
-           FROM delivery_attempts WHERE delivery_id = $1""",
-        entries)  # fmt: skip
 
 
 class Dispatcher(Periodic):
@@ -155,7 +120,7 @@ class Dispatcher(Periodic):
 
     async def __aenter__(self) -> Self:
         self._lock_conn = await self.pool.acquire()
-        await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS, self.owner)
+        await store.lock(self._lock_conn, self.owner)
         await self._lock_conn.add_listener(WAKE, self._on_wake)
         return await super().__aenter__()
 
@@ -169,8 +134,7 @@ class Dispatcher(Periodic):
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
                 await self._lock_conn.remove_listener(WAKE, self._on_wake)
-                await self._lock_conn.execute(
-                    "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.owner)  # fmt: skip
+                await store.unlock(self._lock_conn, self.owner)
             await self.pool.release(self._lock_conn)
 
     def _on_wake(self, *_: object) -> None:
@@ -197,11 +161,10 @@ class Dispatcher(Periodic):
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 # no more than can be in flight at once: a claim means "inside a send"
-                ids = [r["id"] for r in await conn.fetch(
-                    _CLAIM, now, max(self.settings.concurrency, 1), self.owner)]  # fmt: skip
+                ids = await store.claim(conn, now, max(self.settings.concurrency, 1), self.owner)
             if not ids:
                 return 0
-            rows = await conn.fetch(_DETAILS, ids)
+            rows = await store.details(conn, ids)
         digests: dict[tuple[Any, str], list[asyncpg.Record]] = defaultdict(list)
         jobs = []
         for r in rows:
@@ -216,27 +179,20 @@ class Dispatcher(Periodic):
     async def recover(self) -> int:
         """Re-queue claims of dispatchers that died mid-send (their advisory lock is free)."""
         async with self.pool.acquire() as conn:
-            owners = [r["claimed_by"] for r in await conn.fetch(
-                """SELECT DISTINCT claimed_by FROM deliveries
-                   WHERE status = 'sending' AND claimed_by <> $1""", self.owner)]  # fmt: skip
+            owners = await store.other_claimants(conn, self.owner)
             count = 0
             for owner in owners:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)",
-                                           LOCK_CLASS, owner):  # fmt: skip
+                if not await store.try_lock(conn, owner):
                     continue  # alive: its sends are in flight
                 try:
                     async with conn.transaction():
                         now = self.clock()
-                        back = await conn.fetch(
-                            """UPDATE deliveries SET status = 'pending', due_at = $2,
-                                                     claimed_by = NULL
-                               WHERE status = 'sending' AND claimed_by = $1
-                               RETURNING id, attempts""", owner, now)  # fmt: skip
-                        await log_attempts(conn, [(r["id"], now, "interrupted",
+                        back = await store.release_claims(conn, owner, now)
+                        await store.log_attempts(conn, [(r["id"], now, "interrupted",
                                                    "sender stopped mid-send") for r in back])
                         count += len(back)
                 finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, owner)
+                    await store.unlock(conn, owner)
         if count:
             log.warning("re-queued %d deliveries interrupted by a stopped sender", count)
         return count
@@ -309,9 +265,7 @@ class Dispatcher(Periodic):
         if not self.push.configured:
             return _skip("not_configured")
         async with self.pool.acquire() as conn:
-            subs = await conn.fetch(
-                "SELECT id, endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = $1",
-                r["user_id"])  # fmt: skip
+            subs = await store.push_subscriptions(conn, r["user_id"])
         if not subs:
             return _skip("no_subscription")
         payload = {"id": str(r["nid"]), "wedding_id": str(r["wedding_id"]),
@@ -329,7 +283,7 @@ class Dispatcher(Periodic):
                 retryable = retryable or not exc.permanent
                 if exc.gone:
                     async with self.pool.acquire() as conn:
-                        await conn.execute("DELETE FROM push_subscriptions WHERE id = $1", s["id"])
+                        await store.forget_push_subscription(conn, s["id"])
         if accepted:
             return Outcome("sent", f"{accepted}/{len(subs)} subscriptions")
         return Outcome("failed", "; ".join(errors), permanent=not retryable)
@@ -377,19 +331,12 @@ class Dispatcher(Periodic):
         attempt_result = o.result
         async with self.pool.acquire() as conn, conn.transaction():
             if o.result == "sent":
-                await conn.execute(
-                    """UPDATE deliveries SET status = 'sent', sent_at = $2, provider_ref = $3,
-                                             last_error = NULL
-                       WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-                    ids, now, o.detail, self.owner)  # fmt: skip
+                await store.sent(conn, ids, self.owner, now, o.detail)
             elif o.result == "skipped":
-                await conn.execute(
-                    """UPDATE deliveries SET status = 'skipped', reason = $2
-                       WHERE id = ANY($1::bigint[]) AND claimed_by = $3""",
-                    ids, o.detail, self.owner)  # fmt: skip
+                await store.skipped(conn, ids, self.owner, o.detail)
             else:
                 await self._failed(conn, rows, o, now)
-            await log_attempts(conn, [(r["id"], now, attempt_result,
+            await store.log_attempts(conn, [(r["id"], now, attempt_result,
                                        o.detail if o.result != "sent" else None)
                                       for r in rows])  # fmt: skip
 
@@ -401,16 +348,11 @@ class Dispatcher(Periodic):
         delay = None if o.permanent else retry_after(rows[0]["attempts"], schedule)
         ids = [r["id"] for r in rows]
         if delay is not None:
-            await conn.execute(
-                """UPDATE deliveries SET status = 'pending', due_at = $2, last_error = $3
-                   WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-                ids, now + dt.timedelta(seconds=delay), o.detail, self.owner)  # fmt: skip
+            due = now + dt.timedelta(seconds=delay)
+            await store.retry_at(conn, ids, self.owner, due, o.detail)
             return
         status = "failed" if o.detail == "endpoint_disabled" else "dead"
-        await conn.execute(
-            """UPDATE deliveries SET status = $2, last_error = $3
-               WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-            ids, status, o.detail, self.owner)  # fmt: skip
+        await store.given_up(conn, ids, self.owner, status, o.detail)
         if status != "dead":
             return
         for r in rows:
@@ -418,15 +360,11 @@ class Dispatcher(Periodic):
                     "category": r["category"], "attempts": r["attempts"],
                     "error": o.detail}  # fmt: skip
             # once per death: a replayed delivery that dies again is a new dead letter
-            logged = await conn.fetchval(
-                "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1", r["id"])
+            logged = await store.attempts_logged(conn, r["id"])
             msg_id = f"delivery:{r['id']}:{logged}"
             await self.js.publish(DEAD_LETTERS, json.dumps(body).encode(),
                                   headers={"Nats-Msg-Id": msg_id})  # fmt: skip
         if webhook:
-            await conn.execute(
-                """UPDATE webhooks SET enabled = false, disabled_at = $2, disabled_reason = $3
-                   WHERE id = $1 AND enabled""",
-                rows[0]["webhook_id"], now,
-                f"a delivery failed {rows[0]['attempts']} times: {o.detail}")  # fmt: skip
+            why = f"a delivery failed {rows[0]['attempts']} times: {o.detail}"
+            await store.disable_webhook(conn, rows[0]["webhook_id"], now, why)
             log.warning("webhook %s disabled after persistent failure", rows[0]["webhook_id"])

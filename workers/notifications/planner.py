@@ -20,14 +20,12 @@ from collections.abc import Callable
 
 import msgspec
 
-from app.db.types import Conn
-from app.presence.table import PresenceTable
 from config.settings import NotifySettings
-from streams.definitions import EVENTS, ConsumerSpec
+from runtime.db.types import Conn
+from runtime.presence.table import PresenceTable
 from streams.notifications import Category, Medium, Preferences
 from streams.presence import Status
 from streams.protocol import Event
-from streams.subjects import EVENTS_ROOT
 from workers.notifications import store
 from workers.notifications.rules import Notice, notices
 from workers.notifications.schedule import next_digest, quiet_until
@@ -43,13 +41,6 @@ _decode = msgspec.json.Decoder(Event)
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-CONSUMER = ConsumerSpec(
-    durable="notifications", stream=EVENTS.name, filter_subjects=(f"{EVENTS_ROOT}.>",),
-    description="notifications worker: who hears about each wedding event",
-    deliver_new=True,
-)  # fmt: skip
 
 
 def notification_id(event_id: str, user_id: str) -> uuid.UUID:

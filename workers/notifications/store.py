@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from app.db.notifications import WAKE
-from app.db.types import Conn
 from config.telemetry import traceparent
+from runtime.db.notifications import WAKE
+from runtime.db.types import Conn
 from streams.notifications import Category, Medium, Preferences
 from streams.permissions import Role
 from workers.notifications.rules import CATERING, Member, WeddingContext

@@ -16,9 +16,9 @@ import uuid
 
 import asyncpg
 
-from app.db import presence_minutes
-from app.db.presence_minutes import Sample
-from app.presence import PresenceTable
+from runtime.db import presence_minutes
+from runtime.db.presence_minutes import Sample
+from runtime.presence import PresenceTable
 from streams.presence import Status
 from workers.periodic import Periodic
 

@@ -23,8 +23,8 @@ from typing import Self
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from app.presence import Mirror, expire
 from config.settings import PresenceSettings
+from runtime.presence import Mirror, expire
 from streams.presence import GATEWAY_PREFIX
 from workers.periodic import Periodic
 

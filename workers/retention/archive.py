@@ -29,10 +29,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from app.db import archive
-from app.db.archive import Archived, wedding_lock
-from app.gateway.history import first_held
 from config.settings import RetentionSettings
+from runtime.db import archive
+from runtime.db.archive import Archived, wedding_lock
+from runtime.eventlog import first_held
 from streams.definitions import EVENTS
 from streams.subjects import wedding_wildcard
 from workers.retention.jobs import (

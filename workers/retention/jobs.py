@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 
-from app.db.types import Conn
+from runtime.db.types import Conn
 
 log = logging.getLogger(__name__)
 

@@ -12,21 +12,11 @@ import json
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush_async
 
 from config.settings import NotifySettings
 from workers.notifications.channels.base import NotConfigured, SendError, http_error
-
-
-def public_key(pem: str) -> str:
-    """The VAPID public key as browsers take it (``applicationServerKey``): base64url of
-    the uncompressed P-256 point."""
-    key = Vapid.from_pem(pem.encode()).public_key
-    raw = key.public_bytes(serialization.Encoding.X962,
-                           serialization.PublicFormat.UncompressedPoint)  # fmt: skip
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def topic(key: str) -> str:

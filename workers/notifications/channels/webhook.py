@@ -5,20 +5,14 @@ on it, so a retry (or a re-send after a crash mid-call) is recognisably the same
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import secrets
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from config.settings import NotifySettings
+from runtime.destination import REFUSED, GuardedTransport, refused
 from workers.notifications.channels.base import SendError
-from workers.notifications.channels.destination import REFUSED, GuardedTransport, refused
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def signed_headers(secret: str, msg_id: str, at: dt.datetime, body: str) -> dict[str, str]:

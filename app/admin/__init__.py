@@ -1,0 +1,1 @@
+"""The operator API (/api/admin): streams, consumers, dead letters, sessions, audit."""

@@ -1,0 +1,1 @@
+"""A wedding's event history over HTTP (GET /api/weddings/{id}/events)."""

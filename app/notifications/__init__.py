@@ -1,0 +1,1 @@
+"""Notification inboxes, preferences and push subscriptions over HTTP."""

@@ -1,0 +1,1 @@
+"""Wedding webhooks over HTTP: register, list, rotate, delete, and their delivery log."""

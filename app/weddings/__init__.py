@@ -1,0 +1,1 @@
+"""Weddings: create, read, update, members and roles (routes), and the rows behind them (store)."""

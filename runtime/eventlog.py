@@ -1,0 +1,165 @@
+"""The event log of a wedding: its events read back in order, for resume and history, from
+JetStream and, for what it no longer holds, from the PostgreSQL archive (merged by seq); and
+its position (the newest seq)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from runtime.db import archive
+from streams.definitions import EVENTS, stream_epoch_of
+from streams.permissions import Channel
+from streams.subjects import wedding_subject, wedding_wildcard
+
+Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
+_PAGE = 500
+
+
+async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
+    """The seq of the wedding's first event in JetStream at or after ``from_seq``."""
+    try:
+        msg = await js.get_msg(EVENTS.name, seq=from_seq, subject=wedding_wildcard(wedding_id),
+                               next=True)  # fmt: skip
+    except NotFoundError:
+        return None
+    return int(msg.seq or 0) or None
+
+
+async def _stored(
+    js: JetStreamContext, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    start = await first_held(js, wedding_id, after_seq + 1)
+    if start is None or start > upto:
+        return  # nothing in range is held: no consumer (and no wait for one)
+    # an ordered push consumer delivering to a callback: nats-py's next_msg (and a pull
+    # fetch, built on it) costs a timed wait per message, 2.3x slower (measured: 10 000
+    # events in 0.85 s vs 0.37 s). The bounded queue passes the reader's pace back to the
+    # consumer's flow control.
+    queue: asyncio.Queue[Msg] = asyncio.Queue(_PAGE)
+    sub = await js.subscribe(
+        wedding_wildcard(wedding_id), stream=EVENTS.name, ordered_consumer=True,
+        cb=queue.put,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+    )  # fmt: skip
+    try:
+        while True:
+            if queue.empty():
+                try:
+                    msg = await asyncio.wait_for(queue.get(), 5)
+                except TimeoutError:
+                    return  # nothing more is stored (upto was purged meanwhile)
+            else:
+                msg = queue.get_nowait()
+            md = msg.metadata
+            seq = md.sequence.stream
+            if seq > upto:
+                return
+            yield seq, msg.subject.rsplit(".", 1)[1], msg.data
+            if seq == upto or md.num_pending == 0:
+                return
+    finally:
+        await sub.unsubscribe()
+
+
+async def _archived(
+    pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    while after_seq < upto:
+        async with pool.acquire() as conn:
+            page = await archive.between(conn, wedding_id, after_seq, upto, _PAGE)
+        for row in page:
+            yield row
+        if len(page) < _PAGE:
+            return
+        after_seq = page[-1][0]
+
+
+async def events_between(
+    js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    """The wedding's events with after_seq < seq <= upto, oldest first, each once: the
+    archive's copy wins where both hold a seq (an erased event's redacted copy)."""
+    if upto <= after_seq:
+        return
+    held = _stored(js, wedding_id, after_seq, upto)
+    archived = _archived(pool, wedding_id, after_seq, upto)
+    async with contextlib.aclosing(held), contextlib.aclosing(archived):
+        a = await anext(archived, None)
+        async for item in held:
+            while a is not None and a[0] <= item[0]:
+                yield a
+                skip = a[0] == item[0]
+                a = await anext(archived, None)
+                if skip:
+                    break
+            else:
+                yield item
+        while a is not None:
+            yield a
+            a = await anext(archived, None)
+
+
+async def stream_epoch(js: JetStreamContext) -> str:
+    """The events stream's epoch: its creation time (UTC, ISO 8601 with ``Z``: URL-safe, it
+    is pasted into ``?epoch=``), as stamped in its metadata at start so that a restored
+    stream keeps it (streams/definitions.py); a recreated stream restarts its seqs and
+    gets a new one."""
+    return canonical_epoch(stream_epoch_of(await js.stream_info(EVENTS.name)))
+
+
+def canonical_epoch(epoch: str) -> str:
+    """One spelling of an epoch: the ``+00:00`` of earlier releases (and its unencoded
+    form in a URL, where ``+`` reads as a space) is ``Z``."""
+    epoch = epoch.strip().replace(" ", "+")
+    return epoch[: -len("+00:00")] + "Z" if epoch.endswith("+00:00") else epoch
+
+
+def same_epoch(given: str, current: str) -> bool:
+    """Whether a client's epoch names the stream's current life, whichever form it has."""
+    return canonical_epoch(given) == canonical_epoch(current)
+
+
+async def fully_held(
+    js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID, after_seq: int
+) -> bool:
+    """Whether every event of the wedding after ``after_seq`` is still readable (in
+    JetStream or the archive) and ``after_seq`` is a position this stream has reached."""
+    state = (await js.stream_info(EVENTS.name)).state
+    async with pool.acquire() as conn:
+        marks = await archive.marks(conn, wedding_id)
+        events_from = await conn.fetchval(
+            "SELECT events_from FROM weddings WHERE id = $1", wedding_id)
+    if after_seq > max(state.last_seq, marks.last_seq):
+        return False  # from a longer, older life of the stream
+    if after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq):
+        return True
+    # JetStream lost everything below first_seq; the archive holds the wedding's part of it
+    # if the archive job purged (at least) that far, and there is no part of it if the
+    # wedding began after first_seq (archiving other weddings moved first_seq on)
+    return max(marks.purged_upto, events_from or 0) >= state.first_seq - 1
+
+
+async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID) -> int:
+    """The stream sequence of the wedding's newest event (0 if none)."""
+
+    async def one(channel: Channel) -> int:
+        try:
+            msg = await js.get_last_msg(EVENTS.name, wedding_subject(wedding_id, channel))
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def archived() -> int:
+        async with pool.acquire() as conn:
+            return (await archive.marks(conn, wedding_id)).last_seq
+
+    return max(await asyncio.gather(archived(), *(one(c) for c in Channel)))

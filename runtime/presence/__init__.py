@@ -1,0 +1,16 @@
+"""The presence table: the KV bucket of who is in each wedding room, its in-memory mirror, and
+a record's lifecycle there (key, durable join/leave log, conditional expiry)."""
+
+from runtime.presence.records import expire, publish_log, record_key
+from runtime.presence.table import Change, Kind, Mirror, PresenceTable, presence_bucket
+
+__all__ = [
+    "Change",
+    "Kind",
+    "Mirror",
+    "PresenceTable",
+    "expire",
+    "presence_bucket",
+    "publish_log",
+    "record_key",
+]
