@@ -5,7 +5,8 @@ Two parts. A JetStream consumer of WEDSYNC_DOCS records, per update, the newest 
 of its document (``documents.head_seq``; idempotent, acked after commit by the shared
 runner). The compactor, every ``every`` seconds, takes the documents whose head is past
 their snapshot and which are quiet (no update for ``quiet`` seconds) or far behind
-(``max_behind`` updates), folds the tail into the newest snapshot (app/documents/tail.py)
+(``max_behind`` updates), folds the tail into the newest snapshot
+(runtime/documents/tail.py)
 and stores the result as a new version with who changed it. It reads the updates from
 JetStream, not from its consumer: a crash anywhere loses nothing (the next run folds the
 same tail again), and a concurrent compactor's version is never overwritten by an older one.
