@@ -20,6 +20,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.auth import AuthContext, Identity, provide_identity
+from app.documents.rooms import DocumentHub
 from app.gateway import Hub
 from app.services import Services
 from app.weddings.access import require_member
@@ -45,6 +46,10 @@ def provide_hub(state: State) -> Hub:
     return Services.of(state).gateway()
 
 
+def provide_documents(state: State) -> DocumentHub:
+    return Services.of(state).document_rooms()
+
+
 async def provide_db(conns: Connections) -> AsyncGenerator[Pooled, None]:
     async with conns.pool.acquire() as conn:
         yield conn
@@ -61,6 +66,7 @@ DEPENDENCIES = {
     "auth": Provide(provide_auth, sync_to_thread=False),
     "conns": Provide(provide_conns, sync_to_thread=False),
     "hub": Provide(provide_hub, sync_to_thread=False),
+    "documents": Provide(provide_documents, sync_to_thread=False),
     "db": Provide(provide_db),
     "member": Provide(provide_member),
 }

@@ -22,6 +22,7 @@ from app.collaboration.routes import CollaborationController
 from app.cors import cors_config
 from app.demo import demo_handlers
 from app.deps import DEPENDENCIES
+from app.documents import DocumentController, DocumentHub, document_socket
 from app.edge import EdgeRequest, check_parameters
 from app.edge_scope import ScopeMiddleware
 from app.errors import EXCEPTION_HANDLERS
@@ -81,9 +82,13 @@ def create_app(settings: Settings) -> Litestar:
                 MetricsResponder(conns.nc, telemetry),
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,
+                DocumentHub(conns.nc, conns.js, conns.pool,
+                            settings.gateway.max_per_user) as documents,
             ):
                 conns.on_reconnect.append(hub.resubscribe)
+                conns.on_reconnect.append(documents.resubscribe)
                 services.hub = hub
+                services.documents = documents
                 yield
 
     http_tracing = OpenTelemetryConfig(
@@ -105,6 +110,8 @@ def create_app(settings: Settings) -> Litestar:
             MeController,
             AdminController,
             wedding_socket,
+            DocumentController,
+            document_socket,  # /ws/weddings/{id}/documents/{name}: y-websocket (Yjs)
             metrics_endpoint,
             asyncapi_document,  # /schema/asyncapi.json: the WebSocket protocol
             *demo_handlers(settings),  # `wedsync dev` only: /demo/ and /api/dev/token

@@ -44,7 +44,11 @@ from app.services import Services
 from config.settings import AuthSettings, Settings
 from config.telemetry import Telemetry
 from runtime.connections import Connections
-from streams.definitions import NOTIFICATIONS_CONSUMER, conflicts_consumer
+from streams.definitions import (
+    DOCUMENTS_CONSUMER,
+    NOTIFICATIONS_CONSUMER,
+    conflicts_consumer,
+)
 from streams.subjects import METRICS_SCRAPE
 
 log = logging.getLogger(__name__)
@@ -171,7 +175,7 @@ def watch_pool(pool: asyncpg.Pool) -> None:
 def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
     """(stream, durable) of every worker consumer this build declares."""
     specs = [conflicts_consumer(p) for p in range(settings.conflicts.partitions)]
-    specs.append(NOTIFICATIONS_CONSUMER)
+    specs += [NOTIFICATIONS_CONSUMER, DOCUMENTS_CONSUMER]
     return [(s.stream, s.durable) for s in specs]
 
 

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 
 if TYPE_CHECKING:  # types only: this module is imported by the modules below
     from app.auth import AuthContext
+    from app.documents import DocumentHub
     from app.gateway import Hub
     from config.settings import Settings
     from runtime.connections import Connections
@@ -28,6 +29,7 @@ class Services:
     auth: AuthContext
     conns: Connections | None = None
     hub: Hub | None = None
+    documents: DocumentHub | None = None
 
     @classmethod
     def of(cls, state: State) -> Services:
@@ -43,3 +45,8 @@ class Services:
         if self.hub is None:
             raise RuntimeError("hub not open: did the app's lifespan run?")
         return self.hub
+
+    def document_rooms(self) -> DocumentHub:
+        if self.documents is None:
+            raise RuntimeError("document rooms not open: did the app's lifespan run?")
+        return self.documents

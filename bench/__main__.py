@@ -2,7 +2,8 @@
 
 Scenarios: connections, fanout, overload, peers, faults (bench/connections.py,
 bench/fanout.py, bench/overload.py, bench/peers/, bench/faults/: the outage drill), and the
-standalone scripts presence and resume (bench/presence.py, bench/resume.py; their own
+standalone scripts presence, resume, signals and documents (bench/presence.py,
+bench/resume.py, bench/signals.py, bench/documents.py; their own
 options, ``--out DIR`` here). ``python -m bench SCENARIO -h`` lists a scenario's options.
 Results go to ``--out`` (default bench/results/).
 """
@@ -29,7 +30,8 @@ SCENARIOS: dict[str, ModuleType] = {
     "peers": peers,
     "faults": faults,
 }
-SCRIPTS = ("presence", "resume")  # keep their own CLIs; only --out DIR is translated
+# keep their own CLIs; only --out DIR is translated
+SCRIPTS = ("presence", "resume", "signals", "documents")
 
 
 def _script(name: str, argv: list[str]) -> None:

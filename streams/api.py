@@ -128,6 +128,9 @@ class PersonalExport(msgspec.Struct):
     push_subscriptions: list[dict[str, Any]]
     presence: list[dict[str, Any]]  # minutes present/active per wedding and day
     audit: list[dict[str, Any]]  # what they did, as the audit log recorded it
+    # their private documents (with their text) and how many updates of each shared
+    # document they wrote (docs/documents.md)
+    documents: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class ErasureReport(msgspec.Struct):

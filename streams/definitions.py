@@ -26,6 +26,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 
 from streams.changes import partition_filter
+from streams.documents import DOCS_ROOT
 from streams.subjects import CHANGES_ROOT, DEAD_LETTER_ROOT, EVENTS_ROOT, PRESENCE_ROOT
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,16 @@ CHANGES = StreamSpec(
     max_age=30 * DAY,
     duplicate_window=300.0,  # a change re-sent within 5 min (reconnects) is stored once
 )
-STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG, CHANGES)
+DOCUMENTS = StreamSpec(
+    name="WEDSYNC_DOCS",
+    subjects=(f"{DOCS_ROOT}.>",),
+    description="Yjs updates of every live document, per document: the tail after its snapshot.",
+    # the documents worker folds updates into PostgreSQL snapshots within seconds; a month
+    # of tail leaves room for a long worker outage (docs/documents.md)
+    max_age=30 * DAY,
+    duplicate_window=300.0,  # an update re-sent after a reconnect is stored once
+)
+STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG, CHANGES, DOCUMENTS)
 
 _UPDATABLE = ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
               "max_consumers")  # fmt: skip
@@ -250,3 +260,10 @@ NOTIFICATIONS_CONSUMER = ConsumerSpec(
     description="notifications worker: who hears about each wedding event",
     deliver_new=True,
 )  # fmt: skip
+
+
+DOCUMENTS_CONSUMER = ConsumerSpec(
+    durable="documents-heads",
+    stream=DOCUMENTS.name,
+    description="documents worker: the newest update of each document, for compaction",
+)

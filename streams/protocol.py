@@ -101,7 +101,28 @@ class ChangeFrame(msgspec.Struct, tag="change", forbid_unknown_fields=True):
     base_version: Seq | None = None
 
 
-ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFrame
+class SignalKind(StrEnum):
+    TYPING = "typing"  # in ``channel`` (one the sender may write): "Ann is typing..."
+    VIEWING = "viewing"  # ``target`` (e.g. "seating_chart"), in ``channel`` if given
+
+
+#: seconds a receiver shows a signal that is not renewed (a sender renews every few seconds
+#: while it lasts, and sends ``active: false`` when it ends)
+SIGNAL_TTL = 5.0
+SignalTarget = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class SignalFrame(msgspec.Struct, tag="signal", forbid_unknown_fields=True):
+    """An ephemeral signal ("typing...", "looking at the seating chart"): relayed live to
+    the room over core NATS, never stored, never acked; rate limited like presence."""
+
+    kind: SignalKind
+    channel: Channel | None = None
+    target: SignalTarget | None = None
+    active: bool = True
+
+
+ClientFrame = MessageFrame | ResumeFrame | PingFrame | PresenceFrame | ChangeFrame | SignalFrame
 
 _client_frame = msgspec.json.Decoder(ClientFrame)
 
@@ -264,6 +285,20 @@ class EditingConflictFrame(msgspec.Struct, tag="editing_conflict"):
     peers: list[EditingPeer]
 
 
+class PeerSignalFrame(msgspec.Struct, tag="peer_signal"):
+    """Another member's :class:`SignalFrame`, to the members who may read its channel and
+    see its sender (presence visibility); show it for ``SIGNAL_TTL`` seconds unless renewed
+    or ended (``active: false``)."""
+
+    user_id: str
+    display_name: str | None
+    connection_id: str
+    kind: SignalKind
+    channel: Channel | None
+    target: str | None
+    active: bool
+
+
 ServerFrame = (
     WelcomeFrame
     | EventFrame
@@ -275,6 +310,7 @@ ServerFrame = (
     | EditingConflictFrame
     | NotificationFrame
     | PermissionsFrame
+    | PeerSignalFrame
 )
 
 

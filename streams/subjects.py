@@ -13,6 +13,7 @@ EVENTS_ROOT = f"{ROOT}.wedding"
 DEAD_LETTER_ROOT = f"{ROOT}.dlq"
 CONTROL_ROOT = f"{ROOT}.control"
 PRESENCE_ROOT = f"{ROOT}.presence"
+SIGNAL_ROOT = f"{ROOT}.signal"
 CHANGES_ROOT = f"{ROOT}.changes"
 
 
@@ -45,6 +46,11 @@ def control_subject(wedding_id: uuid.UUID | str) -> str:
 def presence_subject(wedding_id: uuid.UUID | str, kind: str) -> str:
     """Durable presence log: ``wedsync.presence.<id>.<joined|left>``."""
     return f"{PRESENCE_ROOT}.{_token(str(wedding_id))}.{_token(kind)}"
+
+def signal_subject(wedding_id: uuid.UUID | str) -> str:
+    """Core NATS (never stored): ephemeral signals of one wedding's room (typing...)."""
+    return f"{SIGNAL_ROOT}.{_token(str(wedding_id))}"
+
 
 # core NATS request: every process answers with its Prometheus metrics (app/metrics.py)
 METRICS_SCRAPE = f"{ROOT}.metrics.scrape"

@@ -33,6 +33,8 @@ RUNS: dict[str, tuple[str, ...]] = {
     "presence": ("--users", "12", "--room", "4", "--rate", "10", "--duration", "1",
                  "--loaders", "1", "--gateways", "1"),
     "resume": ("--events", "40", "--repeat", "2"),
+    "signals": ("--users", "8", "--room", "4", "--rate", "10", "--duration", "1",
+                "--gateways", "2"),
     "overload": ("--rooms", "2", "--members", "3", "--duration", "2", "--capacity", "12",
                  "--levels", "0.5,1", "--gateways", "1", "--loaders", "1"),
 }  # fmt: skip
@@ -135,6 +137,13 @@ async def test_presence(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
     assert r["updates_sent"] > 0 and r["diffs_received"] > 0
     assert r["diffs_received"] <= r["expected_receipts"]
     assert sum(r["per_second"]["diffs received"]) == r["diffs_received"]
+
+
+async def test_signals(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
+    r = await result_of(runs, "signals")
+    assert r["sockets_open"] == r["users"] == 8
+    assert 0 < r["signals_received"] <= r["expected_receipts"]
+    assert r["events_stored_meanwhile"] == 0  # never written to JetStream
 
 
 async def test_resume(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:

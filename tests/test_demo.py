@@ -90,6 +90,19 @@ def test_the_demo_imports_what_the_sdk_builds_to() -> None:
     assert checked_in() == bundle(), "stale demo SDK copy: run `python -m sdk.demo_bundle`"
 
 
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not on PATH (installs yjs)")
+def test_the_demo_vendors_what_tests_yjs_installs() -> None:
+    """app/demo/static/vendor and the page's import map are tests/yjs's yjs + y-websocket."""
+    from sdk.demo_vendor import MODULES, PAGE, checked_in, page_with, resolve
+
+    if not (MODULES / "y-websocket" / "package.json").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+                       cwd=MODULES.parent, check=True, capture_output=True, timeout=300)  # fmt: skip
+    files, imports = resolve()
+    assert checked_in() == files, "stale demo yjs copy: run `python -m sdk.demo_vendor`"
+    assert PAGE.read_text() == page_with(imports), "stale import map: `python -m sdk.demo_vendor`"
+
+
 class Api:
     """One `wedsync api` process on a fixed port, restartable there (a gateway restart)."""
 
@@ -257,3 +270,53 @@ async def _chat_count(world: World, text: str) -> int:
                         headers=world.auth(world.couple))  # fmt: skip
     assert r.status_code == 200
     return sum(1 for item in r.json()["events"] if item["event"].get("data", {}).get("text") == text)
+
+
+async def test_shared_notes_and_typing_in_two_browser_tabs(
+    settings: Settings, apis: tuple[list[Api], int]
+) -> None:
+    """The notes panel (yjs + y-websocket in the page, vendored: app/demo/static/vendor)
+    on two gateway processes: both type, both converge, each sees the other's cursor; and
+    "typing..." in chat (ephemeral signals)."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium on PATH and `apt-get install chromium` was not possible")
+    from playwright.async_api import async_playwright, expect
+
+    (first, second), _ = apis
+    world = World(settings, first.base)
+    await world.create()
+    planner = await world.add("planner")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, headless=True,
+                                           args=["--no-sandbox", "--disable-dev-shm-usage"])  # fmt: skip
+        pages = []
+        for base, user, name in ((first.base, world.couple, "Couple"),
+                                 (second.base, planner, "Planner")):  # fmt: skip
+            page = await (await browser.new_context()).new_page()
+            await page.goto(f"{base}/demo/?user={user}&name={name}&wedding={world.wedding}")
+            await expect(page.locator("#notes-status")).to_have_attribute("data-state", "synced",
+                                                                          timeout=15000)  # fmt: skip
+            pages.append(page)
+        a, b = pages
+        # (concurrent typing is tested with pycrdt and Node: tests/test_documents*.py; here
+        # the second tab types after the first tab's text arrived, at its end)
+        await a.locator("#notes-text").press_sequentially("Vows at four. ")
+        await expect(b.locator("#notes-text")).to_have_value("Vows at four. ")
+        await b.locator("#notes-text").press("End")
+        await b.locator("#notes-text").press_sequentially("Cake at six. ")
+        text = "() => window.wedsyncNotes.text.toString()"
+        for page in (a, b):
+            await expect(page.locator("#notes-text")).to_have_value("Vows at four. Cake at six. ")
+        assert await a.evaluate(text) == await b.evaluate(text)
+        assert await a.locator("#notes-text").input_value() == await a.evaluate(text)
+        await expect(b.locator(f"#notes-cursors li[data-user='{world.couple}']")).to_contain_text(
+            "Couple — line 1")  # fmt: skip
+        await expect(a.locator(f"#notes-cursors li[data-user='{planner}']")).to_contain_text(
+            "Planner")  # fmt: skip
+        # typing in chat shows in the other tab, and ends when the message is sent
+        await a.locator("#chat-form input[name=text]").press_sequentially("hel")
+        await expect(b.locator("#typing")).to_contain_text("is typing")
+        await a.press("#chat-form input[name=text]", "Enter")
+        await expect(b.locator("#typing")).to_have_text("")
+        await browser.close()

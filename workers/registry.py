@@ -150,9 +150,25 @@ def _retention(settings: Settings) -> WorkerDefinition:
     return WorkerDefinition("retention", service=service)
 
 
+def _documents(settings: Settings) -> WorkerDefinition:
+    from workers.documents import CONSUMER, Compactor, HeadHandler
+    from workers.runner import ConsumerRunner
+
+    @contextlib.asynccontextmanager
+    async def service(conns: Connections) -> AsyncIterator[Service]:
+        async with (
+            ConsumerRunner(conns.js, conns.pool, CONSUMER, HeadHandler(), settings.worker) as heads,
+            Compactor(conns.js, conns.pool) as compactor,
+        ):
+            yield Together(heads, compactor)
+
+    return WorkerDefinition("documents", service=service)
+
+
 WORKERS: dict[str, Callable[[Settings], WorkerDefinition]] = {
     "presence": _presence,
     "conflicts": _conflicts,
     "notifications": _notifications,
     "retention": _retention,
+    "documents": _documents,
 }

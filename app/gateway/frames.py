@@ -13,7 +13,7 @@ from litestar.exceptions import WebSocketDisconnect
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from app.gateway import session
+from app.gateway import session, signals
 from app.gateway.connection import Connection, frame_text
 from app.gateway.context import SocketContext
 from app.gateway.limits import TokenBucket
@@ -34,6 +34,7 @@ from streams.protocol import (
     PongFrame,
     PresenceFrame,
     ResumeFrame,
+    SignalFrame,
     decode_client_frame,
 )
 from streams.state import CHANNEL_OF, EntityKind, FieldError, Op, validate_fields
@@ -98,6 +99,13 @@ async def read(ctx: SocketContext) -> None:
                 await _presence(ctx, frame)
             else:
                 _limited(ctx, None)
+        elif isinstance(frame, SignalFrame):  # ephemeral: never stored (app/gateway/signals.py)
+            if not bucket.take():
+                _limited(ctx, None)
+            elif (why := signals.refused(conn, frame)) is not None:
+                conn.refuse(*why)
+            else:
+                await signals.publish(ctx.conns.nc, conn, frame)
         elif isinstance(frame, ResumeFrame):  # charged by its size (app/gateway/limits.py)
             ctx.spawn("resume", resume(ctx, frame.after_seq, frame.epoch))
         elif isinstance(frame, MessageFrame | ChangeFrame):

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import assert_never
 
@@ -31,6 +32,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from app.gateway import signals
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.diffs import DiffBatcher, diff_frame
@@ -58,7 +60,7 @@ from streams.protocol import (
     StatusChanged,
     event_frame,
 )
-from streams.subjects import CONTROL_ROOT, wedding_wildcard
+from streams.subjects import CONTROL_ROOT, signal_subject, wedding_wildcard
 
 _encode = msgspec.json.Encoder()
 _decode_control = msgspec.json.Decoder(ControlMessage)
@@ -123,6 +125,10 @@ GUESTS = Channel.GUESTS.value
 OPEN_AT_ONCE = 8
 
 
+async def _on_signal(room: Room, msg: Msg) -> None:
+    signals.deliver(room.connections, msg)
+
+
 class Room:
     def __init__(
         self,
@@ -136,6 +142,7 @@ class Room:
         self.contacts = contacts
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
+        self.signals: Subscription | None = None  # core NATS: typing... (app/gateway/signals.py)
         self.presence = DiffBatcher(batch_window, self.on_presence)
         # the wedding's newest event seq: looked up once when the room opens, then
         # advanced by the room's own subscription (so a welcome costs no NATS request)
@@ -323,6 +330,8 @@ class Hub:
         room.sub = await self._subscribe(room, None)
         # after subscribing: older events are in the lookup, newer reach on_event
         try:
+            room.signals = await self.nc.subscribe(signal_subject(wedding_id),
+                                                   cb=partial(_on_signal, room))  # fmt: skip
             room.head = max(room.head, await last_seq(self.js, self.pool, wedding_id))
         except BaseException:
             await self._drop(room)
@@ -410,6 +419,10 @@ class Hub:
             with contextlib.suppress(Exception):
                 await room.sub.unsubscribe()
             room.sub = None
+        if room.signals is not None:
+            with contextlib.suppress(Exception):
+                await room.signals.unsubscribe()
+            room.signals = None
 
     async def _on_control(self, msg: Msg) -> None:
         try:

@@ -20,7 +20,9 @@ What goes:
 * mentions of them in other members' messages (and server events) of those weddings,
   whole-word (:class:`~app.privacy.redact.Redactor`), and in notification texts there;
 * JetStream: their presence log entries, their applied change requests and the dead
-  letters of their events, changes and deliveries (secure deletes); their presence keys.
+  letters of their events, changes and deliveries (secure deletes); their presence keys;
+* live documents (app/documents/privacy.py): their private documents (rows, versions and
+  their updates in WEDSYNC_DOCS), and their name in shared documents' authorship.
 
 What is not rewritten: wedding state. Entities (the guest list, tasks, vendors…) belong
 to the wedding and every client holds a copy, so an erase never updates an entity row:
@@ -50,6 +52,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from app.auth import ContactCipher
+from app.documents.privacy import erase as erase_documents
 from app.privacy.redact import ERASED, Identifiers, Redactor, erase_event
 from app.privacy.scan import StoredMsg, scan
 from runtime import control
@@ -168,6 +171,9 @@ async def erase(
     out.changes_queued = await _state_changes(conns, user_id, out.weddings, partitions)
     erased_events = await _events(conns, user_id, redactors, out)
     await _jetstream(conns, user_id, partitions, out)
+    deleted, authors = await erase_documents(conns, user_id)
+    out.count(out.rows_deleted, "documents", deleted)
+    out.count(out.rows_redacted, "document_authors", authors)
     async with conns.pool.acquire() as conn, conn.transaction():
         await _own_rows(conn, user_id, out)
         await _derived_text(conn, user_id, redactors, erased_events, out)

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from app.auth import ContactCipher, GuestContacts, Identity
+from app.documents.privacy import export as document_export
 from app.privacy.erase import weddings_of
 from runtime.connections import Connections
 from runtime.eventlog import events_between, last_seq
@@ -102,9 +103,10 @@ async def export(
             async for seq, channel, data in replay:
                 if (item := _authored(uid, seq, channel, data, contacts)) is not None:
                     events.append({"wedding_id": wedding_id, **item})
+    documents = await document_export(conns, uid)
     return PersonalExport(
         user_id=uid, exported_at=dt.datetime.now(dt.UTC),
         claims={"name": who.name, "email": who.email}, memberships=memberships,
         sessions=sessions, events=events, notifications=notifications, preferences=preferences,
-        push_subscriptions=push, presence=presence, audit=audit,
+        push_subscriptions=push, presence=presence, audit=audit, documents=documents,
     )  # fmt: skip

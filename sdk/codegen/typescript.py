@@ -31,6 +31,7 @@ INPUTS: tuple[Any, ...] = (
     protocol.PingFrame,
     protocol.PresenceFrame,
     protocol.ChangeFrame,
+    protocol.SignalFrame,
     protocol.AuthFrame,
     *state.FIELDS.values(),
 )
@@ -46,6 +47,7 @@ OUTPUTS: tuple[Any, ...] = (
     protocol.EditingConflictFrame,
     notifications.NotificationFrame,
     protocol.PermissionsFrame,
+    protocol.PeerSignalFrame,
     protocol.Event,
     protocol.EventPage,
     api.JoinResponse,
@@ -54,11 +56,11 @@ OUTPUTS: tuple[Any, ...] = (
 )
 ENUMS: tuple[Any, ...] = (
     Role, Channel, WeddingStatus, state.EntityKind, state.Op, presence.Status,
-    notifications.Category, state.VendorStatus, state.Rsvp,
+    notifications.Category, state.VendorStatus, state.Rsvp, protocol.SignalKind,
 )  # fmt: skip
 UNIONS = {
-    "ClientFrame": [c.__name__ for c in INPUTS[:5]],
-    "ServerFrame": [c.__name__ for c in OUTPUTS[:10]],
+    "ClientFrame": [c.__name__ for c in INPUTS[:6]],
+    "ServerFrame": [c.__name__ for c in OUTPUTS[:11]],
 }
 
 HEADER = """\

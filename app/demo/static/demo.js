@@ -1,5 +1,6 @@
 // The demo app: plain DOM on the public SDK (the same modules as sdk/js/dist), nothing private.
 import { createClient } from "/demo/sdk/index.js";
+import { openNotes } from "/demo/notes.js";
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -216,8 +217,35 @@ async function enter(weddingId) {
   renderEntities();
   renderOthers();
   room.setPresence({ location: "/demo" });
+  room.on("signal", onSignal);
   await loadChatHistory();
+  openNotes({ weddingId, token: me.token, name: me.name, userId: me.user_id })
+    .catch((error) => { $("#notes-status").textContent = error.message; });
 }
+
+// -- "typing..." in chat: ephemeral signals (never stored), shown for 5 s unless renewed --
+
+const typing = new Map(); // user id -> { name, until }
+function onSignal(f) {
+  if (f.kind !== "typing" || f.channel !== "chat") return;
+  if (f.active) typing.set(f.user_id, { name: f.display_name ?? f.user_id, until: Date.now() + 5000 });
+  else typing.delete(f.user_id);
+  renderTyping();
+}
+function renderTyping() {
+  const now = Date.now();
+  for (const [id, t] of typing) if (t.until < now) typing.delete(id);
+  const names = [...typing.values()].map((t) => t.name);
+  $("#typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
+  $("#typing").dataset.users = [...typing.keys()].join(" ");
+}
+setInterval(renderTyping, 1000);
+let typingSent = 0;
+$("#chat-form input[name=text]").addEventListener("input", () => {
+  if (Date.now() - typingSent < 2000) return; // renewed every 2 s while typing
+  typingSent = Date.now();
+  room?.signal({ kind: "typing", channel: "chat" });
+});
 
 // the browser knows before the socket does: drop it at once, and reconnect at once when back
 window.addEventListener("offline", () => room?.reconnect());
@@ -254,7 +282,11 @@ onSubmit("#invite-form", async ({ name, role }) => {
     " (another browser profile or a private window, so each tab signs in as its own user)");
 });
 onSubmit("#task-form", async ({ title }) => { void change("tasks", newId("t"), "create", { title }); });
-onSubmit("#chat-form", async ({ text }) => { void room.send("chat", { text }); });
+onSubmit("#chat-form", async ({ text }) => {
+  void room.send("chat", { text });
+  typingSent = 0;
+  room.signal({ kind: "typing", channel: "chat", active: false });
+});
 onSubmit("#timeline-form", async ({ title, start }) => {
   const at = new Date(start);
   void change("timeline", newId("tl"), "create", { title, start: at.toISOString(), end: new Date(at.getTime() + 3600e3).toISOString() });

@@ -2,7 +2,7 @@ import type { ServerFrame } from "./generated/protocol.js";
 
 const SERVER_TYPES = new Set([
   "welcome", "event", "ack", "error", "resumed", "pong", "presence_diff",
-  "editing_conflict", "notification", "permissions",
+  "editing_conflict", "notification", "permissions", "peer_signal",
 ]);
 
 /**

@@ -20,11 +20,13 @@ import {
   type MessageFrame,
   type Notification,
   type Op,
+  type PeerSignalFrame,
   type PermissionsFrame,
   type PresenceFrame,
   type ResumedFrame,
   type Role,
   type ServerFrame,
+  type SignalFrame,
   type UserPresence,
   type WelcomeFrame,
 } from "./generated/protocol.js";
@@ -63,6 +65,9 @@ export interface RoomEvents {
   notification: Notification;
   permissions: PermissionsFrame;
   editingConflict: EditingConflictFrame;
+  /** another member's ephemeral signal ("typing..."): show it for a few seconds unless
+   * renewed, or until `active: false` (docs/protocol.md, "Ephemeral signals") */
+  signal: PeerSignalFrame;
   /** a replay after a reconnect is complete (`recovered: false`: the state was reloaded) */
   resumed: ResumedFrame;
   /** the state was (re)loaded from `/state` */
@@ -260,6 +265,14 @@ export class Room {
     this.throwIfClosed();
     this.presenceSet = { ...this.presenceSet, ...update };
     this.transmitText(JSON.stringify({ type: "presence", ...update }));
+  }
+
+  /** Send an ephemeral signal ("typing..." in a channel, "viewing" a target): relayed live,
+   * never stored, never acked, not queued while offline. Renew it every few seconds while
+   * it lasts; `active: false` ends it. */
+  signal(signal: Omit<SignalFrame, "type">): void {
+    this.throwIfClosed();
+    if (this.ws?.readyState === 1) this.ws.send(JSON.stringify({ type: "signal", ...signal }));
   }
 
   /** Drop the connection and reconnect now (resuming where the room is). */
@@ -543,6 +556,9 @@ export class Room {
         return;
       case "editing_conflict":
         this.emitter.emit("editingConflict", frame);
+        return;
+      case "peer_signal":
+        this.emitter.emit("signal", frame);
         return;
       case "notification":
         this.emitter.emit("notification", frame.notification);

@@ -1,7 +1,7 @@
 // Copied from sdk/js/dist by `python -m sdk.demo_bundle`: do not edit.
 const SERVER_TYPES = new Set([
     "welcome", "event", "ack", "error", "resumed", "pong", "presence_diff",
-    "editing_conflict", "notification", "permissions",
+    "editing_conflict", "notification", "permissions", "peer_signal",
 ]);
 /**
  * The frames of one WebSocket message. With `batch=1` the server sends what it had queued

@@ -146,6 +146,14 @@ export class Room {
         this.presenceSet = { ...this.presenceSet, ...update };
         this.transmitText(JSON.stringify({ type: "presence", ...update }));
     }
+    /** Send an ephemeral signal ("typing..." in a channel, "viewing" a target): relayed live,
+     * never stored, never acked, not queued while offline. Renew it every few seconds while
+     * it lasts; `active: false` ends it. */
+    signal(signal) {
+        this.throwIfClosed();
+        if (this.ws?.readyState === 1)
+            this.ws.send(JSON.stringify({ type: "signal", ...signal }));
+    }
     /** Drop the connection and reconnect now (resuming where the room is). */
     reconnect() {
         this.abandon?.(4000, "reconnect asked by the app");
@@ -437,6 +445,9 @@ export class Room {
                 return;
             case "editing_conflict":
                 this.emitter.emit("editingConflict", frame);
+                return;
+            case "peer_signal":
+                this.emitter.emit("signal", frame);
                 return;
             case "notification":
                 this.emitter.emit("notification", frame.notification);

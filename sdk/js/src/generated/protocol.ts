@@ -282,6 +282,22 @@ export type Op = "create" | "update" | "delete";
 export const OpValues = ["create", "update", "delete"] as const;
 
 /**
+ * Another member's `SignalFrame`, to the members who may read its channel and
+ * see its sender (presence visibility); show it for `SIGNAL_TTL` seconds unless renewed
+ * or ended (`active: false`).
+ */
+export interface PeerSignalFrame {
+  type: "peer_signal";
+  user_id: string;
+  display_name: string | null;
+  connection_id: string;
+  kind: SignalKind;
+  channel: Channel | null;
+  target: string | null;
+  active: boolean;
+}
+
+/**
  * What this socket may do changed (a role change, the wedding completed): from now on
  * writes are checked against these, as the welcome's were.
  */
@@ -341,6 +357,28 @@ export const RoleValues = ["couple", "planner", "vendor", "family", "guest"] as 
 
 export type Rsvp = "pending" | "yes" | "no";
 export const RsvpValues = ["pending", "yes", "no"] as const;
+
+/**
+ * An ephemeral signal ("typing...", "looking at the seating chart"): relayed live to
+ * the room over core NATS, never stored, never acked; rate limited like presence.
+ */
+export interface SignalFrame {
+  type: "signal";
+  kind: SignalKind;
+  /** @default null */
+  channel?: Channel | null;
+  /**
+   * @minLength 1
+   * @maxLength 128
+   * @default null
+   */
+  target?: string | null;
+  /** @default true */
+  active?: boolean;
+}
+
+export type SignalKind = "typing" | "viewing";
+export const SignalKindValues = ["typing", "viewing"] as const;
 
 export type Status = "active" | "idle" | "away" | "busy";
 export const StatusValues = ["active", "idle", "away", "busy"] as const;
@@ -442,7 +480,8 @@ export type ClientFrame =
   | ResumeFrame
   | PingFrame
   | PresenceFrame
-  | ChangeFrame;
+  | ChangeFrame
+  | SignalFrame;
 
 export type ServerFrame =
   | WelcomeFrame
@@ -454,7 +493,8 @@ export type ServerFrame =
   | PresenceDiffFrame
   | EditingConflictFrame
   | NotificationFrame
-  | PermissionsFrame;
+  | PermissionsFrame
+  | PeerSignalFrame;
 
 /** `Sec-WebSocket-Protocol`: offer `[SUBPROTOCOL, TOKEN_PREFIX + token]`. */
 export const SUBPROTOCOL = "wedsync.v1";

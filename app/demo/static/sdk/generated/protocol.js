@@ -8,6 +8,7 @@ export const EntityKindValues = ["timeline", "budget", "vendors", "guests", "tas
 export const OpValues = ["create", "update", "delete"];
 export const RoleValues = ["couple", "planner", "vendor", "family", "guest"];
 export const RsvpValues = ["pending", "yes", "no"];
+export const SignalKindValues = ["typing", "viewing"];
 export const StatusValues = ["active", "idle", "away", "busy"];
 export const VendorStatusValues = ["enquired", "booked", "confirmed", "cancelled"];
 export const WeddingStatusValues = ["planning", "wedding_day", "completed", "cancelled"];
