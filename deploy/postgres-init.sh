@@ -1,7 +1,7 @@
 #!/bin/sh
 # PostgreSQL's first start (docker-entrypoint-initdb.d): the login role the API and the
 # workers use. Least privilege: no superuser, no BYPASSRLS, no DDL; its rights come from the
-# group role wedsync_runtime, which migration 0010 grants table by table (docs/security.md).
+# group role wedsync_runtime, which migration 0011 grants table by table (docs/security.md).
 set -eu
 psql -v ON_ERROR_STOP=1 -v app_password="$WEDSYNC_APP_DB_PASSWORD" \
      --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'

@@ -24,12 +24,14 @@ from runtime.db import archive, scope
 
 pytestmark = pytest.mark.asyncio
 
-#: every table with a wedding's rows (delivery_attempts: through its delivery)
+#: every table with a wedding's rows (delivery_attempts, document_snapshots and document_authors:
+#: through their delivery or document)
 SCOPED = [
     "weddings", "wedding_members", "sessions", "audit_log", "presence_minutes",
     "presence_days", "wedding_state", "entities", "approvals", "notifications", "deliveries",
     "delivery_attempts", "notification_preferences", "webhooks", "escalations",
-    "event_archive", "archive_marks", "event_outbox", "outbox_published",
+    "event_archive", "archive_marks", "event_outbox", "outbox_published", "documents",
+    "document_snapshots", "document_authors",
 ]  # fmt: skip
 #: tables without a wedding: the workers' own bookkeeping, a user's push subscriptions
 UNSCOPED = {"worker_consumed", "worker_failures", "push_subscriptions", "retention_runs",
@@ -40,6 +42,15 @@ UNSCOPED = {"worker_consumed", "worker_failures", "push_subscriptions", "retenti
 class Wedding:
     id: uuid.UUID
     delivery_id: int
+    document_id: uuid.UUID
+
+
+#: tables whose rows belong to a wedding through another row (column, Wedding attribute)
+THROUGH = {
+    "delivery_attempts": ("delivery_id", "delivery_id"),
+    "document_snapshots": ("document_id", "document_id"),
+    "document_authors": ("document_id", "document_id"),
+}
 
 
 async def _seed(owner: asyncpg.Connection[Any], user: str) -> Wedding:
@@ -102,7 +113,15 @@ async def _seed(owner: asyncpg.Connection[Any], user: str) -> Wedding:
         "INSERT INTO event_outbox (partition, wedding_id, subject, msg_id, payload) "
         "VALUES (0, $1, 's', $2, '\\x00')", w, uuid.uuid4().hex)  # fmt: skip
     await owner.execute("INSERT INTO outbox_published VALUES ($1, 1)", w)
-    return Wedding(w, delivery)
+    doc = uuid.uuid4()
+    await owner.execute(
+        "INSERT INTO documents (id, wedding_id, name, created_by) VALUES ($1, $2, 'notes', $3)",
+        doc, w, user)  # fmt: skip
+    await owner.execute(
+        "INSERT INTO document_snapshots (document_id, seq, state) VALUES ($1, 1, '\\x00')", doc)
+    await owner.execute(
+        "INSERT INTO document_authors VALUES ($1, 1, $2, 1)", doc, user)
+    return Wedding(w, delivery, doc)
 
 
 def _key(table: str) -> str:
@@ -112,9 +131,10 @@ def _key(table: str) -> str:
 async def _visible(conn: Any, table: str, w: Wedding) -> int:
     """Rows of wedding ``w`` in ``table`` that ``conn`` sees (asked by its id: no WHERE
     clause of ours is missing, only the scope)."""
-    if table == "delivery_attempts":
+    if table in THROUGH:
+        column, attr = THROUGH[table]
         return int(await conn.fetchval(
-            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1", w.delivery_id))  # fmt: skip
+            f"SELECT count(*) FROM {table} WHERE {column} = $1", getattr(w, attr)))  # fmt: skip
     return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {_key(table)} = $1", w.id))
 
 
@@ -167,9 +187,13 @@ async def test_scoped_to_a_wedding_b_cannot_be_read_or_written(
             assert ids == {a.id}
             # B's rows: updates and deletes find nothing
             for table in SCOPED:
-                if table == "delivery_attempts":
-                    continue
-                status = await conn.execute(f"DELETE FROM {table} WHERE {_key(table)} = $1", b.id)
+                if table in THROUGH:
+                    column, attr = THROUGH[table]
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE {column} = $1", getattr(b, attr))
+                else:
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE {_key(table)} = $1", b.id)
                 assert status == "DELETE 0", table
             assert await conn.execute(
                 "UPDATE wedding_members SET role = 'guest' WHERE wedding_id = $1", b.id

@@ -83,7 +83,7 @@ async def by_token(conn: Conn, token: str) -> asyncpg.Record | None:
 
 async def wedding_of_token(conn: Conn, token: str) -> uuid.UUID | None:
     """The wedding of the live session a token opens, whichever wedding the connection is
-    scoped to (a SECURITY DEFINER function of migration 0010: the one lookup made before
+    scoped to (a SECURITY DEFINER function of migration 0011: the one lookup made before
     the wedding is known)."""
     found: uuid.UUID | None = await conn.fetchval(
         "SELECT wedsync_session_wedding($1)", token_hash(token)

@@ -18,7 +18,7 @@ import asyncpg
 from runtime.db.types import Conn
 
 # one partition creator at a time (CREATE ... IF NOT EXISTS races): taken by the SQL
-# function wedsync_archive_partition (migration 0010), whose literal must stay equal
+# function wedsync_archive_partition (migration 0011), whose literal must stay equal
 _PARTITION_LOCK = 0x57ED_A7C
 _WEDDING_LOCK = 0x57EF  # pg_advisory_lock(class, wedding): archive job vs erase of one wedding
 
@@ -70,7 +70,7 @@ async def ensure_partitions(conn: Conn, stored: list[dt.datetime]) -> None:
         return
     for m in missing:
         # DDL as the owner: the runtime role may not (a SECURITY DEFINER function of
-        # migration 0010, taking the _PARTITION_LOCK itself, naming it partition_name(m))
+        # migration 0011, taking the _PARTITION_LOCK itself, naming it partition_name(m))
         await conn.execute("SELECT wedsync_archive_partition($1)", m)
 
 

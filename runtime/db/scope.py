@@ -1,6 +1,6 @@
 """Which rows a connection may touch: the wedding scope row-level security enforces.
 
-Every wedding-scoped table has a policy on two settings (migration 0010):
+Every wedding-scoped table has a policy on two settings (migration 0011):
 ``wedsync.wedding_id`` (the rows of that wedding) and ``wedsync.scope = 'system'`` (every
 wedding: only the named paths of docs/security.md). Neither set: no rows at all, so a
 query that forgot its ``WHERE wedding_id`` finds nothing instead of another tenant.

@@ -31,7 +31,7 @@ from wedsync.embedded.process import (
 SERVICE_ACCOUNT = "wedsync_pg"
 DATABASE = "wedsync"
 #: the login role the app and workers run as (``service_url``): a member of the runtime
-#: group role of migration 0010, no superuser, no BYPASSRLS, owning nothing; the superuser
+#: group role of migration 0011, no superuser, no BYPASSRLS, owning nothing; the superuser
 #: (``url``) only migrates
 SERVICE_ROLE = "wedsync_service"
 RUNTIME_ROLE = "wedsync_runtime"
@@ -174,7 +174,7 @@ class EmbeddedPostgres(EmbeddedServer):
 
     async def _ensure_service_role(self, conn: asyncpg.Connection[Any]) -> None:
         """The login role of the app (roles are per cluster: once for every database). The
-        group role is migration 0010's too; made here first so the membership can be."""
+        group role is migration 0011's too; made here first so the membership can be."""
         self._service_password = self._service_secret()
         await conn.execute(f"""DO $$ BEGIN
             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{RUNTIME_ROLE}') THEN

@@ -24,7 +24,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON
     worker_consumed, worker_failures, weddings, wedding_members, sessions, audit_log,
     presence_minutes, presence_days, wedding_state, entities, approvals, notifications,
     deliveries, delivery_attempts, notification_preferences, push_subscriptions, webhooks,
-    escalations, event_archive, archive_marks, retention_runs, event_outbox, outbox_published
+    escalations, event_archive, archive_marks, retention_runs, event_outbox, outbox_published,
+    documents, document_snapshots, document_authors
     TO wedsync_runtime;
 GRANT SELECT ON schema_migrations TO wedsync_runtime;  -- read only: which schema it runs on
 GRANT USAGE ON SEQUENCE audit_log_id_seq, deliveries_id_seq, retention_runs_id_seq,
@@ -50,7 +51,7 @@ BEGIN
         'wedding_members', 'sessions', 'audit_log', 'presence_minutes', 'presence_days',
         'wedding_state', 'entities', 'approvals', 'notifications', 'deliveries',
         'notification_preferences', 'webhooks', 'escalations', 'event_archive',
-        'archive_marks', 'event_outbox', 'outbox_published'
+        'archive_marks', 'event_outbox', 'outbox_published', 'documents'
     ] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
@@ -106,3 +107,18 @@ SET search_path = public, pg_temp SET wedsync.scope = 'system' AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION wedsync_session_wedding(bytea) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wedsync_session_wedding(bytea) TO wedsync_runtime;
+
+-- A document's versions and authors belong to the wedding of their document (the
+-- subqueries are themselves filtered by the documents policy).
+ALTER TABLE document_snapshots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE document_snapshots FORCE ROW LEVEL SECURITY;
+CREATE POLICY wedding_scope ON document_snapshots TO PUBLIC
+    USING (wedsync_scope_system() OR EXISTS (
+        SELECT FROM documents d WHERE d.id = document_id
+                                  AND d.wedding_id = wedsync_scope_wedding()));
+ALTER TABLE document_authors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE document_authors FORCE ROW LEVEL SECURITY;
+CREATE POLICY wedding_scope ON document_authors TO PUBLIC
+    USING (wedsync_scope_system() OR EXISTS (
+        SELECT FROM documents d WHERE d.id = document_id
+                                  AND d.wedding_id = wedsync_scope_wedding()));
