@@ -37,15 +37,23 @@ SERVER_FRAMES: tuple[type[msgspec.Struct], ...] = get_args(ServerFrame)
 _QUERY = {
     "type": "object",
     "properties": {
-        "after_seq": {"type": "integer", "minimum": 0,
-                      "description": "resume: replay the events after this seq"},
+        "after_seq": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "resume: replay the events after this seq",
+        },
         "epoch": {"type": "string", "description": "the epoch of `after_seq` (from `welcome`)"},
-        "batch": {"type": "string", "enum": ["1"],
-                  "description": "several frames per WebSocket message, newline separated"},
-        "token": {"type": "string",
-                  "description": "legacy: the session token (`WEDSYNC_WS_QUERY_TOKEN`)"},
+        "batch": {
+            "type": "string",
+            "enum": ["1"],
+            "description": "several frames per WebSocket message, newline separated",
+        },
+        "token": {
+            "type": "string",
+            "description": "legacy: the session token (`WEDSYNC_WS_QUERY_TOKEN`)",
+        },
     },
-}  # fmt: skip
+}
 
 
 def _tag(cls: type[msgspec.Struct]) -> str:
@@ -129,8 +137,12 @@ def render() -> str:
 _served: dict[str, Any] = {}
 
 
-@get(PATH, include_in_schema=False, sync_to_thread=False,
-     cache_control=CacheControlHeader(max_age=3600))  # fmt: skip
+@get(
+    PATH,
+    include_in_schema=False,
+    sync_to_thread=False,
+    cache_control=CacheControlHeader(max_age=3600),
+)
 def asyncapi_document() -> dict[str, Any]:
     """``GET /schema/asyncapi.json``: made once per process (the code does not change)."""
     if not _served:

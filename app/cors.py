@@ -73,8 +73,9 @@ async def admit_origin(socket: WebSocket[Any, Any, Any]) -> bool:
     """First check of a WebSocket handshake: False (and the handshake refused with HTTP 403
     ``forbidden``) for a browser page of an origin that is not allowed."""
     settings = Services.of(socket.app.state).settings
-    if origin_allowed(socket.headers.get("origin"), socket.headers.get("host"),
-                      settings.server.origins()):  # fmt: skip
+    if origin_allowed(
+        socket.headers.get("origin"), socket.headers.get("host"), settings.server.origins()
+    ):
         return True
     await refuse_handshake(socket, Forbidden(REFUSED), Close.FORBIDDEN)
     return False

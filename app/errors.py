@@ -71,10 +71,18 @@ class Unavailable(ApplicationError):
 
 
 _HTTP_CODES = {
-    400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
-    429: "rate_limited", 500: "internal", 503: "unavailable",
-}  # fmt: skip
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+}
 
 
 def _respond(status: int, code: str, message: str, headers: dict[str, str]) -> Response[Any]:

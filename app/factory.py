@@ -82,8 +82,9 @@ def create_app(settings: Settings) -> Litestar:
                 MetricsResponder(conns.nc, telemetry),
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,
-                DocumentHub(conns.nc, conns.js, conns.pool,
-                            settings.gateway.max_per_user) as documents,
+                DocumentHub(
+                    conns.nc, conns.js, conns.pool, settings.gateway.max_per_user
+                ) as documents,
             ):
                 conns.on_reconnect.append(hub.resubscribe)
                 conns.on_reconnect.append(documents.resubscribe)

@@ -167,9 +167,11 @@ def watch_pool(pool: asyncpg.Pool) -> None:
         yield Observation(pool.get_max_size() - size, {"state": "unopened"})
 
     meter.create_observable_gauge(
-        "wedsync.db.pool.connections", [observe], unit="{connection}",
+        "wedsync.db.pool.connections",
+        [observe],
+        unit="{connection}",
         description="PostgreSQL pool connections of this process by state",
-    )  # fmt: skip
+    )
 
 
 def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
@@ -190,13 +192,17 @@ class ConsumerLag:
         self.readings: dict[tuple[str, str], tuple[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
         meter.create_observable_gauge(
-            "wedsync.consumer.lag", [self._lag], unit="{message}",
+            "wedsync.consumer.lag",
+            [self._lag],
+            unit="{message}",
             description="Messages of the stream a worker consumer has yet to receive",
-        )  # fmt: skip
+        )
         meter.create_observable_gauge(
-            "wedsync.consumer.ack_pending", [self._pending], unit="{message}",
+            "wedsync.consumer.ack_pending",
+            [self._pending],
+            unit="{message}",
             description="Messages delivered to a worker consumer and not yet acknowledged",
-        )  # fmt: skip
+        )
 
     def _lag(self, _: CallbackOptions) -> Iterable[Observation]:
         for (stream, durable), (lag, _pending) in self.readings.items():

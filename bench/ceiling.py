@@ -46,8 +46,13 @@ async def _publish_flat_out(url: str, seconds: float, inflight: int, size: int) 
     finally:
         await js.delete_stream(name)
         await nc.close()
-    return {"msgs_per_s": round(acked / elapsed), "acked": acked, "seconds": round(elapsed, 2),
-            "inflight": inflight, "payload_bytes": size}  # fmt: skip
+    return {
+        "msgs_per_s": round(acked / elapsed),
+        "acked": acked,
+        "seconds": round(elapsed, 2),
+        "inflight": inflight,
+        "payload_bytes": size,
+    }
 
 
 def _child(url: str, seconds: float, inflight: int, size: int) -> dict[str, Any]:
@@ -60,8 +65,9 @@ def _child(url: str, seconds: float, inflight: int, size: int) -> dict[str, Any]
     return asyncio.run(_publish_flat_out(url, seconds, inflight, size))
 
 
-async def measure(url: str, seconds: float = 3.0, inflight: int = 256,
-                  size: int = 200) -> dict[str, Any]:  # fmt: skip
+async def measure(
+    url: str, seconds: float = 3.0, inflight: int = 256, size: int = 200
+) -> dict[str, Any]:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, _child, url, seconds, inflight, size)

@@ -1,6 +1,6 @@
 """Measure `wedsync dev` cold start: process exec to the "ready" line, fresh and warm data dir.
 
-    python bench/cold_start.py [--runs 3]
+python bench/cold_start.py [--runs 3]
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ def one(data_dir: Path) -> float:
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wedsync.cli", "dev", "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "ready at" in line:

@@ -32,16 +32,26 @@ from bench.system import OPEN_LIMITS, Seat, populate, running_system
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"WEDSYNC_CONFLICT_PARTITIONS": str(args.partitions), "WEDSYNC_WS_RATE": "100000",
-           "WEDSYNC_WS_BURST": "100000"}  # fmt: skip
+    env = {
+        "WEDSYNC_CONFLICT_PARTITIONS": str(args.partitions),
+        "WEDSYNC_WS_RATE": "100000",
+        "WEDSYNC_WS_BURST": "100000",
+    }
     async with running_system(args.gateways, env) as system:
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wedsync.cli", "worker", "conflicts",
+            sys.executable,
+            "-m",
+            "wedsync.cli",
+            "worker",
+            "conflicts",
             env={**os.environ, **system.settings.to_env(), **OPEN_LIMITS, **env},
-        )  # fmt: skip
+        )
         try:
-            return await drive(args, await populate(system, args.weddings, args.members,
-                                                    ("planner", "family")), worker.pid)  # fmt: skip
+            return await drive(
+                args,
+                await populate(system, args.weddings, args.members, ("planner", "family")),
+                worker.pid,
+            )
         finally:
             worker.terminate()
             await worker.wait()
@@ -80,9 +90,18 @@ async def drive(args: argparse.Namespace, seats: list[Seat], worker_pid: int) ->
         by_wedding.setdefault(seat.wedding, ws)
     for wedding, ws in by_wedding.items():
         for t in range(args.tasks):
-            await ws.send(json.dumps({"type": "change", "id": f"c-{wedding[:8]}-{t}",
-                                      "entity": "tasks", "entity_id": f"t{t}", "op": "create",
-                                      "fields": {"title": "task"}}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "change",
+                        "id": f"c-{wedding[:8]}-{t}",
+                        "entity": "tasks",
+                        "entity_id": f"t{t}",
+                        "op": "create",
+                        "fields": {"title": "task"},
+                    }
+                )
+            )
     deadline = time.monotonic() + 60
     while len(versions) < len(by_wedding) * args.tasks and time.monotonic() < deadline:  # noqa: ASYNC110 - polls counters the readers bump
         await asyncio.sleep(0.05)
@@ -99,11 +118,19 @@ async def drive(args: argparse.Namespace, seats: list[Seat], worker_pid: int) ->
             task = f"t{random.randrange(args.tasks)}"
             cid = f"u{n}"
             sent[cid] = time.perf_counter()
-            await ws.send(json.dumps({
-                "type": "change", "id": cid, "entity": "tasks", "entity_id": task,
-                "op": "update", "fields": {"title": f"title {n}", "done": n % 2 == 0},
-                "base_version": versions.get((seat.wedding, task), 1),
-            }))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "change",
+                        "id": cid,
+                        "entity": "tasks",
+                        "entity_id": task,
+                        "op": "update",
+                        "fields": {"title": f"title {n}", "done": n % 2 == 0},
+                        "base_version": versions.get((seat.wedding, task), 1),
+                    }
+                )
+            )
             n += 1
         await asyncio.sleep(0.002)
     window = time.perf_counter() - started
@@ -118,13 +145,24 @@ async def drive(args: argparse.Namespace, seats: list[Seat], worker_pid: int) ->
         await ws.close()
     pct = {p: hist.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)}
     return {
-        "scenario": "conflicts", "weddings": args.weddings, "members": args.members,
-        "rate": args.rate, "duration": args.duration, "partitions": args.partitions,
-        "sent": n, "applied_in_window_per_s": round(applied_in_window / window, 1),
-        "unapplied_after_drain": len(sent), "worker_cpu_percent": cpu,
-        "latency_ms": {"p50": pct[50], "p90": pct[90], "p99": pct[99], "p99.9": pct[99.9],
-                       "max": hist.get_max_value() / 1000},
-    }  # fmt: skip
+        "scenario": "conflicts",
+        "weddings": args.weddings,
+        "members": args.members,
+        "rate": args.rate,
+        "duration": args.duration,
+        "partitions": args.partitions,
+        "sent": n,
+        "applied_in_window_per_s": round(applied_in_window / window, 1),
+        "unapplied_after_drain": len(sent),
+        "worker_cpu_percent": cpu,
+        "latency_ms": {
+            "p50": pct[50],
+            "p90": pct[90],
+            "p99": pct[99],
+            "p99.9": pct[99.9],
+            "max": hist.get_max_value() / 1000,
+        },
+    }
 
 
 def main() -> None:

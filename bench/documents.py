@@ -46,8 +46,11 @@ async def _documents(system: System, seats: list[Seat]) -> None:
     async with httpx.AsyncClient(base_url=system.urls[0], timeout=60) as c:
         for s in firsts.values():
             token = issue_token(system.settings.auth, s.user)
-            r = await c.post(f"/api/weddings/{s.wedding}/documents", json={"name": "notes"},
-                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            r = await c.post(
+                f"/api/weddings/{s.wedding}/documents",
+                json={"name": "notes"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             r.raise_for_status()
 
 
@@ -64,9 +67,12 @@ async def _load(seats: list[Seat], rate: float, duration: float) -> dict[str, An
         async with sem:
             url = f"{seat.ws_url}/documents/notes"
             ws = await websockets.connect(
-                url, compression=None, max_size=2**24, open_timeout=120,
+                url,
+                compression=None,
+                max_size=2**24,
+                open_timeout=120,
                 subprotocols=seat.subprotocols,
-            )  # fmt: skip
+            )
             doc: Doc[Any] = Doc()
             await ws.send(create_sync_message(doc))
             while True:  # until the server's step 2
@@ -113,8 +119,14 @@ async def _load(seats: list[Seat], rate: float, duration: float) -> dict[str, An
         t.cancel()
     for ws, _ in editors:
         await ws.close()
-    return {"sent": sent, "received": received, "hist": hist, "timeline": timeline,
-            "connect_s": connect_s, "open": len(editors)}  # fmt: skip
+    return {
+        "sent": sent,
+        "received": received,
+        "hist": hist,
+        "timeline": timeline,
+        "connect_s": connect_s,
+        "open": len(editors),
+    }
 
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
@@ -127,21 +139,25 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
     timeline: Timeline = out["timeline"]
     result = {
         "scenario": "documents",
-        "documents": args.documents, "editors": args.editors, "gateways": args.gateways,
-        "rate_per_s": args.rate, "duration_s": args.duration,
-        "updates_sent": out["sent"], "updates_received": out["received"],
+        "documents": args.documents,
+        "editors": args.editors,
+        "gateways": args.gateways,
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "updates_sent": out["sent"],
+        "updates_received": out["received"],
         "expected_receipts": out["sent"] * (args.editors - 1),
-        "sockets_open": out["open"], "connect_s": out["connect_s"],
+        "sockets_open": out["open"],
+        "connect_s": out["connect_s"],
         "latency": percentiles(hist),
         "per_second": timeline.series,
-    }  # fmt: skip
+    }
     figure = Figure(
-        f"documents: {args.documents} documents x {args.editors} editors, "
-        f"{args.rate:g} updates/s",
+        f"documents: {args.documents} documents x {args.editors} editors, {args.rate:g} updates/s",
         latency={"update -> each other editor (stored first)": hist},
         timeline={k: [float(v) for v in vs] for k, vs in timeline.series.items()},
         timeline_xlabel="seconds since the updates started",
-    )  # fmt: skip
+    )
     return result, figure
 
 
@@ -152,8 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gateways", type=int, default=2)
     ap.add_argument("--rate", type=float, default=100, help="updates per second, in all")
     ap.add_argument("--duration", type=float, default=15)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/documents.json"),
-                    help="JSON result file (the PNG goes beside it)")  # fmt: skip
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results/documents.json"),
+        help="JSON result file (the PNG goes beside it)",
+    )
     args = ap.parse_args(argv)
     result, figure = asyncio.run(run(args))
     print(json.dumps(result, indent=2))

@@ -44,14 +44,18 @@ def load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loaders", type=int, default=2, help="load generator processes")
     p.add_argument("--sources", type=int, default=2, help="127.0.0.x source addresses")
     p.add_argument("--pad", type=int, default=32, help="bytes of text per message")
-    p.add_argument("--drain", type=float, default=15.0,
-                   help="most seconds to wait for the last deliveries")  # fmt: skip
+    p.add_argument(
+        "--drain", type=float, default=15.0, help="most seconds to wait for the last deliveries"
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     load_arguments(p)
-    p.add_argument("--tracing", action="store_true",
-                   help="gateways export every span over OTLP to a local sink")  # fmt: skip
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="gateways export every span over OTLP to a local sink",
+    )
     p.add_argument("--ceiling-seconds", type=float, default=3.0)
     p.add_argument("--ceiling-inflight", type=int, default=256)
 
@@ -75,14 +79,26 @@ def everything_delivered(members: int) -> Any:
 
 
 async def drive(
-    label: str, wire: str, seats: list[Seat], args: argparse.Namespace,
+    label: str,
+    wire: str,
+    seats: list[Seat],
+    args: argparse.Namespace,
     server_pids: dict[str, list[int]],
-) -> tuple[dict[str, Any], PoolResult]:  # fmt: skip
+) -> tuple[dict[str, Any], PoolResult]:
     """Open every seat's socket, send for ``args.duration``, drain; the run's numbers."""
     epoch = time.time()
-    specs = [LoadSpec(wire=wire, seats=part, epoch=epoch, sources=sources(args.sources),
-                      rate=args.rate, duration=args.duration, pad=args.pad)
-             for part in split(seats, args.loaders)]  # fmt: skip
+    specs = [
+        LoadSpec(
+            wire=wire,
+            seats=part,
+            epoch=epoch,
+            sources=sources(args.sources),
+            rate=args.rate,
+            duration=args.duration,
+            pad=args.pad,
+        )
+        for part in split(seats, args.loaders)
+    ]
     pool = LoaderPool(label, specs)
     pool.start()
     try:
@@ -100,42 +116,65 @@ async def drive(
     c = res.counts
     expected = c["acked"] * args.members
     result = {
-        "sockets_open": c["opened"], "connect_failures": c["connect_failures"],
-        "gave_up": c["gave_up"], "connect_s": round(res.connect_s, 2),
-        "sent": c["sent"], "acked": c["acked"], "errors": c["errors"],
-        "send_failures": c["send_failures"], "dropped_sockets": c["dropped"],
-        "delivered": c["delivered"], "expected_deliveries": expected,
-        "missing_deliveries": max(0, expected - c["delivered"]), "drained": drained,
+        "sockets_open": c["opened"],
+        "connect_failures": c["connect_failures"],
+        "gave_up": c["gave_up"],
+        "connect_s": round(res.connect_s, 2),
+        "sent": c["sent"],
+        "acked": c["acked"],
+        "errors": c["errors"],
+        "send_failures": c["send_failures"],
+        "dropped_sockets": c["dropped"],
+        "delivered": c["delivered"],
+        "expected_deliveries": expected,
+        "missing_deliveries": max(0, expected - c["delivered"]),
+        "drained": drained,
         "offered_per_s": round(len(seats) * args.rate),
         # over the span from the first send to the last ack / delivery: at most the offer
         # when the server keeps up, less when it falls behind and catches up in the drain
         "accepted_per_s": round(c["acked"] / max(args.duration, res.traffic_span["acked"])),
-        "accepted_per_min": round(60 * c["acked"] / max(args.duration,
-                                                        res.traffic_span["acked"])),
-        "deliveries_per_s": round(c["delivered"] / max(args.duration,
-                                                       res.traffic_span["delivered"])),
+        "accepted_per_min": round(60 * c["acked"] / max(args.duration, res.traffic_span["acked"])),
+        "deliveries_per_s": round(
+            c["delivered"] / max(args.duration, res.traffic_span["delivered"])
+        ),
         "peak_accepted_per_s": max(res.timeline.get("acked", [0])),
         "peak_deliveries_per_s": max(res.timeline.get("delivered", [0])),
         "traffic_span_s": {k: round(v, 2) for k, v in res.traffic_span.items()},
-        "latency_us": percentiles_us(res.delivery), "ack_latency_us": percentiles_us(res.ack),
-        "cpu_percent": cpu, "rss_mib": rss, "go_at_s": round(go_at, 2),
-        "per_second": res.timeline, "p99_per_second_ms": res.p99_per_second_ms(),
-    }  # fmt: skip
+        "latency_us": percentiles_us(res.delivery),
+        "ack_latency_us": percentiles_us(res.ack),
+        "cpu_percent": cpu,
+        "rss_mib": rss,
+        "go_at_s": round(go_at, 2),
+        "per_second": res.timeline,
+        "p99_per_second_ms": res.p99_per_second_ms(),
+    }
     return result, res
 
 
 def event_size(pad: int) -> int:
     """Bytes of one stored chat event as the gateway encodes it (for the ceiling run)."""
-    event = Event(id=str(uuid.uuid4()), type="message", channel=Channel.CHAT,
-                  actor=Actor(user_id="m1-1-abcdef", role=Role.FAMILY),
-                  data={"t": time.time(), "text": "x" * pad}, ts=time.time())  # fmt: skip
+    event = Event(
+        id=str(uuid.uuid4()),
+        type="message",
+        channel=Channel.CHAT,
+        actor=Actor(user_id="m1-1-abcdef", role=Role.FAMILY),
+        data={"t": time.time(), "text": "x" * pad},
+        ts=time.time(),
+    )
     return len(msgspec.json.encode(event))
 
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
-    return {"rooms": args.rooms, "members": args.members, "rate_per_member": args.rate,
-            "duration_s": args.duration, "gateways": args.gateways, "loaders": args.loaders,
-            "sources": args.sources, "pad_bytes": args.pad}  # fmt: skip
+    return {
+        "rooms": args.rooms,
+        "members": args.members,
+        "rate_per_member": args.rate,
+        "duration_s": args.duration,
+        "gateways": args.gateways,
+        "loaders": args.loaders,
+        "sources": args.sources,
+        "pad_bytes": args.pad,
+    }
 
 
 async def run(args: argparse.Namespace) -> Path:
@@ -148,24 +187,34 @@ async def _run(args: argparse.Namespace, sink: Sink | None) -> Path:
     async with running_system(args.gateways, sink.env() if sink else None) as system:
         started = time.perf_counter()
         seats = await populate(system, args.rooms, args.members, ROLES)
-        print(f"populated {len(seats)} members in {time.perf_counter() - started:.1f} s",
-              flush=True)  # fmt: skip
+        print(
+            f"populated {len(seats)} members in {time.perf_counter() - started:.1f} s", flush=True
+        )
         assert system.settings.nats.url is not None
-        top = await ceiling.measure(system.settings.nats.url, args.ceiling_seconds,
-                                    args.ceiling_inflight, event_size(args.pad))  # fmt: skip
+        top = await ceiling.measure(
+            system.settings.nats.url,
+            args.ceiling_seconds,
+            args.ceiling_inflight,
+            event_size(args.pad),
+        )
         print(f"JetStream ceiling of one Python process: {top['msgs_per_s']:,} msgs/s", flush=True)
         pids = {"gateways": [p.pid for p in system.procs], **service_pids()}
         result, res = await drive("fanout", "wedsync", seats, args, pids)
     ratio = round(result["accepted_per_s"] / top["msgs_per_s"], 3)
-    result = {"scenario": "fanout", "config": config(args), **result,
-              "jetstream_ceiling": top, "ingest_over_ceiling": ratio,
-              "tracing": None if sink is None else {"exports": sink.requests,
-                                                    "bytes": sink.bytes}}  # fmt: skip
+    result = {
+        "scenario": "fanout",
+        "config": config(args),
+        **result,
+        "jetstream_ceiling": top,
+        "ingest_over_ceiling": ratio,
+        "tracing": None if sink is None else {"exports": sink.requests, "bytes": sink.bytes},
+    }
     figure = Figure(
         f"fanout: {args.rooms} rooms x {args.members}, {args.rate:g} msg/s per member, "
         f"{args.gateways} gateways",
         latency={"send -> each receiver": res.delivery, "send -> ack": res.ack},
-        timeline={k: [float(v) for v in res.timeline.get(k, [])]
-                  for k in ("sent", "acked", "delivered")},
-    )  # fmt: skip
+        timeline={
+            k: [float(v) for v in res.timeline.get(k, [])] for k in ("sent", "acked", "delivered")
+        },
+    )
     return write(args.out, "fanout", result, figure)

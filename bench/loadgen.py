@@ -31,8 +31,19 @@ from bench.protocols import WIRES, Kind
 from bench.seats import Seat, raise_fd_limit
 from bench.stats import Timeline, merged, new_histogram, record_seconds
 
-COUNTERS = ("opened", "connect_failures", "gave_up", "sent", "send_failures", "acked",
-            "delivered", "errors", "pings", "pongs", "dropped")  # fmt: skip
+COUNTERS = (
+    "opened",
+    "connect_failures",
+    "gave_up",
+    "sent",
+    "send_failures",
+    "acked",
+    "delivered",
+    "errors",
+    "pings",
+    "pongs",
+    "dropped",
+)
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,15 @@ class Loader:
                 started = time.perf_counter()
                 try:
                     ws = await websockets.connect(
-                        self.wire.url(seat), compression=None, ping_interval=None,
-                        max_size=2**22, open_timeout=self.spec.connect_timeout,
-                        close_timeout=1, proxy=None, local_addr=(source, 0),
-                    )  # fmt: skip
+                        self.wire.url(seat),
+                        compression=None,
+                        ping_interval=None,
+                        max_size=2**22,
+                        open_timeout=self.spec.connect_timeout,
+                        close_timeout=1,
+                        proxy=None,
+                        local_addr=(source, 0),
+                    )
                 except Exception as exc:
                     self._failed(exc)
                 else:
@@ -229,14 +245,20 @@ class Loader:
 
     def final(self) -> dict[str, Any]:
         return {
-            **self.counts, "connect_s": self.connect_s, "failures": self.failures,
-            "delivery": self.delivery.encode(), "ack": self.ack.encode(),
-            "connect": self.connect.encode(), "rtt": self.rtt.encode(),
-            "timeline": self.timeline.series, "pid": os.getpid(),
+            **self.counts,
+            "connect_s": self.connect_s,
+            "failures": self.failures,
+            "delivery": self.delivery.encode(),
+            "ack": self.ack.encode(),
+            "connect": self.connect.encode(),
+            "rtt": self.rtt.encode(),
+            "timeline": self.timeline.series,
+            "pid": os.getpid(),
             "by_second": {s: h.encode() for s, h in self.by_second.items()},
-            "first_sent": self.first_sent, "last_ack": self.last_ack,
+            "first_sent": self.first_sent,
+            "last_ack": self.last_ack,
             "last_delivery": self.last_delivery,
-        }  # fmt: skip
+        }
 
     async def run(self, go: Any, stop: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -319,9 +341,15 @@ class LoaderPool:
         self.label, self.specs = label, specs
         self.reports: Any = ctx.Queue()
         self.go_event, self.stop_event = ctx.Event(), ctx.Event()
-        self.procs = [ctx.Process(target=loader_main, daemon=True, name=f"loader-{i}",
-                                  args=(i, spec, self.reports, self.go_event, self.stop_event))
-                      for i, spec in enumerate(specs)]  # fmt: skip
+        self.procs = [
+            ctx.Process(
+                target=loader_main,
+                daemon=True,
+                name=f"loader-{i}",
+                args=(i, spec, self.reports, self.go_event, self.stop_event),
+            )
+            for i, spec in enumerate(specs)
+        ]
         self.latest: dict[int, dict[str, Any]] = {}
         self._printed: dict[str, float] = {}
         self._printed_at = 0.0
@@ -340,8 +368,9 @@ class LoaderPool:
         for snap in self.latest.values():
             for k in COUNTERS:
                 out[k] += snap.get(k, 0)
-        out["window_p99_us"] = max((s.get("window_p99_us", 0) for s in self.latest.values()),
-                                   default=0)  # fmt: skip
+        out["window_p99_us"] = max(
+            (s.get("window_p99_us", 0) for s in self.latest.values()), default=0
+        )
         return out
 
     @property
@@ -402,8 +431,12 @@ class LoaderPool:
     def go(self) -> None:
         self.go_event.set()
 
-    async def watch(self, seconds: float, until: Callable[[LoaderPool], bool] | None = None,
-                    timeout: float = 0.0) -> bool:  # fmt: skip
+    async def watch(
+        self,
+        seconds: float,
+        until: Callable[[LoaderPool], bool] | None = None,
+        timeout: float = 0.0,
+    ) -> bool:
         """Print progress for ``seconds``; then, with ``until``, keep going until it holds
         or ``timeout`` more seconds pass. Whether ``until`` held."""
         end = time.perf_counter() + seconds
@@ -461,5 +494,7 @@ def _spans(finals: list[dict[str, Any]]) -> dict[str, float]:
     if not starts:
         return {"acked": 0.0, "delivered": 0.0}
     start = min(starts)
-    return {"acked": max(0.0, max(f["last_ack"] for f in finals) - start),
-            "delivered": max(0.0, max(f["last_delivery"] for f in finals) - start)}  # fmt: skip
+    return {
+        "acked": max(0.0, max(f["last_ack"] for f in finals) - start),
+        "delivered": max(0.0, max(f["last_delivery"] for f in finals) - start),
+    }

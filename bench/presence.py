@@ -87,8 +87,9 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     started = time.perf_counter()
     await asyncio.gather(*(open_one(s) for s in seats))
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
-    pipe.send(("connected", time.perf_counter() - started, len(sockets), failures[:5],
-               len(failures)))  # fmt: skip
+    pipe.send(
+        ("connected", time.perf_counter() - started, len(sockets), failures[:5], len(failures))
+    )
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "go"
     timeline.epoch = time.time()
     sent = 0
@@ -130,17 +131,18 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
     env = {"WEDSYNC_PRESENCE_BATCH": str(args.batch)}
     async with running_system(args.gateways, env) as system:
         t = time.perf_counter()
-        seats = await populate(system, args.users // args.room, args.room,
-                               ("planner", "family"))  # fmt: skip
+        seats = await populate(system, args.users // args.room, args.room, ("planner", "family"))
         print(f"populated {len(seats)} members in {time.perf_counter() - t:.1f}s", flush=True)
         rss_before = system.gateway_rss()
         ctx = mp.get_context("spawn")
         pipes, procs = [], []
         for i in range(args.loaders):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=loader_main, daemon=True,
-                               args=(seats[i :: args.loaders], child, args.rate / args.loaders,
-                                     args.duration))  # fmt: skip
+            proc = ctx.Process(
+                target=loader_main,
+                daemon=True,
+                args=(seats[i :: args.loaders], child, args.rate / args.loaders, args.duration),
+            )
             proc.start()
             pipes.append(parent)
             procs.append(proc)
@@ -153,9 +155,12 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
             for failure in r[3]:
                 print("connect retry:", failure, flush=True)
         rss_connected = system.gateway_rss()
-        print(f"{opened}/{len(seats)} sockets open in {max(connect_times):.1f}s "
-              f"({retries} retried); "
-              f"gateway RSS {rss_connected / 2**20:.0f} MiB", flush=True)  # fmt: skip
+        print(
+            f"{opened}/{len(seats)} sockets open in {max(connect_times):.1f}s "
+            f"({retries} retried); "
+            f"gateway RSS {rss_connected / 2**20:.0f} MiB",
+            flush=True,
+        )
         for pipe in pipes:
             pipe.send("go")
         hist = new_histogram()
@@ -171,22 +176,30 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
             proc.join(30)
     result = {
         "scenario": "presence",
-        "users": len(seats), "room": args.room, "gateways": args.gateways,
-        "loaders": args.loaders, "rate_per_s": args.rate, "duration_s": args.duration,
-        "batch_s": args.batch, "updates_sent": sent, "diffs_received": received,
+        "users": len(seats),
+        "room": args.room,
+        "gateways": args.gateways,
+        "loaders": args.loaders,
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "batch_s": args.batch,
+        "updates_sent": sent,
+        "diffs_received": received,
         "expected_receipts": sent * (args.room - 1),
-        "connect_s": max(connect_times), "sockets_open": opened, "connect_retries": retries,
+        "connect_s": max(connect_times),
+        "sockets_open": opened,
+        "connect_retries": retries,
         "gateway_rss_mib_idle_before": rss_before / 2**20,
         "gateway_rss_mib_connected": rss_connected / 2**20,
         "latency": percentiles(hist),
         "per_second": timeline.series,
-    }  # fmt: skip
+    }
     figure = Figure(
         f"presence: {len(seats)} users, rooms of {args.room}, {args.rate:g} updates/s",
         latency={"presence frame -> each member's diff": hist},
         timeline={k: [float(v) for v in vs] for k, vs in timeline.series.items()},
         timeline_xlabel="seconds since the updates started",
-    )  # fmt: skip
+    )
     return result, figure
 
 
@@ -199,8 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=200, help="presence updates per second")
     ap.add_argument("--duration", type=float, default=20)
     ap.add_argument("--batch", type=float, default=0.05, help="WEDSYNC_PRESENCE_BATCH")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/presence.json"),
-                    help="JSON result file (the PNG goes beside it)")  # fmt: skip
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results/presence.json"),
+        help="JSON result file (the PNG goes beside it)",
+    )
     args = ap.parse_args(argv)
     result, figure = asyncio.run(run(args))
     print(json.dumps(result, indent=2))

@@ -88,8 +88,14 @@ class WedSync:
             raise RuntimeError(f"expected welcome, got {str(welcome)[:200]}")
 
     def message(self, ack_id: int, sent_at: float, pad: str) -> str:
-        return _encode.encode({"type": "message", "id": str(ack_id), "channel": "chat",
-                               "data": {"t": sent_at, "text": pad}}).decode()  # fmt: skip
+        return _encode.encode(
+            {
+                "type": "message",
+                "id": str(ack_id),
+                "channel": "chat",
+                "data": {"t": sent_at, "text": pad},
+            }
+        ).decode()
 
     def ping(self) -> str | None:
         return '{"type":"ping"}'

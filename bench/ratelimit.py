@@ -85,15 +85,22 @@ async def child(strategy: str, users: int, rate: int, duration: float) -> dict[s
         lags.add(h)
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     return {
-        "strategy": strategy, "users": users, "rate": rate, "duration": duration,
-        "checks": sent, "refused": refused, "threads": threads,
+        "strategy": strategy,
+        "users": users,
+        "rate": rate,
+        "duration": duration,
+        "checks": sent,
+        "refused": refused,
+        "threads": threads,
         "cpu_percent": round(100 * cpu / duration, 1),
         "cpu_us_per_check": round(1e6 * cpu / max(sent, 1), 1),
-        "check_us": percentiles_us(checks), "loop_lag_us": percentiles_us(lags),
+        "check_us": percentiles_us(checks),
+        "loop_lag_us": percentiles_us(lags),
         "worst_second_check_p99_us": max(
-            percentiles_us(h)["p99_us"] for h in check_seconds.values()),
+            percentiles_us(h)["p99_us"] for h in check_seconds.values()
+        ),
         "worst_second_lag_p99_us": max(percentiles_us(h)["p99_us"] for h in lag_seconds.values()),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -111,10 +118,23 @@ def main() -> None:
     results = []
     for strategy in args.strategies.split(","):
         out = subprocess.run(
-            [sys.executable, "-m", "bench.ratelimit", "--child", strategy, "--users",
-             str(args.users), "--rate", str(args.rate), "--duration", str(args.duration)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bench.ratelimit",
+                "--child",
+                strategy,
+                "--users",
+                str(args.users),
+                "--rate",
+                str(args.rate),
+                "--duration",
+                str(args.duration),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     for r in results:
         print(

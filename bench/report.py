@@ -36,12 +36,14 @@ class Figure:
 
 def machine() -> dict[str, Any]:
     return {
-        "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(), "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         # others' work on the same 2 cores skews every number: say how busy it was
         "loadavg_1m_5m": [round(x, 2) for x in os.getloadavg()[:2]],
-    }  # fmt: skip
+    }
 
 
 def _percentile_curve(hist: HdrHistogram) -> tuple[list[float], list[float]]:

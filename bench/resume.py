@@ -64,9 +64,12 @@ async def resume_once(seat: Seat, after: int, expected: int, batch: bool) -> tup
 
 async def timed(seat: Seat, after: int, n: int, repeat: int, batch: bool) -> dict[str, Any]:
     times = [(await resume_once(seat, after, n, batch))[0] for _ in range(repeat)]
-    return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
-            "events_per_s": round(n / statistics.median(times)),
-            "runs_s": [round(t, 4) for t in times]}  # fmt: skip
+    return {
+        "median_s": round(statistics.median(times), 3),
+        "max_s": round(max(times), 3),
+        "events_per_s": round(n / statistics.median(times)),
+        "runs_s": [round(t, 4) for t in times],
+    }
 
 
 def figure(args: argparse.Namespace, cases: dict[str, dict[str, Any]]) -> Figure:
@@ -75,12 +78,17 @@ def figure(args: argparse.Namespace, cases: dict[str, dict[str, Any]]) -> Figure
         hists[label] = hist = new_histogram()
         for t in case["runs_s"]:
             record_seconds(hist, t)
-    return Figure(f"resume: {args.events} missed events, {args.repeat} runs each",
-                  latency=hists, latency_title="time to replay every missed event",
-                  timeline={label: [args.events / t for t in case["runs_s"]]
-                            for label, case in cases.items()},
-                  timeline_title="replay rate", timeline_xlabel="run",
-                  timeline_ylabel="events per second")  # fmt: skip
+    return Figure(
+        f"resume: {args.events} missed events, {args.repeat} runs each",
+        latency=hists,
+        latency_title="time to replay every missed event",
+        timeline={
+            label: [args.events / t for t in case["runs_s"]] for label, case in cases.items()
+        },
+        timeline_title="replay rate",
+        timeline_xlabel="run",
+        timeline_ylabel="events per second",
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,9 +103,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             head = (await conns.js.stream_info(EVENTS.name)).state.last_seq
             acks = []
             for i in range(args.events):
-                event = Event(id=uuid.uuid4().hex, type="message", channel=Channel.CHAT,
-                              actor=Actor(couple.user, Role.COUPLE),
-                              data={"text": f"message {i} " + "x" * args.pad}, ts=time.time())
+                event = Event(
+                    id=uuid.uuid4().hex,
+                    type="message",
+                    channel=Channel.CHAT,
+                    actor=Actor(couple.user, Role.COUPLE),
+                    data={"text": f"message {i} " + "x" * args.pad},
+                    ts=time.time(),
+                )
                 acks.append(conns.js.publish(subject, enc.encode(event), stream=EVENTS.name))
                 if len(acks) == 500:
                     await asyncio.gather(*acks)
@@ -109,8 +122,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"from JetStream, batch=1: {held_b}", file=sys.stderr)
             job = ArchiveJob(conns.nc, conns.js, conns.pool, system.settings.retention)
             started = time.perf_counter()
-            archived, purged = await job.wedding(wedding, dt.datetime.now(dt.UTC)
-                                                 + dt.timedelta(seconds=1))  # fmt: skip
+            archived, purged = await job.wedding(
+                wedding, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+            )
             archive_s = time.perf_counter() - started
             assert archived == purged == args.events, (archived, purged)
             print(f"archived {archived} in {archive_s:.2f} s", file=sys.stderr)
@@ -119,12 +133,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             archive_b = await timed(member, head, args.events, args.repeat, True)
             print(f"from the archive, batch=1: {archive_b}", file=sys.stderr)
     return {
-        "scenario": "resume", "events": args.events, "event_bytes": args.pad + 90,
-        "repeat": args.repeat, "from_jetstream": held, "from_archive": from_archive,
-        "from_jetstream_batched": held_b, "from_archive_batched": archive_b,
-        "archive_job": {"seconds": round(archive_s, 2),
-                        "events_per_s": round(args.events / archive_s)},
-    }  # fmt: skip
+        "scenario": "resume",
+        "events": args.events,
+        "event_bytes": args.pad + 90,
+        "repeat": args.repeat,
+        "from_jetstream": held,
+        "from_archive": from_archive,
+        "from_jetstream_batched": held_b,
+        "from_archive_batched": archive_b,
+        "archive_job": {
+            "seconds": round(archive_s, 2),
+            "events_per_s": round(args.events / archive_s),
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,10 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2))
-    cases = {"from JetStream": result["from_jetstream"],
-             "from JetStream, batch=1": result["from_jetstream_batched"],
-             "from the archive": result["from_archive"],
-             "from the archive, batch=1": result["from_archive_batched"]}
+    cases = {
+        "from JetStream": result["from_jetstream"],
+        "from JetStream, batch=1": result["from_jetstream_batched"],
+        "from the archive": result["from_archive"],
+        "from the archive, batch=1": result["from_archive_batched"],
+    }
     write(args.out.parent, args.out.stem, result, figure(args, cases))
 
 

@@ -42,17 +42,21 @@ async def _seed(owner: asyncpg.Connection[Any], weddings: int) -> list[tuple[uui
     ids = [uuid.uuid4() for _ in range(weddings)]
     await owner.executemany(
         "INSERT INTO weddings (id, name, date, timezone, created_by) "
-        "VALUES ($1, 'W', '2027-06-01', 'UTC', 'u0')", [(w,) for w in ids])  # fmt: skip
+        "VALUES ($1, 'W', '2027-06-01', 'UTC', 'u0')",
+        [(w,) for w in ids],
+    )
     await owner.executemany(
         "INSERT INTO wedding_members (wedding_id, user_id, role, added_by) "
         "VALUES ($1, $2, 'planner', 'u0')",
-        [(w, f"u{i}") for w in ids for i in range(5)])  # fmt: skip
+        [(w, f"u{i}") for w in ids for i in range(5)],
+    )
     await owner.execute("ANALYZE")
     return [(w, "u3") for w in ids]
 
 
-async def _timed(pool: asyncpg.Pool, pairs: list[tuple[uuid.UUID, str]], n: int,
-                 case: str) -> float:  # fmt: skip
+async def _timed(
+    pool: asyncpg.Pool, pairs: list[tuple[uuid.UUID, str]], n: int, case: str
+) -> float:
     """Median seconds of one acquire + membership lookup + release."""
     samples = []
     for i in range(n):
@@ -83,11 +87,13 @@ async def run(n: int, runs: int, weddings: int) -> dict[str, Any]:
             pools = {
                 "owner": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
                 "runtime, unscoped": await asyncpg.create_pool(
-                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire),
+                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
+                ),
                 "runtime, wedding": await asyncpg.create_pool(
-                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire),
+                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
+                ),
                 "owner + SELECT 1": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
-            }  # fmt: skip
+            }
             try:
                 per_run: dict[str, list[float]] = {k: [] for k in pools}
                 for _ in range(runs):
@@ -98,17 +104,19 @@ async def run(n: int, runs: int, weddings: int) -> dict[str, Any]:
             finally:
                 for pool in pools.values():
                     await pool.close()
-    out: dict[str, Any] = {name: {"median_us": round(statistics.median(v), 1),
-                  "runs_us": [round(x, 1) for x in v]}
-           for name, v in per_run.items()}  # fmt: skip
+    out: dict[str, Any] = {
+        name: {"median_us": round(statistics.median(v), 1), "runs_us": [round(x, 1) for x in v]}
+        for name, v in per_run.items()
+    }
     base = out["owner"]["median_us"]
     out["added_us"] = {k: round(v["median_us"] - base, 1) for k, v in out.items() if k != "owner"}
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.scope_acquire",
-                                 description=__doc__.split("\n")[0])  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.scope_acquire", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--n", type=int, default=5000, help="operations per case per run")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--weddings", type=int, default=1000)

@@ -54,9 +54,12 @@ async def _load(seats: list[Seat], rate: float, duration: float) -> dict[str, An
     async def open_one(seat: Seat) -> None:
         async with sem:
             ws = await websockets.connect(
-                seat.ws_url, compression=None, max_size=2**24, open_timeout=120,
+                seat.ws_url,
+                compression=None,
+                max_size=2**24,
+                open_timeout=120,
                 subprotocols=seat.subprotocols,
-            )  # fmt: skip
+            )
             await ws.recv()  # welcome
             sockets.append(ws)
 
@@ -98,8 +101,14 @@ async def _load(seats: list[Seat], rate: float, duration: float) -> dict[str, An
         t.cancel()
     for ws in sockets:
         await ws.close()
-    return {"sent": sent, "received": received, "hist": hist, "timeline": timeline,
-            "connect_s": connect_s, "open": len(sockets)}  # fmt: skip
+    return {
+        "sent": sent,
+        "received": received,
+        "hist": hist,
+        "timeline": timeline,
+        "connect_s": connect_s,
+        "open": len(sockets),
+    }
 
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
@@ -114,21 +123,26 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
     timeline: Timeline = out["timeline"]
     result = {
         "scenario": "signals",
-        "users": len(seats), "room": args.room, "gateways": args.gateways,
-        "rate_per_s": args.rate, "duration_s": args.duration,
-        "signals_sent": out["sent"], "signals_received": out["received"],
+        "users": len(seats),
+        "room": args.room,
+        "gateways": args.gateways,
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "signals_sent": out["sent"],
+        "signals_received": out["received"],
         "expected_receipts": out["sent"] * (args.room - 1),
-        "sockets_open": out["open"], "connect_s": out["connect_s"],
+        "sockets_open": out["open"],
+        "connect_s": out["connect_s"],
         "events_stored_meanwhile": after - before,
         "latency": percentiles(hist),
         "per_second": timeline.series,
-    }  # fmt: skip
+    }
     figure = Figure(
         f"signals: {len(seats)} users, rooms of {args.room}, {args.rate:g} signals/s",
         latency={"signal frame -> each member's peer_signal": hist},
         timeline={k: [float(v) for v in vs] for k, vs in timeline.series.items()},
         timeline_xlabel="seconds since the signals started",
-    )  # fmt: skip
+    )
     return result, figure
 
 
@@ -139,8 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gateways", type=int, default=2)
     ap.add_argument("--rate", type=float, default=100, help="signals per second")
     ap.add_argument("--duration", type=float, default=20)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/signals.json"),
-                    help="JSON result file (the PNG goes beside it)")  # fmt: skip
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results/signals.json"),
+        help="JSON result file (the PNG goes beside it)",
+    )
     args = ap.parse_args(argv)
     result, figure = asyncio.run(run(args))
     print(json.dumps(result, indent=2))

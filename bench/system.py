@@ -66,25 +66,40 @@ class System:
 async def running_system(gateways: int, env: dict[str, str] | None = None) -> AsyncIterator[System]:
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="wedsync-bench-") as tmp:
-        base = Settings.from_env({
-            **{k: v for k, v in os.environ.items() if k.startswith("WEDSYNC_")},
-            "WEDSYNC_DATA_DIR": str(Path(tmp) / "data"),
-            "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(48),
-            "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
-            "WEDSYNC_ADMIN_TOKEN": secrets.token_urlsafe(32),  # `wedsync api` requires it
-            **OPEN_LIMITS, **(env or {}),
-        })  # fmt: skip
+        base = Settings.from_env(
+            {
+                **{k: v for k, v in os.environ.items() if k.startswith("WEDSYNC_")},
+                "WEDSYNC_DATA_DIR": str(Path(tmp) / "data"),
+                "WEDSYNC_JWT_SECRET": secrets.token_urlsafe(48),
+                "WEDSYNC_DATA_KEY": Fernet.generate_key().decode(),
+                "WEDSYNC_ADMIN_TOKEN": secrets.token_urlsafe(32),  # `wedsync api` requires it
+                **OPEN_LIMITS,
+                **(env or {}),
+            }
+        )
         async with embedded_services(base) as live:
             async with connect(live, name="bench") as conns:
                 await prepare(conns, live)
             procs, urls = [], []
             for _ in range(gateways):
                 port = free_port()
-                child_env = {**os.environ, **live.to_env(), "WEDSYNC_PORT": str(port),
-                             **OPEN_LIMITS, **(env or {})}  # fmt: skip
-                procs.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "wedsync.cli", "api", env=child_env,
-                    preexec_fn=raise_fd_limit))  # fmt: skip
+                child_env = {
+                    **os.environ,
+                    **live.to_env(),
+                    "WEDSYNC_PORT": str(port),
+                    **OPEN_LIMITS,
+                    **(env or {}),
+                }
+                procs.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "wedsync.cli",
+                        "api",
+                        env=child_env,
+                        preexec_fn=raise_fd_limit,
+                    )
+                )
                 urls.append(f"http://127.0.0.1:{port}")
             try:
                 for url in urls:
@@ -98,8 +113,9 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
                     await p.wait()
 
 
-async def populate(system: System, weddings: int, members: int, roles: tuple[str, ...],
-                   concurrency: int = 32) -> list[Seat]:  # fmt: skip
+async def populate(
+    system: System, weddings: int, members: int, roles: tuple[str, ...], concurrency: int = 32
+) -> list[Seat]:
     """``weddings`` weddings of ``members`` members each (couple + ``roles`` cycling), each
     joined once; seats spread over the gateways round-robin."""
     auth = system.settings.auth
@@ -127,14 +143,24 @@ async def populate(system: System, weddings: int, members: int, roles: tuple[str
     async def one(i: int, client: httpx.AsyncClient) -> None:
         async with sem:
             couple = f"c{i}-{uuid.uuid4().hex[:6]}"
-            r = await call(client, "POST", "/api/weddings", headers=hdr(couple),
-                           json={"name": f"W{i}", "date": "2027-06-12", "timezone": "UTC"})
+            r = await call(
+                client,
+                "POST",
+                "/api/weddings",
+                headers=hdr(couple),
+                json={"name": f"W{i}", "date": "2027-06-12", "timezone": "UTC"},
+            )
             wid = r.json()["id"]
             users = [couple]
             for j in range(members - 1):
                 user = f"m{i}-{j}-{uuid.uuid4().hex[:6]}"
-                await call(client, "PUT", f"/api/weddings/{wid}/members/{user}",
-                           headers=hdr(couple), json={"role": roles[j % len(roles)]})
+                await call(
+                    client,
+                    "PUT",
+                    f"/api/weddings/{wid}/members/{user}",
+                    headers=hdr(couple),
+                    json={"role": roles[j % len(roles)]},
+                )
                 users.append(user)
             for k, user in enumerate(users):
                 r = await call(client, "POST", f"/api/collaboration/join/{wid}", headers=hdr(user))

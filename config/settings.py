@@ -318,15 +318,18 @@ class WorkerSettings:
 @dataclass(frozen=True, slots=True)
 class ConflictSettings:
     partitions: int = _setting(
-        4, "CONFLICT_PARTITIONS",
+        4,
+        "CONFLICT_PARTITIONS",
         "Partitions of the changes stream (change only with the workers drained).",
     )
     own_partitions: str = _setting(
-        "", "CONFLICT_OWN_PARTITIONS",
+        "",
+        "CONFLICT_OWN_PARTITIONS",
         "Comma-separated partitions this conflicts worker applies (empty: all).",
     )
     approval_threshold: int = _setting(
-        50000, "APPROVAL_THRESHOLD",
+        50000,
+        "APPROVAL_THRESHOLD",
         "Budget amount (minor units) a non-couple change may move from its last approved value, "
         "and the largest line it may delete or mark paid/approved, without the couple's approval.",
     )
@@ -355,14 +358,16 @@ class NotifySettings:
         "WedSync <notifications@wedsync.invalid>", "SMTP_FROM", "From address of every email."
     )
     sms_base_url: str | None = _setting(
-        None, "SMS_BASE_URL",
+        None,
+        "SMS_BASE_URL",
         "Twilio-compatible REST API base (https://api.twilio.com). Unset: no SMS.",
     )
     sms_account_sid: str = _setting("", "SMS_ACCOUNT_SID", "SMS provider account SID.")
     sms_auth_token: str = _setting("", "SMS_AUTH_TOKEN", "SMS provider auth token.")
     sms_from: str = _setting("", "SMS_FROM", "Sender number (E.164) of every SMS.")
     vapid_private_key: str | None = _setting(
-        None, "VAPID_PRIVATE_KEY",
+        None,
+        "VAPID_PRIVATE_KEY",
         "PEM EC P-256 key signing Web Push (VAPID). Unset in dev: generated in the data dir.",
     )
     vapid_subject: str = _setting(
@@ -375,21 +380,25 @@ class NotifySettings:
         8, "NOTIFY_CONCURRENCY", "Sends in flight per notifications worker."
     )
     unseen_after: float = _setting(
-        300.0, "NOTIFY_UNSEEN_AFTER",
+        300.0,
+        "NOTIFY_UNSEEN_AFTER",
         "Seconds an in-app notice to a member active in the room may stay unread before "
         "its email/SMS/push goes out.",
     )
     escalate_every: float = _setting(
-        300.0, "NOTIFY_ESCALATE_EVERY",
+        300.0,
+        "NOTIFY_ESCALATE_EVERY",
         "Seconds between emergency SMS rounds to couple and planner until acknowledged.",
     )
     escalate_rounds: int = _setting(12, "NOTIFY_ESCALATE_ROUNDS", "Most emergency SMS rounds.")
     retry: str = _setting(
-        "30,120,600,1800", "NOTIFY_RETRY",
+        "30,120,600,1800",
+        "NOTIFY_RETRY",
         "Seconds before each retry of a failed email/SMS/push; then it is dead-lettered.",
     )
     webhook_retry: str = _setting(
-        "5,300,1800,7200,18000,36000", "WEBHOOK_RETRY",
+        "5,300,1800,7200,18000,36000",
+        "WEBHOOK_RETRY",
         "Seconds before each webhook retry; after the last the endpoint is disabled.",
     )
     webhook_allow_private: bool = _setting(
@@ -412,12 +421,14 @@ class NotifySettings:
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:
     hot_days: int = _setting(
-        90, "RETENTION_HOT_DAYS",
+        90,
+        "RETENTION_HOT_DAYS",
         "Days events stay in JetStream before the archive job moves them to PostgreSQL "
         "(a wedding's own `hot_days` overrides it).",
     )
     after_completed_days: int = _setting(
-        30, "RETENTION_AFTER_COMPLETED_DAYS",
+        30,
+        "RETENTION_AFTER_COMPLETED_DAYS",
         "Days after a wedding is `completed` when all its events are archived (until then "
         "the hot retention applies).",
     )
@@ -425,15 +436,18 @@ class RetentionSettings:
         500, "RETENTION_ARCHIVE_BATCH", "Events archived per transaction and JetStream purge."
     )
     session_grace_days: int = _setting(
-        30, "RETENTION_SESSION_GRACE_DAYS",
+        30,
+        "RETENTION_SESSION_GRACE_DAYS",
         "Days ended or expired sessions are kept, then deleted.",
     )
     presence_detail_days: int = _setting(
-        60, "RETENTION_PRESENCE_DETAIL_DAYS",
+        60,
+        "RETENTION_PRESENCE_DETAIL_DAYS",
         "Days per-minute presence is kept before it is rolled up to daily counts.",
     )
     delivery_log_days: int = _setting(
-        90, "RETENTION_DELIVERY_LOG_DAYS",
+        90,
+        "RETENTION_DELIVERY_LOG_DAYS",
         "Days finished notification deliveries and their attempts are kept.",
     )
     dead_letter_days: int = _setting(
@@ -455,23 +469,27 @@ def _standard(default: Any, env: str, help: str) -> Any:
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     service_name: str = _standard(
-        "wedsync", "OTEL_SERVICE_NAME",
+        "wedsync",
+        "OTEL_SERVICE_NAME",
         "Service name prefix of traces and metrics (`-api`, `-conflicts`... per process).",
     )
     traces_exporter: str = _standard(
-        "none", "OTEL_TRACES_EXPORTER",
+        "none",
+        "OTEL_TRACES_EXPORTER",
         "`otlp`, `console` (dev) or `none`. OTLP reads the standard `OTEL_EXPORTER_OTLP_*` "
         "variables (endpoint, headers, timeout).",
     )
     metrics_exporter: str = _standard(
-        "none", "OTEL_METRICS_EXPORTER",
+        "none",
+        "OTEL_METRICS_EXPORTER",
         "`otlp`, `console` or `none`; `GET /metrics` (Prometheus) is always served.",
     )
     otlp_protocol: str = _standard(
         "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL", "`http/protobuf` or `grpc`."
     )
     sampler: str = _standard(
-        "parentbased_always_on", "OTEL_TRACES_SAMPLER",
+        "parentbased_always_on",
+        "OTEL_TRACES_SAMPLER",
         "`[parentbased_]always_on`, `[parentbased_]always_off` or "
         "`[parentbased_]traceidratio`; always parent-based (a trace is kept or dropped whole).",
     )
@@ -479,11 +497,13 @@ class TelemetrySettings:
         1.0, "OTEL_TRACES_SAMPLER_ARG", "Ratio of traces kept by `traceidratio`."
     )
     gather: float = _setting(
-        0.25, "METRICS_GATHER",
+        0.25,
+        "METRICS_GATHER",
         "Seconds `GET /metrics` waits for every process's metrics over NATS.",
     )
     lag_every: float = _setting(
-        5.0, "METRICS_LAG_EVERY",
+        5.0,
+        "METRICS_LAG_EVERY",
         "Seconds between JetStream consumer lag readings of an API process.",
     )
 
@@ -524,8 +544,9 @@ class Settings:
         db = dataclasses.replace(self.database, url=database_url)
         if migrate_url is not None:
             db = dataclasses.replace(db, migrate_url=migrate_url)
-        return dataclasses.replace(self, nats=dataclasses.replace(self.nats, url=nats_url),
-                                   database=db)  # fmt: skip
+        return dataclasses.replace(
+            self, nats=dataclasses.replace(self.nats, url=nats_url), database=db
+        )
 
     def to_env(self) -> dict[str, str]:
         """The environment that rebuilds these settings in a child process."""

@@ -49,8 +49,22 @@ from config.settings import SettingsError, TelemetrySettings
 log = logging.getLogger(__name__)
 
 # latency histograms in seconds: sub-millisecond fan-out up to multi-second stalls
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0, 10.0)  # fmt: skip
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class NoRootClientSpans(Sampler):
@@ -61,14 +75,20 @@ class NoRootClientSpans(Sampler):
         self.base = base
 
     def should_sample(
-        self, parent_context: context.Context | None, trace_id: int, name: str,
-        kind: SpanKind | None = None, attributes: Attributes = None,
-        links: Sequence[Link] | None = None, trace_state: trace.TraceState | None = None,
-    ) -> SamplingResult:  # fmt: skip
+        self,
+        parent_context: context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
         if kind is SpanKind.CLIENT:
             return SamplingResult(Decision.DROP)
-        return self.base.should_sample(parent_context, trace_id, name, kind, attributes, links,
-                                       trace_state)  # fmt: skip
+        return self.base.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
 
     def get_description(self) -> str:
         return f"NoRootClientSpans{{{self.base.get_description()}}}"
@@ -140,11 +160,13 @@ class Telemetry:
         self.role = role
         self.process = f"{role}-{os.getpid()}"
         self.registry = CollectorRegistry(auto_describe=True)
-        resource = Resource.create({
-            "service.name": f"{settings.service_name}-{role}",
-            "service.instance.id": self.process,
-            "service.namespace": settings.service_name,
-        })  # fmt: skip
+        resource = Resource.create(
+            {
+                "service.name": f"{settings.service_name}-{role}",
+                "service.instance.id": self.process,
+                "service.namespace": settings.service_name,
+            }
+        )
         exporter = _span_exporter(settings)
         self.tracer_provider: TracerProvider | None = None
         if exporter is not None or span_processor is not None:
@@ -159,9 +181,13 @@ class Telemetry:
         self.meter_provider = MeterProvider(
             resource=resource,
             metric_readers=_metric_readers(settings, self.registry),
-            views=[View(instrument_name="*latency*",
-                        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS))],
-        )  # fmt: skip
+            views=[
+                View(
+                    instrument_name="*latency*",
+                    aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
+                )
+            ],
+        )
 
     @property
     def tracing(self) -> bool:
@@ -210,8 +236,12 @@ def tracing() -> bool:
     return _tracing
 
 
-def span(tracer: trace.Tracer, name: str, kind: SpanKind = SpanKind.INTERNAL,
-         attributes: Attributes = None) -> contextlib.AbstractContextManager[object]:  # fmt: skip
+def span(
+    tracer: trace.Tracer,
+    name: str,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+) -> contextlib.AbstractContextManager[object]:
     """``tracer.start_as_current_span(...)`` while tracing, else a null context."""
     if not _tracing:
         return contextlib.nullcontext()
@@ -237,15 +267,17 @@ def traceparent() -> str | None:
 
 
 @contextlib.contextmanager
-def producing(tracer: trace.Tracer, stream: str, subject: str,
-              headers: dict[str, str]) -> Iterator[trace.Span]:  # fmt: skip
+def producing(
+    tracer: trace.Tracer, stream: str, subject: str, headers: dict[str, str]
+) -> Iterator[trace.Span]:
     """A PRODUCER span around a JetStream publish; its context goes into ``headers``."""
     if not _tracing:
         yield trace.INVALID_SPAN
         return
     with tracer.start_as_current_span(
-        f"publish {stream}", kind=SpanKind.PRODUCER,
+        f"publish {stream}",
+        kind=SpanKind.PRODUCER,
         attributes={"messaging.system": "nats", "messaging.destination.name": subject},
-    ) as span:  # fmt: skip
+    ) as span:
         inject(headers)
         yield span

@@ -97,7 +97,9 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
         pool = await _until_reachable(
             "PostgreSQL",
             lambda: asyncpg.create_pool(
-                db_url, min_size=settings.database.pool_min, max_size=settings.database.pool_max,
+                db_url,
+                min_size=settings.database.pool_min,
+                max_size=settings.database.pool_max,
                 setup=scope.on_acquire,  # the task's wedding scope (runtime/db/scope.py)
             ),
         )

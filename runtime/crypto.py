@@ -51,6 +51,7 @@ def public_key(pem: str) -> str:
     """The VAPID public key as browsers take it (``applicationServerKey``): base64url of
     the uncompressed P-256 point."""
     key = Vapid.from_pem(pem.encode()).public_key
-    raw = key.public_bytes(serialization.Encoding.X962,
-                           serialization.PublicFormat.UncompressedPoint)  # fmt: skip
+    raw = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

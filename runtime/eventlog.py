@@ -27,8 +27,9 @@ _PAGE = 500
 async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
     """The seq of the wedding's first event in JetStream at or after ``from_seq``."""
     try:
-        msg = await js.get_msg(EVENTS.name, seq=from_seq, subject=wedding_wildcard(wedding_id),
-                               next=True)  # fmt: skip
+        msg = await js.get_msg(
+            EVENTS.name, seq=from_seq, subject=wedding_wildcard(wedding_id), next=True
+        )
     except NotFoundError:
         return None
     return int(msg.seq or 0) or None
@@ -46,10 +47,12 @@ async def _stored(
     # consumer's flow control.
     queue: asyncio.Queue[Msg] = asyncio.Queue(_PAGE)
     sub = await js.subscribe(
-        wedding_wildcard(wedding_id), stream=EVENTS.name, ordered_consumer=True,
+        wedding_wildcard(wedding_id),
+        stream=EVENTS.name,
+        ordered_consumer=True,
         cb=queue.put,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
-    )  # fmt: skip
+    )
     try:
         while True:
             if queue.empty():
@@ -137,7 +140,8 @@ async def fully_held(
     async with pool.acquire() as conn:
         marks = await archive.marks(conn, wedding_id)
         events_from = await conn.fetchval(
-            "SELECT events_from FROM weddings WHERE id = $1", wedding_id)
+            "SELECT events_from FROM weddings WHERE id = $1", wedding_id
+        )
     if after_seq > max(state.last_seq, marks.last_seq):
         return False  # from a longer, older life of the stream
     if after_seq + 1 >= state.first_seq or (state.messages == 0 and after_seq >= state.last_seq):

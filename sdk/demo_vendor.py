@@ -32,8 +32,9 @@ def _export(pkg: str, sub: str) -> str:
     exports = meta.get("exports")
     entry = exports.get(sub) if isinstance(exports, dict) else None
     while isinstance(entry, dict):
-        entry = next((entry[k] for k in ("browser", "import", "module", "default") if k in entry),
-                     None)  # fmt: skip
+        entry = next(
+            (entry[k] for k in ("browser", "import", "module", "default") if k in entry), None
+        )
     if entry is None:
         entry = meta.get("module") or meta.get("main")
     return posixpath.normpath(str(entry))
@@ -78,8 +79,11 @@ def page_with(imports: dict[str, str]) -> str:
 
 
 def checked_in() -> dict[str, bytes]:
-    return {p.relative_to(TARGET).as_posix(): p.read_bytes()
-            for p in sorted(TARGET.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(TARGET).as_posix(): p.read_bytes()
+        for p in sorted(TARGET.rglob("*"))
+        if p.is_file()
+    }
 
 
 def main() -> int:

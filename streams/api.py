@@ -30,9 +30,7 @@ class WeddingPatch(msgspec.Struct, forbid_unknown_fields=True):
     timezone: Timezone | msgspec.UnsetType = msgspec.UNSET
     status: WeddingStatus | msgspec.UnsetType = msgspec.UNSET
     # days its events stay in JetStream before they are archived (null: server default)
-    hot_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | msgspec.UnsetType | None = (
-        msgspec.UNSET
-    )
+    hot_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Wedding(msgspec.Struct):

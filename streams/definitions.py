@@ -145,8 +145,14 @@ DOCUMENTS = StreamSpec(
 )
 STREAMS: tuple[StreamSpec, ...] = (EVENTS, DEAD_LETTERS, PRESENCE_LOG, CHANGES, DOCUMENTS)
 
-_UPDATABLE = ("subjects", "description", "duplicate_window", "num_replicas", "max_age",
-              "max_consumers")  # fmt: skip
+_UPDATABLE = (
+    "subjects",
+    "description",
+    "duplicate_window",
+    "num_replicas",
+    "max_age",
+    "max_consumers",
+)
 _LIMITS = ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size")
 
 
@@ -245,21 +251,26 @@ async def missing_streams(js: JetStreamContext) -> list[str]:
 def conflicts_consumer(partition: int) -> ConsumerSpec:
     """The conflicts worker's consumer of one partition of WEDSYNC_CHANGES."""
     return ConsumerSpec(
-        durable=f"conflicts-p{partition}", stream=CHANGES.name,
+        durable=f"conflicts-p{partition}",
+        stream=CHANGES.name,
         filter_subjects=(partition_filter(partition),),
         description=f"conflicts worker, partition {partition}: one change in flight",
         # one in flight: a crashed worker's change blocks its partition until redelivered,
         # so the ack wait is short (a redelivery racing a slow first attempt is harmless:
         # the consumed-record and the wedding row lock let only one of them apply it)
-        max_ack_pending=1, batch=1, ack_wait=5.0,
-    )  # fmt: skip
+        max_ack_pending=1,
+        batch=1,
+        ack_wait=5.0,
+    )
 
 
 NOTIFICATIONS_CONSUMER = ConsumerSpec(
-    durable="notifications", stream=EVENTS.name, filter_subjects=(f"{EVENTS_ROOT}.>",),
+    durable="notifications",
+    stream=EVENTS.name,
+    filter_subjects=(f"{EVENTS_ROOT}.>",),
     description="notifications worker: who hears about each wedding event",
     deliver_new=True,
-)  # fmt: skip
+)
 
 
 DOCUMENTS_CONSUMER = ConsumerSpec(

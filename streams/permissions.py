@@ -48,12 +48,52 @@ RW = Access(read=True, write=True)
 C = Channel
 MATRIX: dict[Role, dict[Channel, Access]] = {
     #             timeline    budget     vendors    guests     tasks      chat       emergency
-    Role.COUPLE:  {C.TIMELINE: RW, C.BUDGET: RW, C.VENDORS: RW, C.GUESTS: RW, C.TASKS: RW, C.CHAT: RW, C.EMERGENCY: RW},  # noqa: E501
-    Role.PLANNER: {C.TIMELINE: RW, C.BUDGET: RW, C.VENDORS: RW, C.GUESTS: RW, C.TASKS: RW, C.CHAT: RW, C.EMERGENCY: RW},  # noqa: E501
-    Role.VENDOR:  {C.TIMELINE: R,  C.BUDGET: _,  C.VENDORS: RW, C.GUESTS: _,  C.TASKS: RW, C.CHAT: RW, C.EMERGENCY: RW},  # noqa: E501
-    Role.FAMILY:  {C.TIMELINE: R,  C.BUDGET: _,  C.VENDORS: R,  C.GUESTS: RW, C.TASKS: RW, C.CHAT: RW, C.EMERGENCY: RW},  # noqa: E501
-    Role.GUEST:   {C.TIMELINE: R,  C.BUDGET: _,  C.VENDORS: _,  C.GUESTS: _,  C.TASKS: _,  C.CHAT: RW, C.EMERGENCY: R},  # noqa: E501
-}  # fmt: skip
+    Role.COUPLE: {
+        C.TIMELINE: RW,
+        C.BUDGET: RW,
+        C.VENDORS: RW,
+        C.GUESTS: RW,
+        C.TASKS: RW,
+        C.CHAT: RW,
+        C.EMERGENCY: RW,
+    },
+    Role.PLANNER: {
+        C.TIMELINE: RW,
+        C.BUDGET: RW,
+        C.VENDORS: RW,
+        C.GUESTS: RW,
+        C.TASKS: RW,
+        C.CHAT: RW,
+        C.EMERGENCY: RW,
+    },
+    Role.VENDOR: {
+        C.TIMELINE: R,
+        C.BUDGET: _,
+        C.VENDORS: RW,
+        C.GUESTS: _,
+        C.TASKS: RW,
+        C.CHAT: RW,
+        C.EMERGENCY: RW,
+    },
+    Role.FAMILY: {
+        C.TIMELINE: R,
+        C.BUDGET: _,
+        C.VENDORS: R,
+        C.GUESTS: RW,
+        C.TASKS: RW,
+        C.CHAT: RW,
+        C.EMERGENCY: RW,
+    },
+    Role.GUEST: {
+        C.TIMELINE: R,
+        C.BUDGET: _,
+        C.VENDORS: _,
+        C.GUESTS: _,
+        C.TASKS: _,
+        C.CHAT: RW,
+        C.EMERGENCY: R,
+    },
+}
 
 #: Roles that administer a wedding: edit it, manage members, read the audit log.
 ADMINS = frozenset({Role.COUPLE, Role.PLANNER})

@@ -53,10 +53,13 @@ class Record(msgspec.Struct, frozen=True):
 
     def public(self) -> ConnectionPresence:
         return ConnectionPresence(
-            connection_id=self.connection_id, status=self.status, location=self.location,
-            editing=self.editing, connected_at=self.connected_at,
+            connection_id=self.connection_id,
+            status=self.status,
+            location=self.location,
+            editing=self.editing,
+            connected_at=self.connected_at,
             last_active_at=self.last_active_at,
-        )  # fmt: skip
+        )
 
 
 class ConnectionPresence(msgspec.Struct, frozen=True):

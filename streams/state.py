@@ -133,8 +133,14 @@ DEFAULTS: dict[EntityKind, dict[str, Any]] = {
     EntityKind.TIMELINE: {"location": None, "vendor_id": None, "depends_on": [], "notes": None},
     EntityKind.BUDGET: {"description": None, "actual": None, "paid": False, "approved": False},
     EntityKind.VENDORS: {"contact": None, "status": "enquired"},
-    EntityKind.GUESTS: {"rsvp": "pending", "meal": None, "table": None, "plus_ones": 0,
-                        "dietary": None, "contact": None},
+    EntityKind.GUESTS: {
+        "rsvp": "pending",
+        "meal": None,
+        "table": None,
+        "plus_ones": 0,
+        "dietary": None,
+        "contact": None,
+    },
     EntityKind.TASKS: {"assignee": None, "due": None, "done": False},
 }
 

@@ -47,6 +47,7 @@ def presence_subject(wedding_id: uuid.UUID | str, kind: str) -> str:
     """Durable presence log: ``wedsync.presence.<id>.<joined|left>``."""
     return f"{PRESENCE_ROOT}.{_token(str(wedding_id))}.{_token(kind)}"
 
+
 def signal_subject(wedding_id: uuid.UUID | str) -> str:
     """Core NATS (never stored): ephemeral signals of one wedding's room (typing...)."""
     return f"{SIGNAL_ROOT}.{_token(str(wedding_id))}"

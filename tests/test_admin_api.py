@@ -28,9 +28,15 @@ pytestmark = pytest.mark.asyncio
 
 async def admin_token_cli(env: dict[str, str], *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", "admin-token", *args, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        "admin-token",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0
     return out.decode().strip()
@@ -62,8 +68,9 @@ async def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
 
 async def publish(base: str, settings: Settings, wedding: str, **body: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base) as c:
-        return await c.post(f"/api/admin/weddings/{wedding}/events", json=body,
-                            headers=admin(settings))  # fmt: skip
+        return await c.post(
+            f"/api/admin/weddings/{wedding}/events", json=body, headers=admin(settings)
+        )
 
 
 async def get(base: str, settings: Settings, path: str, **params: Any) -> Any:
@@ -74,14 +81,17 @@ async def get(base: str, settings: Settings, path: str, **params: Any) -> Any:
 
 
 ROUTES = [
-    ("POST", "/api/admin/weddings/{w}/events", {"channel": "chat", "type": "announcement",
-                                                 "data": {"text": "forged"}}),
+    (
+        "POST",
+        "/api/admin/weddings/{w}/events",
+        {"channel": "chat", "type": "announcement", "data": {"text": "forged"}},
+    ),
     ("GET", "/api/admin/weddings/{w}/presence", None),
     ("GET", "/api/admin/weddings/{w}/events", None),
     ("POST", "/api/admin/weddings/{w}/users/{u}/disconnect", {"end_sessions": True}),
     ("GET", "/api/admin/rooms", None),
     ("GET", "/api/admin/stats", None),
-]  # fmt: skip
+]
 
 
 async def test_every_route_refuses_without_the_admin_token(
@@ -123,8 +133,14 @@ async def test_server_event_reaches_members_live_and_is_in_history(
     try:
         await recv(a)
         await recv(b)
-        r = await publish(gateways[1], settings, world.wedding, channel="chat",
-                          type="announcement", data={"text": "doors open at 3"})  # fmt: skip
+        r = await publish(
+            gateways[1],
+            settings,
+            world.wedding,
+            channel="chat",
+            type="announcement",
+            data={"text": "doors open at 3"},
+        )
         assert r.status_code == 201, r.text
         out = r.json()
         assert out["seq"] > 0 and out["duplicate"] is False
@@ -136,15 +152,35 @@ async def test_server_event_reaches_members_live_and_is_in_history(
             assert ev["channel"] == "chat" and ev["data"] == {"text": "doors open at 3"}
             assert ev["actor"] == {"user_id": "server", "role": "planner", "server": True}
         # a retry with the same idempotency key is stored once
-        first = await publish(gateways[0], settings, world.wedding, channel="timeline",
-                              type="vendor.arrived", data={"vendor": "flowers"}, id="k1")  # fmt: skip
-        again = await publish(gateways[1], settings, world.wedding, channel="timeline",
-                              type="vendor.arrived", data={"vendor": "flowers"}, id="k1")  # fmt: skip
+        first = await publish(
+            gateways[0],
+            settings,
+            world.wedding,
+            channel="timeline",
+            type="vendor.arrived",
+            data={"vendor": "flowers"},
+            id="k1",
+        )
+        again = await publish(
+            gateways[1],
+            settings,
+            world.wedding,
+            channel="timeline",
+            type="vendor.arrived",
+            data={"vendor": "flowers"},
+            id="k1",
+        )
         assert first.status_code == again.status_code == 201
         assert again.json() == {**first.json(), "duplicate": True}
         # the vendor may not read the budget: a server budget event reaches only the couple
-        budget = await publish(gateways[0], settings, world.wedding, channel="budget",
-                               type="payment.received", data={"amount": 100})  # fmt: skip
+        budget = await publish(
+            gateways[0],
+            settings,
+            world.wedding,
+            channel="budget",
+            type="payment.received",
+            data={"amount": 100},
+        )
         assert budget.status_code == 201
         seqs = [first.json()["seq"], budget.json()["seq"]]
         assert [(await recv_type(a, "event"))["seq"] for _ in seqs] == seqs
@@ -167,8 +203,9 @@ async def test_server_event_reaches_members_live_and_is_in_history(
 
 async def test_server_event_refusals(world: World, gateways: list[str], settings: Settings) -> None:
     w = world.wedding
-    reserved = await publish(gateways[0], settings, w, channel="tasks", type="entity.updated",
-                             data={"entity": "tasks"})  # fmt: skip
+    reserved = await publish(
+        gateways[0], settings, w, channel="tasks", type="entity.updated", data={"entity": "tasks"}
+    )
     assert reserved.status_code == 422 and reserved.json()["code"] == "invalid"
     bad = await publish(gateways[0], settings, w, channel="nope", type="x")
     assert bad.status_code == 422 and bad.json()["code"] == "invalid"
@@ -242,11 +279,15 @@ async def test_rooms_count_connections_of_every_process(
     await eventually(gone)
 
 
-async def disconnect(base: str, settings: Settings, world: World, user: str,
-                     body: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+async def disconnect(
+    base: str, settings: Settings, world: World, user: str, body: dict[str, Any] | None
+) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base) as c:
-        r = await c.post(f"/api/admin/weddings/{world.wedding}/users/{user}/disconnect",
-                         headers=admin(settings), json=body)  # fmt: skip
+        r = await c.post(
+            f"/api/admin/weddings/{world.wedding}/users/{user}/disconnect",
+            headers=admin(settings),
+            json=body,
+        )
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
@@ -271,8 +312,9 @@ async def test_disconnect_closes_the_users_sockets_on_every_process(
         vs = [await connect(gateways[i], world.wedding, tokens[i]) for i in (0, 1)]
         for ws in vs:
             assert (await recv(ws))["type"] == "welcome"
-        out = await disconnect(gateways[1], settings, world, vendor,
-                               {"reconnect": True, "reason": "moving you"})  # fmt: skip
+        out = await disconnect(
+            gateways[1], settings, world, vendor, {"reconnect": True, "reason": "moving you"}
+        )
         assert out["close_code"] == 4005
         for ws in vs:
             with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -290,11 +332,11 @@ async def test_disconnect_closes_the_users_sockets_on_every_process(
         for i in (0, 1):
             assert await close_code(await connect(gateways[i], world.wedding, tokens[i])) == 4500
         async with httpx.AsyncClient(base_url=gateways[0]) as c:
-            r = await c.get(f"/api/collaboration/join/{world.wedding}",
-                            headers=world.auth(vendor))  # fmt: skip
+            r = await c.get(f"/api/collaboration/join/{world.wedding}", headers=world.auth(vendor))
             assert r.status_code == 404
-            audit = await c.get(f"/api/weddings/{world.wedding}/audit",
-                                headers=world.auth(world.couple))  # fmt: skip
+            audit = await c.get(
+                f"/api/weddings/{world.wedding}/audit", headers=world.auth(world.couple)
+            )
         kicks = [e for e in audit.json()["items"] if e["action"] == "admin_disconnect"]
         assert [e["details"]["close_code"] for e in kicks] == [4504, 4005, 4505]
         # the couple was never touched
@@ -308,17 +350,27 @@ async def test_stats_summarise_the_system(
     world: World, gateways: list[str], settings: Settings, conns: Connections
 ) -> None:
     durable = "admin-test-" + uuid.uuid4().hex[:8]
-    await conns.js.add_consumer(EVENTS.name, ConsumerConfig(
-        durable_name=durable, filter_subject=wedding_wildcard(world.wedding),
-        ack_policy=AckPolicy.EXPLICIT,
-    ))  # fmt: skip
+    await conns.js.add_consumer(
+        EVENTS.name,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=wedding_wildcard(world.wedding),
+            ack_policy=AckPolicy.EXPLICIT,
+        ),
+    )
     ws = await connect(gateways[1], world.wedding, await world.join(world.couple))
     try:
         await recv(ws)
         seqs = []
         for i in range(3):
-            r = await publish(gateways[0], settings, world.wedding, channel="chat",
-                              type="announcement", data={"i": i})  # fmt: skip
+            r = await publish(
+                gateways[0],
+                settings,
+                world.wedding,
+                channel="chat",
+                type="announcement",
+                data={"i": i},
+            )
             seqs.append(r.json()["seq"])
 
         async def connected() -> dict[str, Any] | None:

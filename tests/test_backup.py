@@ -63,8 +63,9 @@ class Running:
 
 
 def pg(tool: str, *args: str) -> None:
-    done = subprocess.run([str(postgres_bin_dir() / tool), *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [str(postgres_bin_dir() / tool), *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -127,8 +128,9 @@ async def test_a_restore_resumes_clients_and_keeps_the_state(tmp_path: Path) -> 
             base = b.urls[0]
             assert await get(base, wedding, f"/api/weddings/{wedding.id}/state") == before
             # the epoch it had names the restored stream: a resume, not a reload
-            ws = await connect(base, wedding.id, session["session_token"], after=seen,
-                               epoch=before["epoch"])  # fmt: skip
+            ws = await connect(
+                base, wedding.id, session["session_token"], after=seen, epoch=before["epoch"]
+            )
             try:
                 replayed: list[int] = []
                 while True:
@@ -141,6 +143,7 @@ async def test_a_restore_resumes_clients_and_keeps_the_state(tmp_path: Path) -> 
             finally:
                 await ws.close()
             assert replayed == [e["seq"] for e in history if e["seq"] > seen]
-            page = await get(base, wedding, f"/api/weddings/{wedding.id}/events",
-                             after_seq=0, limit=1000)  # fmt: skip
+            page = await get(
+                base, wedding, f"/api/weddings/{wedding.id}/events", after_seq=0, limit=1000
+            )
             assert page["events"] == history  # the restored history, event for event

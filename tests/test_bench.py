@@ -23,37 +23,108 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # tiny: a few sockets, a couple of seconds each
 RUNS: dict[str, tuple[str, ...]] = {
-    "peers": ("--rooms", "2", "--members", "3", "--rate", "3", "--duration", "2",
-              "--loaders", "1"),
-    "fanout": ("--rooms", "3", "--members", "4", "--rate", "3", "--duration", "2",
-               "--gateways", "2", "--loaders", "2", "--ceiling-seconds", "1",
-               "--ceiling-inflight", "32"),
-    "connections": ("--connections", "24", "--gateways", "2", "--loaders", "2",
-                    "--sources", "3", "--hold", "2", "--heartbeat", "0.5"),
-    "presence": ("--users", "12", "--room", "4", "--rate", "10", "--duration", "1",
-                 "--loaders", "1", "--gateways", "1"),
+    "peers": ("--rooms", "2", "--members", "3", "--rate", "3", "--duration", "2", "--loaders", "1"),
+    "fanout": (
+        "--rooms",
+        "3",
+        "--members",
+        "4",
+        "--rate",
+        "3",
+        "--duration",
+        "2",
+        "--gateways",
+        "2",
+        "--loaders",
+        "2",
+        "--ceiling-seconds",
+        "1",
+        "--ceiling-inflight",
+        "32",
+    ),
+    "connections": (
+        "--connections",
+        "24",
+        "--gateways",
+        "2",
+        "--loaders",
+        "2",
+        "--sources",
+        "3",
+        "--hold",
+        "2",
+        "--heartbeat",
+        "0.5",
+    ),
+    "presence": (
+        "--users",
+        "12",
+        "--room",
+        "4",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--loaders",
+        "1",
+        "--gateways",
+        "1",
+    ),
     "resume": ("--events", "40", "--repeat", "2"),
-    "signals": ("--users", "8", "--room", "4", "--rate", "10", "--duration", "1",
-                "--gateways", "2"),
-    "overload": ("--rooms", "2", "--members", "3", "--duration", "2", "--capacity", "12",
-                 "--levels", "0.5,1", "--gateways", "1", "--loaders", "1"),
-}  # fmt: skip
+    "signals": (
+        "--users",
+        "8",
+        "--room",
+        "4",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--gateways",
+        "2",
+    ),
+    "overload": (
+        "--rooms",
+        "2",
+        "--members",
+        "3",
+        "--duration",
+        "2",
+        "--capacity",
+        "12",
+        "--levels",
+        "0.5,1",
+        "--gateways",
+        "1",
+        "--loaders",
+        "1",
+    ),
+}
 
 
 async def bench(out: Path, scenario: str, *args: str, timeout: float = 150) -> dict[str, Any]:
     """Run one scenario to completion; its JSON result (the PNG checked on the way)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench", scenario, *args, "--out", str(out), cwd=ROOT,
+        sys.executable,
+        "-m",
+        "bench",
+        scenario,
+        *args,
+        "--out",
+        str(out),
+        cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         output, _ = await proc.communicate()
-        raise AssertionError(f"{scenario} did not finish in {timeout} s:\n"
-                             f"{output.decode()[-3000:]}") from None  # fmt: skip
+        raise AssertionError(
+            f"{scenario} did not finish in {timeout} s:\n{output.decode()[-3000:]}"
+        ) from None
     assert proc.returncode == 0, output.decode()[-3000:]
     result: dict[str, Any] = json.loads((out / f"{scenario}.json").read_text())
     png = out / f"{scenario}.png"
@@ -169,10 +240,19 @@ async def test_ratelimit() -> None:
     """bench/ratelimit.py: each strategy checks every request it was offered, and refuses none
     (the rate per user is far under the limit); the baseline checks nothing."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.ratelimit", "--users", "300", "--rate", "200",
-        "--duration", "1", cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bench.ratelimit",
+        "--users",
+        "300",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, output.decode()[-3000:]
     results = json.loads(output.decode().strip().splitlines()[-1])

@@ -27,17 +27,17 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
 
 async def history(world: World, base: str, after: int) -> list[dict[str, object]]:
     async with httpx.AsyncClient(base_url=base) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events",
-                        params={"after_seq": after, "limit": 1000},
-                        headers=world.auth(world.couple))  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            params={"after_seq": after, "limit": 1000},
+            headers=world.auth(world.couple),
+        )
         assert r.status_code == 200, r.text
         events: list[dict[str, object]] = r.json()["events"]
         return events
 
 
-async def test_send_is_acked_with_the_seq_others_receive(
-    world: World, gateways: list[str]
-) -> None:
+async def test_send_is_acked_with_the_seq_others_receive(world: World, gateways: list[str]) -> None:
     planner = await world.add("planner")
     async with (
         WeddingClient(gateways[0], world.wedding, await world.join(world.couple)) as a,
@@ -68,9 +68,14 @@ async def test_reconnects_by_itself_and_delivers_each_missed_event_once(
     fast = Backoff(base=0.05, cap=0.2)
     async with (
         WeddingClient(gateways[0], world.wedding, await world.join(world.couple)) as sender,
-        WeddingClient(gateways[1], world.wedding, await world.join(family), backoff=fast,
-                      on_state=states.append) as c,
-    ):  # fmt: skip
+        WeddingClient(
+            gateways[1],
+            world.wedding,
+            await world.join(family),
+            backoff=fast,
+            on_state=states.append,
+        ) as c,
+    ):
         first = await sender.send("chat", {"i": -1})
         assert (await c.next_event()).seq == first
         await c.disconnect()  # as a dropped network would
@@ -95,8 +100,9 @@ async def test_unacknowledged_sends_are_resent_after_reconnect_and_stored_once(
     world: World, gateways: list[str]
 ) -> None:
     fast = Backoff(base=0.05, cap=0.2)
-    async with WeddingClient(gateways[0], world.wedding, await world.join(world.couple),
-                             backoff=fast) as c:  # fmt: skip
+    async with WeddingClient(
+        gateways[0], world.wedding, await world.join(world.couple), backoff=fast
+    ) as c:
         start = c.last_seq or 0
         sends = [asyncio.create_task(c.send("chat", {"n": n}, id=f"n{n}")) for n in range(30)]
         await asyncio.sleep(0)  # let them start writing, then cut the connection mid-way

@@ -22,8 +22,9 @@ THRESHOLD = 100_000  # minor units; the worker below runs with it
 
 @pytest_asyncio.fixture(scope="module")
 async def conflicts_worker(settings: Settings) -> AsyncIterator[None]:
-    async with worker_process(settings, "conflicts",
-                              {"WEDSYNC_APPROVAL_THRESHOLD": str(THRESHOLD)}):  # fmt: skip
+    async with worker_process(
+        settings, "conflicts", {"WEDSYNC_APPROVAL_THRESHOLD": str(THRESHOLD)}
+    ):
         yield
 
 
@@ -45,8 +46,11 @@ def conflict_events(m: Member) -> list[dict[str, Any]]:
 
 async def set_status(world: World, status: str) -> None:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.patch(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple),
-                          json={"status": status})  # fmt: skip
+        r = await c.patch(
+            f"/api/weddings/{world.wedding}",
+            headers=world.auth(world.couple),
+            json={"status": status},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == status
 
@@ -58,12 +62,15 @@ async def acked(m: Member, cid: str) -> int:
     return seq
 
 
-async def two_members(world: World, gateways: list[str], role: str = "planner"
-                      ) -> tuple[Member, Member]:  # fmt: skip
+async def two_members(
+    world: World, gateways: list[str], role: str = "planner"
+) -> tuple[Member, Member]:
     """The couple on the first gateway, a new member with ``role`` on the second."""
     other = await world.add(role)
-    return (await join_member(world, gateways[0], world.couple),
-            await join_member(world, gateways[1], other))  # fmt: skip
+    return (
+        await join_member(world, gateways[0], world.couple),
+        await join_member(world, gateways[1], other),
+    )
 
 
 async def test_stale_change_to_untouched_fields_merges(
@@ -73,11 +80,14 @@ async def test_stale_change_to_untouched_fields_merges(
     await acked(a, await a.change("tasks", "t", "create", {"title": "Book florist"}))
     # both edit version 1, each a field the other leaves alone
     await acked(b, await b.change("tasks", "t", "update", {"title": "Book florist + cake"}, base=1))
-    await acked(a, await a.change("tasks", "t", "update", {"done": True, "assignee": "ann"},
-                                  base=1))  # fmt: skip
+    await acked(
+        a, await a.change("tasks", "t", "update", {"done": True, "assignee": "ann"}, base=1)
+    )
     await quiesce(world, [a, b])
-    merged = {"version": 3, "fields": {"title": "Book florist + cake", "assignee": "ann",
-                                       "due": None, "done": True}}  # fmt: skip
+    merged = {
+        "version": 3,
+        "fields": {"title": "Book florist + cake", "assignee": "ann", "due": None, "done": True},
+    }
     for m in (a, b):
         assert m.entity("tasks", "t") == merged
         assert conflict_events(m) == []
@@ -114,8 +124,12 @@ async def test_concurrent_time_moves_rejected_only_on_the_wedding_day(
     world: World, gateways: list[str], conflicts_worker: None, status: str
 ) -> None:
     a, b = await two_members(world, gateways)
-    await acked(a, await a.change("timeline", "speech", "create",
-                                  {"title": "Speeches", "start": at(14), "end": at(15)}))  # fmt: skip
+    await acked(
+        a,
+        await a.change(
+            "timeline", "speech", "create", {"title": "Speeches", "start": at(14), "end": at(15)}
+        ),
+    )
     if status == "wedding_day":
         await set_status(world, status)
     await acked(b, await b.change("timeline", "speech", "update", {"start": at(14, 30)}, base=1))
@@ -177,16 +191,20 @@ async def test_invalid_bases_are_rejected(
     world: World, gateways: list[str], conflicts_worker: None
 ) -> None:
     a, b = await two_members(world, gateways)
-    await acked(a, await a.change("timeline", "e", "create",
-                                  {"title": "x", "start": at(10), "end": at(11)}))  # fmt: skip
+    await acked(
+        a, await a.change("timeline", "e", "create", {"title": "x", "start": at(10), "end": at(11)})
+    )
     ahead = await a.change("timeline", "e", "update", {"title": "y"}, base=7)
     early = await a.change("timeline", "e", "update", {"end": at(9)}, base=1)  # before start
     missing = await b.change("timeline", "nope", "update", {"title": "y"}, base=1)
-    twice = await b.change("timeline", "e", "create", {"title": "x", "start": at(1),
-                                                       "end": at(2)})  # fmt: skip
+    twice = await b.change("timeline", "e", "create", {"title": "x", "start": at(1), "end": at(2)})
     await quiesce(world, [a, b])
-    for cid, reason in ((ahead, "invalid"), (early, "invalid"), (missing, "not_found"),
-                        (twice, "exists")):  # fmt: skip
+    for cid, reason in (
+        (ahead, "invalid"),
+        (early, "invalid"),
+        (missing, "not_found"),
+        (twice, "exists"),
+    ):
         [rejected] = a.seen("conflict.rejected", cid)
         assert rejected["data"]["reason"] == reason, (reason, rejected)
     assert a.seen("conflict.rejected", ahead)[0]["data"]["current"]["version"] == 1
@@ -201,11 +219,13 @@ async def test_budget_moves_over_the_threshold_wait_for_the_couple(
     a, p = await two_members(world, gateways)
     vendor = await world.add("vendor")
     url = f"/api/weddings/{world.wedding}/approvals"
-    await acked(a, await a.change("budget", "b", "create", {"category": "Flowers",
-                                                              "estimated": 20_000}))  # fmt: skip
+    await acked(
+        a, await a.change("budget", "b", "create", {"category": "Flowers", "estimated": 20_000})
+    )
     # exactly the threshold: applies
-    await acked(p, await p.change("budget", "b", "update", {"estimated": 20_000 + THRESHOLD},
-                                  base=1))  # fmt: skip
+    await acked(
+        p, await p.change("budget", "b", "update", {"estimated": 20_000 + THRESHOLD}, base=1)
+    )
     big = await p.change("budget", "b", "update", {"estimated": 220_001}, base=2)
     await acked(p, big)
     requested = await a.expect("approval.requested", big)
@@ -224,23 +244,27 @@ async def test_budget_moves_over_the_threshold_wait_for_the_couple(
             (approval, "pending", {"estimated": 220_001})
         ]
         for who in (p.user, vendor):
-            r = await c.post(f"{url}/{approval}", headers=world.auth(who),
-                             json={"decision": "grant"})  # fmt: skip
+            r = await c.post(
+                f"{url}/{approval}", headers=world.auth(who), json={"decision": "grant"}
+            )
             assert r.status_code == 403, (who, r.text)
-        r = await c.post(f"{url}/{approval}", headers=world.auth(a.user),
-                         json={"decision": "grant"})  # fmt: skip
+        r = await c.post(
+            f"{url}/{approval}", headers=world.auth(a.user), json={"decision": "grant"}
+        )
         assert r.status_code == 202, r.text
         granted = await p.expect("approval.granted", approval_id=approval)
         assert granted["data"]["by"] == a.user and granted["data"]["requested_by"] == p.user
         applied = await p.expect("entity.updated", big, entity_id="b")
         assert applied["data"]["version"] == 3 and applied["data"]["fields"]["estimated"] == 220_001
         assert p.events.index(granted) < p.events.index(applied)
-        again = await c.post(f"{url}/{approval}", headers=world.auth(a.user),
-                             json={"decision": "deny"})  # fmt: skip
+        again = await c.post(
+            f"{url}/{approval}", headers=world.auth(a.user), json={"decision": "deny"}
+        )
         assert again.status_code == 409
 
-        bigger = await p.change("budget", "b", "update", {"estimated": 900_000, "paid": True},
-                                base=3)  # fmt: skip
+        bigger = await p.change(
+            "budget", "b", "update", {"estimated": 900_000, "paid": True}, base=3
+        )
         await acked(p, bigger)
         second = (await a.expect("approval.requested", bigger))["data"]["approval_id"]
         r = await c.post(f"{url}/{second}", headers=world.auth(a.user), json={"decision": "deny"})
@@ -251,8 +275,9 @@ async def test_budget_moves_over_the_threshold_wait_for_the_couple(
         assert {x["id"]: x["status"] for x in listed} == {approval: "granted", second: "denied"}
 
         # a grant applies the held change under the usual rules: deleted meanwhile, refused
-        await acked(a, await a.change("budget", "b2", "create", {"category": "Cake",
-                                                                   "estimated": 1}))  # fmt: skip
+        await acked(
+            a, await a.change("budget", "b2", "create", {"category": "Cake", "estimated": 1})
+        )
         later = await p.change("budget", "b2", "update", {"actual": 400_000}, base=1)
         await acked(p, later)
         third = (await a.expect("approval.requested", later))["data"]["approval_id"]
@@ -269,10 +294,19 @@ async def test_budget_moves_over_the_threshold_wait_for_the_couple(
     await quiesce(world, [a, p])
     assert a.seen("approval.requested", own) == []
     assert a.seen("entity.updated", bigger) == []  # denied: never applied
-    expected = {"version": 4, "fields": {"category": "Flowers", "description": None,
-                                         "estimated": 5_000_000, "actual": None, "paid": False,
-                                         "approved": False, "approved_estimated": 5_000_000,
-                                         "approved_actual": None}}  # fmt: skip
+    expected = {
+        "version": 4,
+        "fields": {
+            "category": "Flowers",
+            "description": None,
+            "estimated": 5_000_000,
+            "actual": None,
+            "paid": False,
+            "approved": False,
+            "approved_estimated": 5_000_000,
+            "approved_actual": None,
+        },
+    }
     assert a.entity("budget", "b") == p.entity("budget", "b") == expected
     assert (await wedding_state(world, a.user))["entities"]["budget"] == {"b": expected}
 
@@ -343,13 +377,22 @@ async def test_moving_an_item_cascades_to_its_dependents(
 ) -> None:
     a, b = await two_members(world, gateways)
     items = {
-        "ceremony": (9, 10, []), "photos": (10, 11, ["ceremony"]), "lunch": (11, 12, ["photos"]),
+        "ceremony": (9, 10, []),
+        "photos": (10, 11, ["ceremony"]),
+        "lunch": (11, 12, ["photos"]),
         "toast": (12, 13, ["ceremony", "lunch"]),
         "band": (20, 23, ["encore"]),  # unknown ids are allowed: created later, maybe
-    }  # fmt: skip
+    }
     for eid, (h0, h1, deps) in items.items():
-        await acked(a, await a.change("timeline", eid, "create", {
-            "title": eid, "start": at(h0), "end": at(h1), "depends_on": deps}))  # fmt: skip
+        await acked(
+            a,
+            await a.change(
+                "timeline",
+                eid,
+                "create",
+                {"title": eid, "start": at(h0), "end": at(h1), "depends_on": deps},
+            ),
+        )
     move = await b.change("timeline", "ceremony", "update", {"start": at(9, 30)}, base=1)
     await acked(b, move)
     await quiesce(world, [a, b])
@@ -373,8 +416,11 @@ async def test_moving_an_item_cascades_to_its_dependents(
 
     async with httpx.AsyncClient(base_url=world.base) as c:
         r = await c.get(f"/api/weddings/{world.wedding}/audit", headers=world.auth(a.user))
-    cascades = {e["details"]["entity_id"]: e for e in r.json()["items"]
-                if e["action"] == "entity_changed" and e["details"]["op"] == "cascade"}  # fmt: skip
+    cascades = {
+        e["details"]["entity_id"]: e
+        for e in r.json()["items"]
+        if e["action"] == "entity_changed" and e["details"]["op"] == "cascade"
+    }
     assert sorted(cascades) == ["lunch", "photos", "toast"]
     assert cascades["lunch"]["actor"] == b.user
     assert cascades["lunch"]["details"]["before"] == {"start": at(11), "end": at(12)}
@@ -398,19 +444,25 @@ async def test_double_bookings_are_reported(
     def item(h0: tuple[int, int], h1: tuple[int, int], **more: str) -> dict[str, Any]:
         return {"title": "x", "start": at(*h0), "end": at(*h1), **more}
 
-    await acked(a, await a.change("timeline", "dj1", "create", item((14, 0), (15, 0),
-                                                                     vendor_id="dj")))  # fmt: skip
-    await acked(b, await b.change("timeline", "dj2", "create", item((14, 30), (15, 30),
-                                                                     vendor_id="dj")))  # fmt: skip
+    await acked(
+        a, await a.change("timeline", "dj1", "create", item((14, 0), (15, 0), vendor_id="dj"))
+    )
+    await acked(
+        b, await b.change("timeline", "dj2", "create", item((14, 30), (15, 30), vendor_id="dj"))
+    )
     # back to back with dj2: no overlap
-    await acked(a, await a.change("timeline", "dj3", "create", item((15, 30), (16, 0),
-                                                                     vendor_id="dj")))  # fmt: skip
-    await acked(a, await a.change("timeline", "g1", "create", item((16, 0), (17, 0),
-                                                                    location="garden")))  # fmt: skip
-    await acked(b, await b.change("timeline", "g2", "create", item((16, 45), (17, 30),
-                                                                    location="garden")))  # fmt: skip
-    await acked(b, await b.change("timeline", "h1", "create", item((16, 0), (17, 0),
-                                                                    location="hall")))  # fmt: skip
+    await acked(
+        a, await a.change("timeline", "dj3", "create", item((15, 30), (16, 0), vendor_id="dj"))
+    )
+    await acked(
+        a, await a.change("timeline", "g1", "create", item((16, 0), (17, 0), location="garden"))
+    )
+    await acked(
+        b, await b.change("timeline", "g2", "create", item((16, 45), (17, 30), location="garden"))
+    )
+    await acked(
+        b, await b.change("timeline", "h1", "create", item((16, 0), (17, 0), location="hall"))
+    )
     await quiesce(world, [a, b])
     for m in (a, b):
         detected = [e["data"] for e in m.seen("timeline.conflict.detected")]
@@ -432,8 +484,7 @@ async def test_guest_changes_on_the_wedding_day_raise_an_alert(
     await quiesce(world, [a, f])
     assert a.seen("guests.changed_on_wedding_day") == []
     await set_status(world, "wedding_day")
-    await acked(f, await f.change("guests", "g1", "update", {"rsvp": "no", "meal": None},
-                                  base=1))  # fmt: skip
+    await acked(f, await f.change("guests", "g1", "update", {"rsvp": "no", "meal": None}, base=1))
     await acked(f, await f.change("guests", "g2", "create", {"name": "Bob"}))
     await acked(a, await a.change("guests", "g2", "delete", base=1))
     await acked(a, await a.change("tasks", "t", "create", {"title": "not a guest"}))
@@ -474,15 +525,18 @@ async def test_the_edge_refuses_malformed_and_forbidden_changes(
         frame = await a.ack(cid)
         got = (frame["type"], frame.get("code"), frame["id"])
         assert got == ("error", "invalid", cid), (kind, op, fields, frame)
-    for m, kind, fields in ((vendor, "budget", {"category": "x", "estimated": 1}),
-                            (guest, "tasks", {"title": "x"})):  # fmt: skip
+    for m, kind, fields in (
+        (vendor, "budget", {"category": "x", "estimated": 1}),
+        (guest, "tasks", {"title": "x"}),
+    ):
         cid = await m.change(kind, "x", "create", fields)
         frame = await m.ack(cid)
         assert (frame["type"], frame["code"], frame["id"]) == ("error", "forbidden", cid)
     # nothing refused reached the worker; what is allowed does, and only where readable
     await acked(a, await a.change("budget", "b", "create", {"category": "x", "estimated": 1}))
-    await acked(a, await a.change("timeline", "e", "create",
-                                  {"title": "x", "start": at(10), "end": at(11)}))  # fmt: skip
+    await acked(
+        a, await a.change("timeline", "e", "create", {"title": "x", "start": at(10), "end": at(11)})
+    )
     await quiesce(world, [a])
     assert conflict_events(a) == []
     await guest.expect("entity.created", entity_id="e")
@@ -512,11 +566,18 @@ async def test_the_audit_log_records_each_change_with_before_and_after(
     async with httpx.AsyncClient(base_url=world.base) as c:
         r = await c.get(f"/api/weddings/{world.wedding}/audit", headers=world.auth(a.user))
     assert r.status_code == 200, r.text
-    changes = [(e["actor"], e["details"]) for e in reversed(r.json()["items"])
-               if e["action"] == "entity_changed"]  # fmt: skip
-    assert [(actor, d["entity"], d["entity_id"], d["op"], d["version"]) for actor, d in changes] == [
-        (a.user, "tasks", "t", "create", 1), (p.user, "tasks", "t", "update", 2),
-        (a.user, "tasks", "t", "delete", 3)]  # fmt: skip
+    changes = [
+        (e["actor"], e["details"])
+        for e in reversed(r.json()["items"])
+        if e["action"] == "entity_changed"
+    ]
+    assert [
+        (actor, d["entity"], d["entity_id"], d["op"], d["version"]) for actor, d in changes
+    ] == [
+        (a.user, "tasks", "t", "create", 1),
+        (p.user, "tasks", "t", "update", 2),
+        (a.user, "tasks", "t", "delete", 3),
+    ]
     created, updated, deleted = (d for _, d in changes)
     fields = {"title": "a", "assignee": None, "due": None, "done": False}
     assert created["before"] == dict.fromkeys(fields) and created["after"] == fields

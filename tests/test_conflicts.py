@@ -35,8 +35,12 @@ async def test_create_update_delete_converge(
     ack = await a.ack(cid)
     assert ack["type"] == "ack" and ack["seq"] > 0
     created = await b.event("entity.created", entity_id="t1")
-    assert created["data"]["fields"] == {"title": "Book florist", "assignee": None, "due": None,
-                                         "done": False}  # fmt: skip
+    assert created["data"]["fields"] == {
+        "title": "Book florist",
+        "assignee": None,
+        "due": None,
+        "done": False,
+    }
     assert created["data"]["version"] == 1 and created["actor"]["user_id"] == world.couple
     await b.change("tasks", "t1", "update", {"done": True}, base=1)
     done = await a.event("entity.updated", entity_id="t1")

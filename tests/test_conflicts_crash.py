@@ -33,13 +33,22 @@ async def test_sigkill_mid_stream_applies_each_change_once(
     assert len(a.acks) == N + 1  # every change was acked as durable before the kill
 
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events", headers=world.auth(world.couple),
-                        params={"limit": 1000})  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            headers=world.auth(world.couple),
+            params={"limit": 1000},
+        )
         history = [e["event"] for e in r.json()["events"]]
-        audit = await c.get(f"/api/weddings/{world.wedding}/audit",
-                            headers=world.auth(world.couple), params={"limit": 200})  # fmt: skip
-    versions = [e["data"]["version"] for e in history
-                if e["type"].startswith("entity.") and e["data"]["entity_id"] == "t"]  # fmt: skip
+        audit = await c.get(
+            f"/api/weddings/{world.wedding}/audit",
+            headers=world.auth(world.couple),
+            params={"limit": 200},
+        )
+    versions = [
+        e["data"]["version"]
+        for e in history
+        if e["type"].startswith("entity.") and e["data"]["entity_id"] == "t"
+    ]
     assert versions == list(range(1, N + 2))  # none missing, none twice
     changed = [e for e in audit.json()["items"] if e["action"] == "entity_changed"]
     assert len(changed) == N + 1

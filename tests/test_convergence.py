@@ -60,8 +60,12 @@ from workers.conflicts.outcome import Emit, Entity, Outcome, View
 THRESHOLD = 100_000
 RULES = Rules(approval_threshold=THRESHOLD, approval_ttl=3600.0)
 TL = EntityKind.TIMELINE
-IDS = {"tasks": ("t0", "t1"), "guests": ("g0", "g1"), "timeline": ("e0", "e1", "e2"),
-       "budget": ("b0", "b1")}  # fmt: skip
+IDS = {
+    "tasks": ("t0", "t1"),
+    "guests": ("g0", "g1"),
+    "timeline": ("e0", "e1", "e2"),
+    "budget": ("b0", "b1"),
+}
 
 # few values per field, so that concurrent edits often collide
 VALUES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
@@ -155,8 +159,9 @@ def field_values(draw: st.DrawFn, kind: str, entity_id: str, op: str) -> dict[st
             else chains | st.lists(st.sampled_from(IDS[kind]), max_size=2, unique=True)
         )
     names = sorted(pool) + (["end", "start", "start"] if kind == "timeline" else [])
-    picked = set(draw(st.lists(st.sampled_from(names), min_size=0 if op == "create" else 1,
-                               max_size=3)))  # fmt: skip
+    picked = set(
+        draw(st.lists(st.sampled_from(names), min_size=0 if op == "create" else 1, max_size=3))
+    )
     if op == "create":
         picked |= set(REQUIRED[EntityKind(kind)]) | (
             {"depends_on", "vendor_id"} if kind == "timeline" else set()
@@ -173,10 +178,14 @@ def field_values(draw: st.DrawFn, kind: str, entity_id: str, op: str) -> dict[st
 
 
 @st.composite
-def steps(draw: st.DrawFn, roles: tuple[str, ...], kinds: tuple[str, ...],
-          engine_only: bool) -> Step:  # fmt: skip
-    what = draw(st.sampled_from(["edit"] * 8 + ["sync"] * 2
-                                + (["decide"] * 3 + ["wedding_day"] if engine_only else [])))  # fmt: skip
+def steps(
+    draw: st.DrawFn, roles: tuple[str, ...], kinds: tuple[str, ...], engine_only: bool
+) -> Step:
+    what = draw(
+        st.sampled_from(
+            ["edit"] * 8 + ["sync"] * 2 + (["decide"] * 3 + ["wedding_day"] if engine_only else [])
+        )
+    )
     client = draw(st.integers(0, len(roles) - 1))
     if what == "sync":
         return Sync(client)
@@ -194,24 +203,48 @@ def steps(draw: st.DrawFn, roles: tuple[str, ...], kinds: tuple[str, ...],
         st.sampled_from(["create", "update", "update", "update", "update", "update", "delete"])
     )
     entity_id = draw(st.sampled_from(IDS[kind]))
-    return Edit(client, kind, entity_id, op,
-                {} if op == "delete" else draw(field_values(kind, entity_id, op)),
-                draw(st.sampled_from([0, 0, 0, 1, 2])), draw(st.integers(0, 2)))  # fmt: skip
+    return Edit(
+        client,
+        kind,
+        entity_id,
+        op,
+        {} if op == "delete" else draw(field_values(kind, entity_id, op)),
+        draw(st.sampled_from([0, 0, 0, 1, 2])),
+        draw(st.integers(0, 2)),
+    )
 
 
 @st.composite
-def histories(draw: st.DrawFn, kinds: tuple[str, ...], min_steps: int, max_steps: int,
-              engine_only: bool = False) -> History:  # fmt: skip
+def histories(
+    draw: st.DrawFn,
+    kinds: tuple[str, ...],
+    min_steps: int,
+    max_steps: int,
+    engine_only: bool = False,
+) -> History:
     n = draw(st.integers(3, 5))
-    roles = ("couple", *draw(st.lists(st.sampled_from(["couple", "planner", "family"]),
-                                      min_size=n - 1, max_size=n - 1)))  # fmt: skip
+    roles = (
+        "couple",
+        *draw(
+            st.lists(
+                st.sampled_from(["couple", "planner", "family"]), min_size=n - 1, max_size=n - 1
+            )
+        ),
+    )
     status = draw(st.sampled_from(["planning", "wedding_day"]))
     ids = [(k, i) for k in kinds for i in IDS[k]]
     later = draw(st.lists(st.sampled_from(ids), unique=True, max_size=3))  # created by anyone
-    prelude = [Edit(0, k, i, "create", draw(field_values(k, i, "create")), 0, 0)
-               for k, i in ids if (k, i) not in later]  # fmt: skip
-    return History(roles, status, prelude, draw(st.lists(
-        steps(roles, kinds, engine_only), min_size=min_steps, max_size=max_steps)))  # fmt: skip
+    prelude = [
+        Edit(0, k, i, "create", draw(field_values(k, i, "create")), 0, 0)
+        for k, i in ids
+        if (k, i) not in later
+    ]
+    return History(
+        roles,
+        status,
+        prelude,
+        draw(st.lists(steps(roles, kinds, engine_only), min_size=min_steps, max_size=max_steps)),
+    )
 
 
 def base_for(state: State, tombstones: dict[tuple[str, str], int], e: Edit) -> int | None:
@@ -260,15 +293,21 @@ class Model:
             rows = [] if found is None else [found]
         return View(copy.deepcopy(rows))
 
-    def apply(self, change: ChangeRequest, seq: int | None = None,
-              approved: bool = False, first: list[Emit] | None = None) -> Outcome:  # fmt: skip
+    def apply(
+        self,
+        change: ChangeRequest,
+        seq: int | None = None,
+        approved: bool = False,
+        first: list[Emit] | None = None,
+    ) -> Outcome:
         self.seq = seq if seq is not None else self.seq + 1
         view = self.view(change)
         pristine = copy.deepcopy(view.entities)
         out = apply_change(change, self.seq, view, self.status, RULES, approved=approved)
         assert view.entities == pristine, "apply_change changed its inputs"
-        again = apply_change(change, self.seq, self.view(change), self.status, RULES,
-                             approved=approved)  # fmt: skip
+        again = apply_change(
+            change, self.seq, self.view(change), self.status, RULES, approved=approved
+        )
         assert again == out, "a redelivered change must have the same outcome"
         self.check(change, out, approved)
         out.events[:0] = first or []
@@ -282,11 +321,17 @@ class Model:
         approval_id = sorted(self.pending)[pick % len(self.pending)]
         held = self.pending.pop(approval_id)
         result = {"grant": "granted", "deny": "denied", "expire": "expired"}[verdict]
-        emit = Emit(f"approval.{result}", Channel.BUDGET, {
-            "approval_id": approval_id, "entity": held.entity.value,
-            "entity_id": held.entity_id, "by": actor.user_id,
-            "requested_by": held.actor.user_id,
-        })  # fmt: skip
+        emit = Emit(
+            f"approval.{result}",
+            Channel.BUDGET,
+            {
+                "approval_id": approval_id,
+                "entity": held.entity.value,
+                "entity_id": held.entity_id,
+                "by": actor.user_id,
+                "requested_by": held.actor.user_id,
+            },
+        )
         if verdict == "grant":
             self.apply(held, approved=True, first=[emit])
         else:
@@ -299,15 +344,21 @@ class Model:
         if out.approval is not None:
             self.pending[out.approval.id] = out.approval.change
         for emit in out.events:  # as stored: through JSON
-            self.log.append(msgspec.json.decode(msgspec.json.encode(
-                {"type": emit.type, "data": emit.data})))  # fmt: skip
+            self.log.append(
+                msgspec.json.decode(msgspec.json.encode({"type": emit.type, "data": emit.data}))
+            )
         self.check_state(out)
 
     # -- the rules, as properties of one outcome ----------------------------------------
 
     def entity_events(self, kind: EntityKind, eid: str) -> list[dict[str, Any]]:
-        return [e["data"] for e in self.log if e["type"].startswith("entity.")
-                and e["data"]["entity"] == kind.value and e["data"]["entity_id"] == eid]  # fmt: skip
+        return [
+            e["data"]
+            for e in self.log
+            if e["type"].startswith("entity.")
+            and e["data"]["entity"] == kind.value
+            and e["data"]["entity_id"] == eid
+        ]
 
     def changed_since(self, kind: EntityKind, eid: str, base: int) -> dict[str, str]:
         """Field → who last changed it, for the fields changed after version ``base``,
@@ -321,10 +372,12 @@ class Model:
     def check(self, change: ChangeRequest, out: Outcome, approved: bool) -> None:
         kind, key = change.entity, (change.entity, change.entity_id)
         cur = self.rows.get(key)
-        assert any((e.data.get("change") or {}).get("id") == change.client_id
-                   for e in out.events), "every change has an outcome naming it"  # fmt: skip
-        own = [e for e in out.events if e.type.startswith("entity.")
-               and e.data["cause"] == "change"]  # fmt: skip
+        assert any(
+            (e.data.get("change") or {}).get("id") == change.client_id for e in out.events
+        ), "every change has an outcome naming it"
+        own = [
+            e for e in out.events if e.type.startswith("entity.") and e.data["cause"] == "change"
+        ]
         rejected = [e for e in out.events if e.type == "conflict.rejected"]
         requested = [e for e in out.events if e.type == "approval.requested"]
         assert len(own) + len(rejected) + len(requested) == 1, out.events
@@ -347,11 +400,13 @@ class Model:
         else:
             self.check_upsert(change, cur, new, out, approved)
         alerts = [e for e in out.events if e.type == "guests.changed_on_wedding_day"]
-        assert len(alerts) == (kind is EntityKind.GUESTS
-                               and self.status is WeddingStatus.WEDDING_DAY)  # fmt: skip
+        assert len(alerts) == (
+            kind is EntityKind.GUESTS and self.status is WeddingStatus.WEDDING_DAY
+        )
 
-    def check_rejection(self, change: ChangeRequest, cur: Entity | None,
-                        data: dict[str, Any]) -> None:  # fmt: skip
+    def check_rejection(
+        self, change: ChangeRequest, cur: Entity | None, data: dict[str, Any]
+    ) -> None:
         reason = data["reason"]
         if reason == "exists":
             assert change.op is Op.CREATE and cur is not None and not cur.deleted
@@ -374,8 +429,9 @@ class Model:
             if change.base_version <= cur.version:  # then the merged item ends too early
                 assert change.entity is TL and "end" in change.fields
 
-    def check_upsert(self, change: ChangeRequest, cur: Entity | None, new: Entity,
-                     out: Outcome, approved: bool) -> None:  # fmt: skip
+    def check_upsert(
+        self, change: ChangeRequest, cur: Entity | None, new: Entity, out: Outcome, approved: bool
+    ) -> None:
         kind = change.entity
         before = dict(cur.fields) if cur else dict(DEFAULTS[kind])
         for f, v in change.fields.items():  # the change's own fields win…
@@ -384,8 +440,9 @@ class Model:
         for f, v in new.fields.items():  # …and nothing else moves (but a moved item's end)
             if f in kept:
                 continue
-            if f not in change.fields and not (kind is TL and f == "end" and cur is not None
-                                               and "start" in change.fields):  # fmt: skip
+            if f not in change.fields and not (
+                kind is TL and f == "end" and cur is not None and "start" in change.fields
+            ):
                 assert v == before[f], f
         if kind is EntityKind.BUDGET:  # approved amounts: what the couple set or granted
             by_couple = approved or change.actor.role is Role.COUPLE
@@ -398,8 +455,9 @@ class Model:
         if cur is not None:
             assert change.base_version is not None
             since = self.changed_since(kind, change.entity_id, change.base_version)
-            stale = {f: since[f] for f, v in change.fields.items()
-                     if f in since and cur.fields[f] != v}  # fmt: skip
+            stale = {
+                f: since[f] for f, v in change.fields.items() if f in since and cur.fields[f] != v
+            }
         if kind is TL and self.status is WeddingStatus.WEDDING_DAY:
             assert not {"start", "end"} & set(stale), "a stale time move was not refused"
         resolved = {e.data["field"]: e.data for e in out.events if e.type == "conflict.resolved"}
@@ -498,9 +556,17 @@ def request(cid: str, actor: Actor, e: Edit, base: int | None) -> ChangeRequest:
     """The change the gateway would store for this edit (validated as it validates)."""
     kind, op = EntityKind(e.kind), Op(e.op)
     fields = {} if op is Op.DELETE else validate_fields(kind, op, e.fields)
-    return ChangeRequest(client_id=cid, wedding_id="w", actor=actor, entity=kind,
-                         entity_id=e.entity_id, op=op, fields=fields, base_version=base,
-                         ts=0.0)  # fmt: skip
+    return ChangeRequest(
+        client_id=cid,
+        wedding_id="w",
+        actor=actor,
+        entity=kind,
+        entity_id=e.entity_id,
+        op=op,
+        fields=fields,
+        base_version=base,
+        ts=0.0,
+    )
 
 
 class Client:
@@ -516,8 +582,9 @@ class Client:
         self.cursor = len(log)
 
 
-@hypothesis.settings(max_examples=400, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@hypothesis.settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(history=histories(("tasks", "guests", "timeline", "budget"), 10, 60, engine_only=True))
 def test_engine_histories_converge(history: History) -> None:
     model = Model(WeddingStatus(history.status))
@@ -550,8 +617,9 @@ def test_engine_histories_converge(history: History) -> None:
 
 @pytest_asyncio.fixture(scope="module")
 async def conflicts_worker(settings: Settings) -> AsyncIterator[None]:
-    async with worker_process(settings, "conflicts",
-                              {"WEDSYNC_APPROVAL_THRESHOLD": str(THRESHOLD)}):  # fmt: skip
+    async with worker_process(
+        settings, "conflicts", {"WEDSYNC_APPROVAL_THRESHOLD": str(THRESHOLD)}
+    ):
         yield
 
 
@@ -595,15 +663,21 @@ async def play(m: Member, role: str, mine: list[Step], sent: list[Sent]) -> None
         await asyncio.sleep(0)  # let the others interleave
 
 
-@hypothesis.settings(max_examples=15, deadline=None, database=None,
-                     phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-                     suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                            HealthCheck.too_slow])  # fmt: skip
+@hypothesis.settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(history=histories(("tasks", "guests", "timeline"), 8, 30))
 async def test_members_on_two_gateways_converge(
-    history: History, settings: Settings, gateways: list[str], conns: Connections,
+    history: History,
+    settings: Settings,
+    gateways: list[str],
+    conns: Connections,
     conflicts_worker: None,
-) -> None:  # fmt: skip
+) -> None:
     world = World(settings, gateways[0])
     await world.create()
     if history.status != "planning":
@@ -622,10 +696,17 @@ async def test_members_on_two_gateways_converge(
             cid = await members[0].change(edit.kind, edit.entity_id, "create", edit.fields)
             sent.append(Sent(members[0], "couple", cid, edit, None))
         await quiesce(world, members)
-        await asyncio.gather(*(
-            play(m, history.roles[i], [s for s in history.steps
-                                       if not isinstance(s, Edit | Sync) or s.client == i], sent)
-            for i, m in enumerate(members)))  # fmt: skip
+        await asyncio.gather(
+            *(
+                play(
+                    m,
+                    history.roles[i],
+                    [s for s in history.steps if not isinstance(s, Edit | Sync) or s.client == i],
+                    sent,
+                )
+                for i, m in enumerate(members)
+            )
+        )
         seq = await quiesce(world, members)
         for s in sent:
             assert s.cid in s.member.acks, s.member.errors.get(s.cid)

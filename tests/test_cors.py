@@ -38,8 +38,9 @@ async def test_a_configured_origin_may_call_the_api(world: World) -> None:
         assert "authorization" in allowed_headers and "content-type" in allowed_headers
 
         body = {"name": "From the planner app", "date": "2027-06-12", "timezone": "UTC"}
-        r = await c.post("/api/weddings", json=body,
-                         headers={"Origin": ALLOWED, **world.auth(world.couple)})  # fmt: skip
+        r = await c.post(
+            "/api/weddings", json=body, headers={"Origin": ALLOWED, **world.auth(world.couple)}
+        )
         assert r.status_code == 201, r.text
         assert r.headers["access-control-allow-origin"] == ALLOWED
         assert "retry-after" in r.headers["access-control-expose-headers"].lower()
@@ -52,8 +53,9 @@ async def test_an_unlisted_origin_gets_no_cors_headers(world: World) -> None:
         assert "access-control-allow-origin" not in pre.headers
         # a browser would send the request only after a good preflight; sent anyway, the
         # answer carries nothing that lets the page read it
-        r = await c.get(f"/api/weddings/{world.wedding}",
-                        headers={"Origin": OTHER, **world.auth(world.couple)})  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}", headers={"Origin": OTHER, **world.auth(world.couple)}
+        )
         assert r.status_code == 200
         assert "access-control-allow-origin" not in r.headers
 

@@ -64,8 +64,13 @@ def find_chromium() -> str | None:
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env,
-                       capture_output=True, timeout=600, check=True)  # fmt: skip
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"],
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
     return next((f for n in BROWSERS if (f := shutil.which(n))), None)
 
 
@@ -84,8 +89,13 @@ def test_the_demo_imports_what_the_sdk_builds_to() -> None:
     from sdk.demo_bundle import bundle, checked_in
 
     if not (JS / "node_modules" / "typescript" / "package.json").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-                       cwd=JS, check=True, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+            cwd=JS,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     subprocess.run(["npm", "run", "build", "--silent"], cwd=JS, check=True, timeout=300)
     assert checked_in() == bundle(), "stale demo SDK copy: run `python -m sdk.demo_bundle`"
 
@@ -96,8 +106,13 @@ def test_the_demo_vendors_what_tests_yjs_installs() -> None:
     from sdk.demo_vendor import MODULES, PAGE, checked_in, page_with, resolve
 
     if not (MODULES / "y-websocket" / "package.json").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-                       cwd=MODULES.parent, check=True, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+            cwd=MODULES.parent,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     files, imports = resolve()
     assert checked_in() == files, "stale demo yjs copy: run `python -m sdk.demo_vendor`"
     assert PAGE.read_text() == page_with(imports), "stale import map: `python -m sdk.demo_vendor`"
@@ -109,13 +124,20 @@ class Api:
     def __init__(self, settings: Settings, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(self.port),
-                    "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **env}  # fmt: skip
+        self.env = {
+            **os.environ,
+            **settings.to_env(),
+            "WEDSYNC_PORT": str(self.port),
+            "WEDSYNC_LOG_LEVEL": "WARNING",
+            **FAST_SENDERS,
+            **env,
+        }
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wedsync.cli", "api", env=self.env)  # fmt: skip
+            sys.executable, "-m", "wedsync.cli", "api", env=self.env
+        )
         async with httpx.AsyncClient() as c:
             await wait_ready(c, self.base)
 
@@ -161,17 +183,26 @@ async def test_two_members_in_two_browser_tabs(
     users = {"couple": world.couple, "planner": planner}
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, headless=True,
-                                           args=["--no-sandbox", "--disable-dev-shm-usage"])  # fmt: skip
-        contexts = {role: await browser.new_context(viewport={"width": 1280, "height": 860})
-                    for role in users}  # fmt: skip
+        browser = await pw.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        contexts = {
+            role: await browser.new_context(viewport={"width": 1280, "height": 860})
+            for role in users
+        }
         pages: dict[str, Page] = {}
         for role, user in users.items():
             page = pages[role] = await contexts[role].new_page()
-            await page.goto(f"{first.base}/demo/?user={user}&name={role.title()}&wedding={world.wedding}")
+            await page.goto(
+                f"{first.base}/demo/?user={user}&name={role.title()}&wedding={world.wedding}"
+            )
         a, b = pages["couple"], pages["planner"]
         for page in (a, b):
-            await expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15000)
+            await expect(page.locator("#status")).to_have_attribute(
+                "data-state", "open", timeout=15000
+            )
 
         # presence shows both
         await expect(a.locator(f"#others li[data-user='{planner}']")).to_be_visible()
@@ -206,13 +237,17 @@ async def test_two_members_in_two_browser_tabs(
         final = state["fields"]["title"]
         assert final in ("Florist: peonies", "Florist: roses")
         for page in (a, b):
-            await expect(page.locator(f"#tasks li[data-id='{task_id}']")).to_have_attribute("data-title", final)
+            await expect(page.locator(f"#tasks li[data-id='{task_id}']")).to_have_attribute(
+                "data-title", final
+            )
             await expect(page.locator("#conflicts li", has_text=task_id)).not_to_have_count(0)
 
         # the gateway restarted under both tabs; messages sent meanwhile through the other
         await first.stop()
         for page in (a, b):
-            await expect(page.locator("#status")).not_to_have_attribute("data-state", "open", timeout=15000)
+            await expect(page.locator("#status")).not_to_have_attribute(
+                "data-state", "open", timeout=15000
+            )
         missed = [f"while you were away {i}" for i in range(3)]
         other = World(settings, second.base)
         other.couple, other.wedding = world.couple, world.wedding
@@ -227,14 +262,18 @@ async def test_two_members_in_two_browser_tabs(
             await ws.close()
         await first.start()
         for page in (a, b):
-            await expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=20000)
+            await expect(page.locator("#status")).to_have_attribute(
+                "data-state", "open", timeout=20000
+            )
             for text in missed:
                 await expect(page.locator("#chat li", has_text=text)).to_have_count(1)
         assert int(await a.locator("#status").get_attribute("data-connects") or 0) >= 2
 
         # an edit made offline is stored once after reconnecting
         await contexts["couple"].set_offline(True)
-        await expect(a.locator("#status")).not_to_have_attribute("data-state", "open", timeout=15000)
+        await expect(a.locator("#status")).not_to_have_attribute(
+            "data-state", "open", timeout=15000
+        )
         offline_text = f"typed offline {uuid.uuid4().hex[:6]}"
         await a.fill("#chat-form input[name=text]", offline_text)
         await a.press("#chat-form input[name=text]", "Enter")
@@ -245,7 +284,9 @@ async def test_two_members_in_two_browser_tabs(
         await expect(a.locator("#status")).to_have_attribute("data-state", "open", timeout=20000)
         await expect(a.locator("#pending")).to_have_attribute("data-count", "0", timeout=15000)
         await expect(b.locator("#chat li", has_text=offline_text)).to_have_count(1)
-        await expect(b.locator(f"#tasks li[data-id='{task_id}']")).to_have_attribute("data-title", "Florist: tulips")
+        await expect(b.locator(f"#tasks li[data-id='{task_id}']")).to_have_attribute(
+            "data-title", "Florist: tulips"
+        )
         assert await _chat_count(world, offline_text) == 1
         await eventually(lambda: _task_state(world, task_id, version=4), timeout=15)
 
@@ -266,10 +307,13 @@ async def _task_state(world: World, task_id: str, version: int) -> dict[str, Any
 
 async def _chat_count(world: World, text: str) -> int:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events?after_seq=0",
-                        headers=world.auth(world.couple))  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events?after_seq=0", headers=world.auth(world.couple)
+        )
     assert r.status_code == 200
-    return sum(1 for item in r.json()["events"] if item["event"].get("data", {}).get("text") == text)
+    return sum(
+        1 for item in r.json()["events"] if item["event"].get("data", {}).get("text") == text
+    )
 
 
 async def test_shared_notes_and_typing_in_two_browser_tabs(
@@ -288,15 +332,21 @@ async def test_shared_notes_and_typing_in_two_browser_tabs(
     await world.create()
     planner = await world.add("planner")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, headless=True,
-                                           args=["--no-sandbox", "--disable-dev-shm-usage"])  # fmt: skip
+        browser = await pw.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
         pages = []
-        for base, user, name in ((first.base, world.couple, "Couple"),
-                                 (second.base, planner, "Planner")):  # fmt: skip
+        for base, user, name in (
+            (first.base, world.couple, "Couple"),
+            (second.base, planner, "Planner"),
+        ):
             page = await (await browser.new_context()).new_page()
             await page.goto(f"{base}/demo/?user={user}&name={name}&wedding={world.wedding}")
-            await expect(page.locator("#notes-status")).to_have_attribute("data-state", "synced",
-                                                                          timeout=15000)  # fmt: skip
+            await expect(page.locator("#notes-status")).to_have_attribute(
+                "data-state", "synced", timeout=15000
+            )
             pages.append(page)
         a, b = pages
         # (concurrent typing is tested with pycrdt and Node: tests/test_documents*.py; here
@@ -311,9 +361,11 @@ async def test_shared_notes_and_typing_in_two_browser_tabs(
         assert await a.evaluate(text) == await b.evaluate(text)
         assert await a.locator("#notes-text").input_value() == await a.evaluate(text)
         await expect(b.locator(f"#notes-cursors li[data-user='{world.couple}']")).to_contain_text(
-            "Couple — line 1")  # fmt: skip
+            "Couple — line 1"
+        )
         await expect(a.locator(f"#notes-cursors li[data-user='{planner}']")).to_contain_text(
-            "Planner")  # fmt: skip
+            "Planner"
+        )
         # typing in chat shows in the other tab, and ends when the message is sent
         await a.locator("#chat-form input[name=text]").press_sequentially("hel")
         await expect(b.locator("#typing")).to_contain_text("is typing")

@@ -22,7 +22,12 @@ from config.settings import describe
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
-YAML_FILES = [ROOT / "compose.yaml", ROOT / ".yamllint.yaml", *sorted((ROOT / "deploy").glob("*.yaml")), *K8S]
+YAML_FILES = [
+    ROOT / "compose.yaml",
+    ROOT / ".yamllint.yaml",
+    *sorted((ROOT / "deploy").glob("*.yaml")),
+    *K8S,
+]
 
 
 def run(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -55,7 +60,9 @@ def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
     done = run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", "compose.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
     bad = tmp_path / "compose.yaml"
-    bad.write_text("services:\n  api:\n    image: x\n    depends_on:\n      db: {condition: maybe}\n")
+    bad.write_text(
+        "services:\n  api:\n    image: x\n    depends_on:\n      db: {condition: maybe}\n"
+    )
     assert run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", bad).returncode
 
 
@@ -63,7 +70,9 @@ def test_kubernetes_manifests_validate_offline(tmp_path: Path) -> None:
     done = run("kubernetes-validate", "--strict", "--quiet", *K8S)
     assert done.returncode == 0, done.stdout + done.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replica: 2}\n")
+    bad.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replica: 2}\n"
+    )
     assert run("kubernetes-validate", "--strict", "--quiet", bad).returncode != 0
 
 
@@ -91,8 +100,14 @@ def test_no_secret_has_a_value_in_the_artefacts() -> None:
         assert isinstance(data, dict) and all(v == "" for v in data.values())
     env = documents(ROOT / "compose.yaml")[0]["x-wedsync-env"]
     assert isinstance(env, dict)
-    for name in ("WEDSYNC_DATA_KEY", "WEDSYNC_ADMIN_TOKEN", "WEDSYNC_JWT_SECRET",
-                 "WEDSYNC_METRICS_TOKEN", "WEDSYNC_SMTP_PASSWORD", "WEDSYNC_SMS_AUTH_TOKEN"):  # fmt: skip
+    for name in (
+        "WEDSYNC_DATA_KEY",
+        "WEDSYNC_ADMIN_TOKEN",
+        "WEDSYNC_JWT_SECRET",
+        "WEDSYNC_METRICS_TOKEN",
+        "WEDSYNC_SMTP_PASSWORD",
+        "WEDSYNC_SMS_AUTH_TOKEN",
+    ):
         assert re.fullmatch(rf"\$\{{{name}:[-?][^}}]*\}}", env[name]), env[name]
         assert env[name].endswith((":-}", f":?set {name}}}")), env[name]
     assert "ENV WEDSYNC_JWT" not in (ROOT / "Dockerfile").read_text()
@@ -102,7 +117,9 @@ def test_api_grace_period_covers_the_shutdown_drain() -> None:
     config = documents(ROOT / "deploy" / "k8s" / "configmap.yaml")[0]["data"]
     assert isinstance(config, dict)
     shutdown = float(config["WEDSYNC_SHUTDOWN_TIMEOUT"])
-    api = next(d for d in documents(ROOT / "deploy" / "k8s" / "api.yaml") if d["kind"] == "Deployment")
+    api = next(
+        d for d in documents(ROOT / "deploy" / "k8s" / "api.yaml") if d["kind"] == "Deployment"
+    )
     pod = api["spec"]["template"]["spec"]
     container = pod["containers"][0]
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]

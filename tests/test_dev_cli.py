@@ -59,9 +59,16 @@ async def wedsync_dev(data_dir: Path, **env: str) -> AsyncIterator[Dev]:
     full_env |= {"WEDSYNC_DATA_DIR": str(data_dir), **env}
     log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", "dev", "--port", "0",
-        env=full_env, stdout=asyncio.subprocess.PIPE, stderr=log,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        "dev",
+        "--port",
+        "0",
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
     try:
         assert proc.stdout is not None
         while True:

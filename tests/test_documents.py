@@ -114,8 +114,11 @@ async def test_offline_client_gets_exactly_what_it_missed(
 
 
 async def test_permissions(world: World, gateways: list[str]) -> None:
-    guest, vendor, family = (await world.add("guest"), await world.add("vendor"),
-                             await world.add("family"))  # fmt: skip
+    guest, vendor, family = (
+        await world.add("guest"),
+        await world.add("vendor"),
+        await world.add("family"),
+    )
     vows = f"vows:{world.couple}"
     await document(world, world.couple, vows)
     await document(world, world.couple, "run_of_show")
@@ -213,8 +216,12 @@ async def test_awareness_follows_presence_visibility(world: World, gateways: lis
         await c.until(lambda: g.doc.client_id in c.awareness)
         await v.until(lambda: c.doc.client_id in v.awareness)
         await c.announce({"user": {"name": "Couple"}, "cursor": 1}, clock=2)
-        await v.until(lambda: c.awareness.get(c.doc.client_id, {}).get("cursor") == 1
-                      and v.awareness[c.doc.client_id].get("cursor") == 1)  # fmt: skip
+        await v.until(
+            lambda: (
+                c.awareness.get(c.doc.client_id, {}).get("cursor") == 1
+                and v.awareness[c.doc.client_id].get("cursor") == 1
+            )
+        )
         assert g.doc.client_id not in v.awareness
 
 
@@ -238,8 +245,12 @@ async def test_awareness_of_another_socket_is_not_overwritten(
         assert a.awareness[a.doc.client_id]["user"]["name"] == "Ann"
 
 
-BAD = [b"", b"\x00\x07", b"\x00\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
-       b"\x00\x02\x03\x01\x02\x03"]  # empty, unknown step, overlong length, not an update
+BAD = [
+    b"",
+    b"\x00\x07",
+    b"\x00\x02\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+    b"\x00\x02\x03\x01\x02\x03",
+]  # empty, unknown step, overlong length, not an update
 
 
 @pytest.mark.parametrize("bad", BAD)
@@ -287,10 +298,14 @@ async def test_export_and_erase_of_documents(
         assert report["rows_deleted"]["documents"] == 1
         assert report["rows_redacted"]["document_authors"] == 1
     async with conns.pool.acquire() as db:
-        assert await db.fetchval("SELECT count(*) FROM documents WHERE id = $1",
-                                 uuid.UUID(mine["id"])) == 0  # fmt: skip
-        assert await db.fetchval("SELECT count(*) FROM document_authors WHERE user_id = $1",
-                                 family) == 0  # fmt: skip
+        assert (
+            await db.fetchval("SELECT count(*) FROM documents WHERE id = $1", uuid.UUID(mine["id"]))
+            == 0
+        )
+        assert (
+            await db.fetchval("SELECT count(*) FROM document_authors WHERE user_id = $1", family)
+            == 0
+        )
     assert await head(conns, world.wedding, mine["id"]) == 0  # its updates purged
     # what they typed into the shared notes stays: the wedding's text
     async with YClient(gateways[0], world.wedding, "notes", await world.join(world.couple)) as c2:

@@ -35,7 +35,8 @@ async def installed() -> None:
     if (JS / "node_modules" / "y-websocket" / "package.json").exists():
         return
     proc = await asyncio.create_subprocess_exec(
-        NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", cwd=JS)  # fmt: skip
+        NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", cwd=JS
+    )
     assert await asyncio.wait_for(proc.wait(), 300) == 0
 
 
@@ -61,13 +62,24 @@ async def test_yjs_and_pycrdt_converge_across_processes(
     planner = await world.add("planner")
     assert (await create_document(world, world.couple, "notes")).status_code == 201
     assert (await create_document(world, planner, f"vows:{planner}")).status_code == 201
-    args = {"serverUrl": server_url(gateways[0], world.wedding), "room": "notes",
-            "token": await world.join(world.couple), "insert": "written in yjs. ",
-            "waitFor": "pycrdt", "forbidden": f"vows:{planner}"}  # fmt: skip
+    args = {
+        "serverUrl": server_url(gateways[0], world.wedding),
+        "room": "notes",
+        "token": await world.join(world.couple),
+        "insert": "written in yjs. ",
+        "waitFor": "pycrdt",
+        "forbidden": f"vows:{planner}",
+    }
     proc = await asyncio.create_subprocess_exec(
-        NODE, *node_flags(), "interop.mjs", json.dumps(args), cwd=JS, env=dict(os.environ),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        NODE,
+        *node_flags(),
+        "interop.mjs",
+        json.dumps(args),
+        cwd=JS,
+        env=dict(os.environ),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         refused = await line(proc)
         assert refused == {"forbidden": 4503, "reconnecting": False}
@@ -92,8 +104,11 @@ async def test_yjs_and_pycrdt_converge_across_processes(
         r = await api(world, world.couple, "GET", "/notes")
         seq: int = r.json()["snapshot_seq"]
         versions = (await api(world, world.couple, "GET", "/notes/versions")).json()["versions"]
-        return seq if seq and versions and sum(
-            sum(v["authors"].values()) for v in versions) >= 2 else None  # fmt: skip
+        return (
+            seq
+            if seq and versions and sum(sum(v["authors"].values()) for v in versions) >= 2
+            else None
+        )
 
     seq = await eventually(compacted, 20)
     snapshot = (await api(world, world.couple, "GET", f"/notes/versions/{seq}")).json()

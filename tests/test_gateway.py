@@ -157,9 +157,13 @@ async def test_garbage_frames_get_errors_and_the_socket_keeps_working(
     ws = await connect(gateways[0], world.wedding, await world.join(world.couple))
     try:
         await recv(ws)
-        for bad in ["not json", "[]", '{"type": "nope"}',
-                    '{"type": "message", "id": 5, "channel": "chat", "data": {}}',
-                    '{"type": "message", "id": "a", "channel": "moon", "data": {}}']:  # fmt: skip
+        for bad in [
+            "not json",
+            "[]",
+            '{"type": "nope"}',
+            '{"type": "message", "id": 5, "channel": "chat", "data": {}}',
+            '{"type": "message", "id": "a", "channel": "moon", "data": {}}',
+        ]:
             await ws.send(bad)
             assert (await recv_type(ws, "error"))["code"] == "invalid"
         await send(ws, type="message", id="big", channel="chat", data={"x": "y" * 100_000})
@@ -200,8 +204,11 @@ async def test_history_endpoint_pages_readable_events(world: World, gateways: li
         await ws.close()
     guest = await world.add("guest")
     async with httpx.AsyncClient(base_url=gateways[1]) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events", params={"after_seq": 0},
-                        headers=world.auth(guest))  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            params={"after_seq": 0},
+            headers=world.auth(guest),
+        )
         assert r.status_code == 200
         body = r.json()
         assert [e["seq"] for e in body["events"]] == [acks[0]["seq"], acks[2]["seq"]]
@@ -214,8 +221,9 @@ async def test_history_endpoint_pages_readable_events(world: World, gateways: li
         assert r.json()["next_after_seq"] == acks[0]["seq"]
 
 
-async def _replay_messages(base: str, world: World, token: str, after: int,
-                           batch: bool) -> list[str]:  # fmt: skip
+async def _replay_messages(
+    base: str, world: World, token: str, after: int, batch: bool
+) -> list[str]:
     """Every WebSocket message of a resume from ``after``, up to the one with ``resumed``."""
     messages: list[str] = []
     params: dict[str, Any] = {"batch": 1} if batch else {}
@@ -274,8 +282,9 @@ async def test_rooms_opened_at_once_each_deliver_live_events(
         for ws in sockets:
             assert (await recv(ws))["type"] == "welcome"
         for i, (w, _) in enumerate(seats[: len(worlds)]):  # one message in each wedding
-            await send(sockets[i], type="message", id=f"m{i}", channel="chat",
-                       data={"text": w.wedding})  # fmt: skip
+            await send(
+                sockets[i], type="message", id=f"m{i}", channel="chat", data={"text": w.wedding}
+            )
         for (w, _), ws in zip(seats, sockets, strict=True):
             got = await recv_type(ws, "event")
             assert got["event"]["data"] == {"text": w.wedding}  # its own room's, no other

@@ -58,8 +58,10 @@ def workers_of(top: psutil.Process, port: int) -> list[psutil.Process]:
     found = []
     for p in top.children():
         with contextlib.suppress(psutil.Error):
-            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                   for c in p.net_connections("tcp")):  # fmt: skip
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in p.net_connections("tcp")
+            ):
                 found.append(p)
     return found
 
@@ -67,8 +69,11 @@ def workers_of(top: psutil.Process, port: int) -> list[psutil.Process]:
 def serving(processes: list[psutil.Process], ws: ClientConnection) -> psutil.Process:
     """Which of ``processes`` holds the server end of ``ws``."""
     mine = ws.local_address[1]
-    (owner,) = [p for p in processes
-                if any(c.raddr and c.raddr.port == mine for c in p.net_connections("tcp"))]  # fmt: skip
+    (owner,) = [
+        p
+        for p in processes
+        if any(c.raddr and c.raddr.port == mine for c in p.net_connections("tcp"))
+    ]
     return owner
 
 
@@ -267,8 +272,11 @@ async def test_a_users_sockets_per_wedding_and_process_are_capped(
         second = World(settings, base)
         await second.create()
         async with httpx.AsyncClient(base_url=base) as c:
-            r = await c.put(f"/api/weddings/{second.wedding}/members/{vendor}",
-                            headers=second.auth(second.couple), json={"role": "vendor"})  # fmt: skip
+            r = await c.put(
+                f"/api/weddings/{second.wedding}/members/{vendor}",
+                headers=second.auth(second.couple),
+                json={"role": "vendor"},
+            )
             assert r.status_code == 200, r.text
         other_wedding = await connect(base, second.wedding, await second.join(vendor))
         open_.append(other_wedding)
@@ -364,8 +372,9 @@ async def test_resume_beyond_the_weddings_head_is_not_recovered(
     try:
         await recv_type(a, "welcome")
         (head,) = await chat(a, "h1")
-        b = await connect(gateways[1], world.wedding, await world.join(world.couple),
-                          after=head + 1000)  # fmt: skip
+        b = await connect(
+            gateways[1], world.wedding, await world.join(world.couple), after=head + 1000
+        )
         assert (await recv_type(b, "welcome"))["last_seq"] == head
         replayed, resumed = await until_resumed(b)
         assert replayed == []

@@ -97,14 +97,16 @@ async def status(conns: Connections, wedding: str, user: str) -> dict[str, tuple
 
 
 async def set_timezone(world: World, tz: str) -> None:
-    r = await api(world, "PATCH", f"/api/weddings/{world.wedding}", world.couple,
-                  json={"timezone": tz})  # fmt: skip
+    r = await api(
+        world, "PATCH", f"/api/weddings/{world.wedding}", world.couple, json={"timezone": tz}
+    )
     assert r.status_code == 200 and r.json()["timezone"] == tz, r.text
 
 
 async def set_prefs(world: World, user: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = await api(world, "PUT", f"/api/weddings/{world.wedding}/notification-preferences", user,
-                  json=body)  # fmt: skip
+    r = await api(
+        world, "PUT", f"/api/weddings/{world.wedding}/notification-preferences", user, json=body
+    )
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
@@ -122,9 +124,13 @@ async def inbox(world: World, user: str, query: str = "") -> dict[str, Any]:
 
 @pytest.mark.parametrize("read", [True, False], ids=["read-in-app", "unread"])
 async def test_an_active_member_gets_email_only_if_the_in_app_notice_stays_unread(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-    presence: PresenceTable, read: bool,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+    presence: PresenceTable,
+    read: bool,
+) -> None:
     smtp, http = servers
     mail = email("may")
     family = await add_member(world, "family", email=mail, name="Aunt May")
@@ -141,8 +147,9 @@ async def test_an_active_member_gets_email_only_if_the_in_app_notice_stays_unrea
         frame = (await recv_type(ws, "notification"))["notification"]
         assert frame["category"] == "mentions" and "bring the cake" in frame["body"]
         assert frame["wedding_id"] == world.wedding and frame["read_at"] is None
-        rows = await eventually(lambda: in_app_sent_rest_pending(
-            conns, world.wedding, family, {"email", "push"}))  # fmt: skip
+        rows = await eventually(
+            lambda: in_app_sent_rest_pending(conns, world.wedding, family, {"email", "push"})
+        )
         later = clock.now + dt.timedelta(seconds=n.unseen_after)
         for channel in ("email", "push"):
             assert rows[channel]["reason"] == "unseen"
@@ -158,20 +165,29 @@ async def test_an_active_member_gets_email_only_if_the_in_app_notice_stays_unrea
         await eventually(lambda: settled(conns, world.wedding, 3))
     got = await status(conns, world.wedding, family)
     if read:
-        assert got == {"in_app": ("sent", None), "email": ("skipped", "read in app"),
-                       "push": ("skipped", "read in app")}  # fmt: skip
+        assert got == {
+            "in_app": ("sent", None),
+            "email": ("skipped", "read in app"),
+            "push": ("skipped", "read in app"),
+        }
         assert smtp.to(mail) == []
     else:
-        assert got == {"in_app": ("sent", None), "email": ("sent", "unseen"),
-                       "push": ("skipped", "no_subscription")}  # fmt: skip
+        assert got == {
+            "in_app": ("sent", None),
+            "email": ("sent", "unseen"),
+            "push": ("skipped", "no_subscription"),
+        }
         (sent,) = smtp.to(mail)
         assert "bring the cake" in sent.message.get_content()
 
 
 async def test_a_member_who_just_closed_the_app_is_not_in_the_room(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
     presence: PresenceTable,
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     mail = email("may")
     family = await add_member(world, "family", email=mail)
@@ -179,11 +195,17 @@ async def test_a_member_who_just_closed_the_app_is_not_in_the_room(
     async with await connect(world.base, world.wedding, token) as ws:
         await recv_type(ws, "welcome")
         await eventually(lambda: active(presence, world.wedding, family))
-    await eventually(lambda: [r for r in presence.room(world.wedding)
-                              if r.user_id == family and r.disconnected_at is not None])  # fmt: skip
+    await eventually(
+        lambda: [
+            r
+            for r in presence.room(world.wedding)
+            if r.user_id == family and r.disconnected_at is not None
+        ]
+    )
     clock = Clock(MORNING)
-    async with notifier(conns, settings, notify_settings(settings, smtp, http), world.wedding,
-                        clock, presence):  # fmt: skip
+    async with notifier(
+        conns, settings, notify_settings(settings, smtp, http), world.wedding, clock, presence
+    ):
         await say(world, world.couple, "chat", {"text": f"@{family} are you there?"})
         rows = await eventually(lambda: _with_email(conns, world.wedding, family))
         # no socket: no live in-app notice to see, so nothing to wait for
@@ -197,16 +219,20 @@ async def _with_email(conns: Connections, wedding: str, user: str) -> dict[str, 
 
 
 async def test_an_emergency_reaches_an_active_member_everywhere_at_once(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
     presence: PresenceTable,
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     mail, tel = email("pat"), phone()
     planner = await add_member(world, "planner", email=mail, phone=tel, name="Pat")
     vendor = await add_member(world, "vendor", name="DJ Sam")
     browser = Browser(http, f"pat-{uuid.uuid4().hex[:6]}")
-    r = await api(world, "POST", "/api/notifications/push-subscriptions", planner,
-                  json=browser.subscription())  # fmt: skip
+    r = await api(
+        world, "POST", "/api/notifications/push-subscriptions", planner, json=browser.subscription()
+    )
     assert r.status_code == 201, r.text
     n = notify_settings(settings, smtp, http)
     clock = Clock(MORNING)
@@ -238,8 +264,11 @@ async def test_an_emergency_reaches_an_active_member_everywhere_at_once(
 
 
 async def test_quiet_hours_hold_email_and_push_until_they_end_locally(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     await set_timezone(world, "Europe/London")
     mail = email("may")
@@ -253,8 +282,9 @@ async def test_quiet_hours_hold_email_and_push_until_they_end_locally(
     n = notify_settings(settings, smtp, http)
     async with notifier(conns, settings, n, world.wedding, clock) as dispatcher:
         await say(world, world.couple, "chat", {"text": f"@{family} are the flowers in?"})
-        rows = await eventually(lambda: in_app_sent_rest_pending(
-            conns, world.wedding, family, {"email", "push"}))  # fmt: skip
+        rows = await eventually(
+            lambda: in_app_sent_rest_pending(conns, world.wedding, family, {"email", "push"})
+        )
         for channel in ("email", "push"):
             assert (rows[channel]["reason"], rows[channel]["due_at"]) == ("quiet_hours", ends)
         assert (await inbox(world, family))["unread"] == 1, "the inbox is not quiet"
@@ -265,14 +295,19 @@ async def test_quiet_hours_hold_email_and_push_until_they_end_locally(
         await eventually(lambda: smtp.to(mail))
         await eventually(lambda: settled(conns, world.wedding, 3))
     assert await status(conns, world.wedding, family) == {
-        "in_app": ("sent", None), "email": ("sent", "quiet_hours"),
-        "push": ("skipped", "no_subscription")}  # fmt: skip
+        "in_app": ("sent", None),
+        "email": ("sent", "quiet_hours"),
+        "push": ("skipped", "no_subscription"),
+    }
     assert len(smtp.to(mail)) == 1
 
 
 async def test_an_emergency_in_quiet_hours_goes_out_at_once_and_escalates_until_acknowledged(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     await set_timezone(world, "Europe/London")
     tels = {role: phone() for role in ("couple", "planner", "family")}
@@ -336,8 +371,11 @@ async def test_an_emergency_in_quiet_hours_goes_out_at_once_and_escalates_until_
 
 
 async def test_preferences_choose_the_channels_of_a_category(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     mail, tel = email("may"), phone()
     family = await add_member(world, "family", email=mail, phone=tel)
@@ -349,9 +387,12 @@ async def test_preferences_choose_the_channels_of_a_category(
     view = await set_prefs(world, family, {"channels": {"mentions": ["sms"]}})
     assert view["channels"] == {**defaults, "mentions": ["in_app", "sms"]}
     assert (await api(world, "GET", path, family)).json() == view
-    for bad in ({"channels": {"mentions": ["fax"]}}, {"channels": {"gossip": ["sms"]}},
-                {"quiet_hours": {"start": "25:00", "end": "07:00"}},
-                {"digest": True, "colour": "blue"}):  # fmt: skip
+    for bad in (
+        {"channels": {"mentions": ["fax"]}},
+        {"channels": {"gossip": ["sms"]}},
+        {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+        {"digest": True, "colour": "blue"},
+    ):
         r = await api(world, "PUT", path, family, json=bad)
         assert (r.status_code, r.json()["code"]) == (422, "invalid"), (bad, r.text)
     assert (await api(world, "GET", path, family)).json() == view, "a refused PUT changes nothing"
@@ -359,8 +400,9 @@ async def test_preferences_choose_the_channels_of_a_category(
     for method, body in (("GET", None), ("PUT", {"digest": True})):
         r = await api(world, method, path, outsider, json=body)
         assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
-    async with notifier(conns, settings, notify_settings(settings, smtp, http),
-                        world.wedding, Clock(MORNING)):  # fmt: skip
+    async with notifier(
+        conns, settings, notify_settings(settings, smtp, http), world.wedding, Clock(MORNING)
+    ):
         await say(world, world.couple, "chat", {"text": f"@{family} table plan?"})
         await eventually(lambda: http.sms_to(tel))
         rows = await eventually(lambda: settled(conns, world.wedding, 2))
@@ -375,14 +417,18 @@ async def test_preferences_choose_the_channels_of_a_category(
 
 
 async def test_the_inbox_pages_unread_first_newest_first(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     family = await add_member(world, "family")
     guest = await add_member(world, "guest")
     clock = Clock(MORNING)
-    async with notifier(conns, settings, notify_settings(settings, smtp, http), world.wedding,
-                        clock):  # fmt: skip
+    async with notifier(
+        conns, settings, notify_settings(settings, smtp, http), world.wedding, clock
+    ):
         for i in range(3):
             await say(world, world.couple, "chat", {"text": f"@{family} question {i}"})
             await eventually(functools.partial(_unread, world, family, i + 1))
@@ -423,15 +469,19 @@ async def _unread(world: World, user: str, count: int) -> bool:
 
 
 async def test_the_delivery_log_is_for_couple_and_planner(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     mail = email("may")
     family = await add_member(world, "family", email=mail)
     planner = await add_member(world, "planner")
     vendor = await add_member(world, "vendor")
-    async with notifier(conns, settings, notify_settings(settings, smtp, http), world.wedding,
-                        Clock(MORNING)):  # fmt: skip
+    async with notifier(
+        conns, settings, notify_settings(settings, smtp, http), world.wedding, Clock(MORNING)
+    ):
         await say(world, world.couple, "chat", {"text": f"@{family} and @{planner}, hello"})
         await eventually(lambda: settled(conns, world.wedding, 6))
     path = f"/api/weddings/{world.wedding}/notifications/deliveries"
@@ -453,8 +503,7 @@ async def test_the_delivery_log_is_for_couple_and_planner(
     assert (await api(world, "GET", path, planner)).status_code == 200
     page = (await api(world, "GET", f"{path}?limit=2", world.couple)).json()
     assert len(page["deliveries"]) == 2 and page["next_before"] == page["deliveries"][1]["id"]
-    older = (await api(world, "GET", f"{path}?before={page['next_before']}",
-                       world.couple)).json()  # fmt: skip
+    older = (await api(world, "GET", f"{path}?before={page['next_before']}", world.couple)).json()
     assert [x["id"] for x in older["deliveries"]] == [x["id"] for x in log[2:]]
     r = await api(world, "GET", path, vendor)
     assert (r.status_code, r.json()["code"]) == (403, "forbidden"), r.text
@@ -466,8 +515,11 @@ async def test_the_delivery_log_is_for_couple_and_planner(
 
 
 async def test_the_digest_sends_the_days_email_as_one(
-    settings: Settings, conns: Connections, world: World, servers: Servers,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    servers: Servers,
+) -> None:
     smtp, http = servers
     mail = email("may")
     family = await add_member(world, "family", email=mail)
@@ -501,10 +553,12 @@ async def test_the_digest_sends_the_days_email_as_one(
     assert [r["status"] for r in emails] == ["sent"] * 3
 
 
-async def _digest_held(conns: Connections, wedding: str, user: str,
-                       count: int) -> list[dict[str, Any]] | None:  # fmt: skip
+async def _digest_held(
+    conns: Connections, wedding: str, user: str, count: int
+) -> list[dict[str, Any]] | None:
     rows = [r for r in await deliveries(conns, wedding) if r["user_id"] == user]
     held = [r for r in rows if r["channel"] == "email" and r["status"] == "pending"]
-    others_done = all(r["status"] not in ("pending", "sending")
-                      for r in rows if r["channel"] != "email")  # fmt: skip
+    others_done = all(
+        r["status"] not in ("pending", "sending") for r in rows if r["channel"] != "email"
+    )
     return held if len(held) == count and len(rows) == 3 * count and others_done else None

@@ -25,8 +25,7 @@ async def servers() -> AsyncIterator[tuple[SmtpServer, HttpProviders]]:
 
 @pytest_asyncio.fixture(scope="module")
 async def conflicts_worker(settings: Settings) -> AsyncIterator[None]:
-    async with worker_process(settings, "conflicts",
-                              {"WEDSYNC_APPROVAL_THRESHOLD": "100000"}):  # fmt: skip
+    async with worker_process(settings, "conflicts", {"WEDSYNC_APPROVAL_THRESHOLD": "100000"}):
         yield
 
 
@@ -36,34 +35,44 @@ def by(rows: list[dict[str, Any]], user: str) -> dict[str, str]:
 
 
 async def test_emergency_reaches_everyone_on_every_channel(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     planner = await add_member(world, "planner", email="p@example.org", phone="+15551110001")
     vendor = await add_member(world, "vendor", email="v@example.org", phone="+15551110002")
     guest = await add_member(world, "guest", email="g@example.org")
     browser = Browser(http, "planner-phone")
-    r = await api(world, "POST", "/api/notifications/push-subscriptions", planner,
-                  json=browser.subscription())  # fmt: skip
+    r = await api(
+        world, "POST", "/api/notifications/push-subscriptions", planner, json=browser.subscription()
+    )
     assert r.status_code == 201, r.text
     clock = Clock()
     n = notify_settings(settings, smtp, http)
     async with notifier(conns, settings, n, world.wedding, clock):
         await say(world, vendor, "emergency", {"text": "Florist van broke down"})
-        await eventually(lambda: smtp.to("g@example.org") and http.sms_to("+15551110001")
-                         and browser.received(), timeout=20)  # fmt: skip
+        await eventually(
+            lambda: smtp.to("g@example.org") and http.sms_to("+15551110001") and browser.received(),
+            timeout=20,
+        )
         rows = await eventually(lambda: _settled(conns, world.wedding, 4 * 3 - 1))
     assert by(rows, planner) == {"in_app": "sent", "email": "sent", "sms": "sent", "push": "sent"}
-    assert by(rows, guest) == {"in_app": "sent", "email": "sent", "sms": "skipped",
-                               "push": "skipped"}  # fmt: skip
+    assert by(rows, guest) == {
+        "in_app": "sent",
+        "email": "sent",
+        "sms": "skipped",
+        "push": "skipped",
+    }
     assert by(rows, world.couple)["in_app"] == "sent"
     assert by(rows, vendor) == {}, "the author is not told about their own message"
     mail = smtp.to("p@example.org")
     assert len(mail) == 1 and "Florist van broke down" in mail[0].message.get_content()
     assert "EMERGENCY" in str(mail[0].message["Subject"])
     assert [s.form["Body"] for s in http.sms_to("+15551110001")] == [
-        f"EMERGENCY from {vendor}: Florist van broke down"]
+        f"EMERGENCY from {vendor}: Florist van broke down"
+    ]
     assert http.sms_to("+15551110002") == []
     pushed = browser.received()
     assert len(pushed) == 1 and pushed[0]["body"] == "Florist van broke down"
@@ -78,9 +87,11 @@ async def _settled(conns: Connections, wedding: str, count: int) -> list[dict[st
 
 
 async def test_mention_tells_the_mentioned_member_only(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     family = await add_member(world, "family", email="f@example.org", name="Aunt May")
     guest = await add_member(world, "guest", email="g2@example.org")
@@ -89,7 +100,10 @@ async def test_mention_tells_the_mentioned_member_only(
         await say(world, world.couple, "chat", {"text": f"@{family} can you bring the cake?"})
         rows = await eventually(lambda: _settled(conns, world.wedding, 2))
     assert {(r["user_id"], r["channel"]) for r in rows} == {
-        (family, "in_app"), (family, "email"), (family, "push")}
+        (family, "in_app"),
+        (family, "email"),
+        (family, "push"),
+    }
     assert smtp.to("g2@example.org") == []
     r = await api(world, "GET", f"/api/notifications?wedding_id={world.wedding}", family)
     page = r.json()
@@ -100,9 +114,13 @@ async def test_mention_tells_the_mentioned_member_only(
 
 
 async def test_vendor_hears_about_their_timeline_item(
-    settings: Settings, conns: Connections, world: World, gateways: list[str],
-    servers: tuple[SmtpServer, HttpProviders], conflicts_worker: None,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    gateways: list[str],
+    servers: tuple[SmtpServer, HttpProviders],
+    conflicts_worker: None,
+) -> None:
     smtp, http = servers
     vendor = await add_member(world, "vendor", email="dj@example.org")
     other = await add_member(world, "vendor", email="florist@example.org")
@@ -110,11 +128,20 @@ async def test_vendor_hears_about_their_timeline_item(
     n = notify_settings(settings, smtp, http)
     async with notifier(conns, settings, n, world.wedding, Clock()):
         m = await join_member(world, gateways[0], planner)
-        await m.change("vendors", "v-dj", "create",
-                       {"name": "DJ Sam", "category": "music", "member": vendor})  # fmt: skip
-        await m.change("timeline", "t-dance", "create",
-                       {"title": "First dance", "start": "2027-06-12T20:00:00Z",
-                        "end": "2027-06-12T20:15:00Z", "vendor_id": "v-dj"})  # fmt: skip
+        await m.change(
+            "vendors", "v-dj", "create", {"name": "DJ Sam", "category": "music", "member": vendor}
+        )
+        await m.change(
+            "timeline",
+            "t-dance",
+            "create",
+            {
+                "title": "First dance",
+                "start": "2027-06-12T20:00:00Z",
+                "end": "2027-06-12T20:15:00Z",
+                "vendor_id": "v-dj",
+            },
+        )
         await m.event("entity.created", entity_id="t-dance")
         mails = await eventually(lambda: smtp.to("dj@example.org"), timeout=20)
         await m.ws.close()
@@ -126,12 +153,21 @@ async def test_vendor_hears_about_their_timeline_item(
 
 
 async def test_approvals_vendor_status_and_wedding_day_guests(
-    settings: Settings, conns: Connections, world: World, gateways: list[str],
-    servers: tuple[SmtpServer, HttpProviders], conflicts_worker: None,
-) -> None:  # fmt: skip
+    settings: Settings,
+    conns: Connections,
+    world: World,
+    gateways: list[str],
+    servers: tuple[SmtpServer, HttpProviders],
+    conflicts_worker: None,
+) -> None:
     smtp, http = servers
-    r = await api(world, "PUT", f"/api/weddings/{world.wedding}/members/{world.couple}",
-                  world.couple, json={"role": "couple", "email": "us@example.org"})  # fmt: skip
+    r = await api(
+        world,
+        "PUT",
+        f"/api/weddings/{world.wedding}/members/{world.couple}",
+        world.couple,
+        json={"role": "couple", "email": "us@example.org"},
+    )
     assert r.status_code == 200, r.text
     planner = await add_member(world, "planner", email="plan@example.org")
     caterer = await add_member(world, "vendor", email="food@example.org")
@@ -140,23 +176,38 @@ async def test_approvals_vendor_status_and_wedding_day_guests(
     n = notify_settings(settings, smtp, http)
     async with notifier(conns, settings, n, world.wedding, Clock()):
         p = await join_member(world, gateways[0], planner)
-        await p.change("vendors", "v-food", "create",
-                       {"name": "Tasty", "category": "Catering", "member": caterer})  # fmt: skip
-        await p.change("vendors", "v-dj", "create",
-                       {"name": "DJ", "category": "music", "member": dj})  # fmt: skip
+        await p.change(
+            "vendors",
+            "v-food",
+            "create",
+            {"name": "Tasty", "category": "Catering", "member": caterer},
+        )
+        await p.change(
+            "vendors", "v-dj", "create", {"name": "DJ", "category": "music", "member": dj}
+        )
         await p.change("vendors", "v-food", "update", {"status": "booked"}, base=1)
         await p.change("budget", "b", "create", {"category": "Flowers", "estimated": 1000})
         await p.change("budget", "b", "update", {"estimated": 500_000}, base=1)
         await p.event("approval.requested")
-        status = await api(world, "PATCH", f"/api/weddings/{world.wedding}", world.couple,
-                           json={"status": "wedding_day"})  # fmt: skip
+        status = await api(
+            world,
+            "PATCH",
+            f"/api/weddings/{world.wedding}",
+            world.couple,
+            json={"status": "wedding_day"},
+        )
         assert status.status_code == 200, status.text
         f = await join_member(world, gateways[1], family)
         await f.change("guests", "g1", "create", {"name": "Ann Example", "meal": "vegan"})
         await f.event("guests.changed_on_wedding_day")
-        await eventually(lambda: len(smtp.to("us@example.org")) >= 2
-                         and smtp.to("food@example.org") and smtp.to("plan@example.org"),
-                         timeout=20)  # fmt: skip
+        await eventually(
+            lambda: (
+                len(smtp.to("us@example.org")) >= 2
+                and smtp.to("food@example.org")
+                and smtp.to("plan@example.org")
+            ),
+            timeout=20,
+        )
         await p.ws.close()
         await f.ws.close()
     subjects = sorted(str(m.message["Subject"]) for m in smtp.to("us@example.org"))
@@ -165,7 +216,8 @@ async def test_approvals_vendor_status_and_wedding_day_guests(
     assert [str(m.message["Subject"]) for m in food] == ["Guest list changed on the wedding day"]
     assert "Ann" not in food[0].message.get_content(), "no guest names to a vendor"
     assert [str(m.message["Subject"]) for m in smtp.to("plan@example.org")] == [
-        "Guest list changed on the wedding day"]
+        "Guest list changed on the wedding day"
+    ]
     assert smtp.to("music@example.org") == [] and smtp.to("fam@example.org") == []
 
 

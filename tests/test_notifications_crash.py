@@ -23,8 +23,13 @@ async def test_sigkill_mid_burst_delivers_each_notification_once(
     settings: Settings, conns: Connections, world: World
 ) -> None:
     family = await add_member(world, "family", email="aunt@example.org")
-    r = await api(world, "PUT", f"/api/weddings/{world.wedding}/notification-preferences",
-                  family, json={"channels": {"mentions": ["email"]}})  # fmt: skip
+    r = await api(
+        world,
+        "PUT",
+        f"/api/weddings/{world.wedding}/notification-preferences",
+        family,
+        json={"channels": {"mentions": ["email"]}},
+    )
     assert r.status_code == 200, r.text
     with SmtpServer(delay=0.05) as smtp:
         async with HttpProviders() as http:
@@ -35,8 +40,13 @@ async def test_sigkill_mid_burst_delivers_each_notification_once(
                 async with await connect(world.base, world.wedding, token) as ws:
                     await recv_type(ws, "welcome")
                     for i in range(BURST):
-                        await send(ws, type="message", id=f"m{i}", channel="chat",
-                                   data={"text": f"@{family} item {i}"})  # fmt: skip
+                        await send(
+                            ws,
+                            type="message",
+                            id=f"m{i}",
+                            channel="chat",
+                            data={"text": f"@{family} item {i}"},
+                        )
                     acks = {(await recv_type(ws, "ack"))["id"] for _ in range(BURST)}
                 assert len(acks) == BURST
                 await eventually(lambda: len(smtp.to("aunt@example.org")) >= 30, timeout=60)
@@ -45,8 +55,9 @@ async def test_sigkill_mid_burst_delivers_each_notification_once(
                 at_kill = len(smtp.to("aunt@example.org"))
             assert at_kill < BURST, "the kill must land mid-burst"
             async with worker_process(settings, "notifications", env):
-                await eventually(lambda: len({m.key for m in smtp.to("aunt@example.org")})
-                                 >= BURST, timeout=90)  # fmt: skip
+                await eventually(
+                    lambda: len({m.key for m in smtp.to("aunt@example.org")}) >= BURST, timeout=90
+                )
                 rows = await eventually(lambda: _all_sent(conns, world.wedding), timeout=30)
 
     mails = smtp.to("aunt@example.org")
@@ -73,7 +84,9 @@ async def _all_sent(conns: Connections, wedding: str) -> list[dict[str, Any]] | 
                       array_agg(a.result ORDER BY a.attempt) FILTER (WHERE a.result IS NOT NULL)
                         AS results
                FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
-               WHERE d.wedding_id = $1 GROUP BY d.id""", uuid.UUID(wedding))  # fmt: skip
+               WHERE d.wedding_id = $1 GROUP BY d.id""",
+            uuid.UUID(wedding),
+        )
     out = [{**dict(r), "results": list(r["results"] or [])} for r in rows]
     if len(out) >= 2 * BURST and all(r["status"] == "sent" for r in out):
         return out

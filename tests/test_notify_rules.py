@@ -37,18 +37,30 @@ PLANNER = "planner-pat"
 DJ, FLORIST, CATERER = "vendor-dj", "vendor-florist", "vendor-cook"
 FAMILY, GUEST = "family-may", "guest-gil"
 ROLES = {
-    COUPLE_A: Role.COUPLE, COUPLE_B: Role.COUPLE, PLANNER: Role.PLANNER, DJ: Role.VENDOR,
-    FLORIST: Role.VENDOR, CATERER: Role.VENDOR, FAMILY: Role.FAMILY, GUEST: Role.GUEST,
-}  # fmt: skip
+    COUPLE_A: Role.COUPLE,
+    COUPLE_B: Role.COUPLE,
+    PLANNER: Role.PLANNER,
+    DJ: Role.VENDOR,
+    FLORIST: Role.VENDOR,
+    CATERER: Role.VENDOR,
+    FAMILY: Role.FAMILY,
+    GUEST: Role.GUEST,
+}
 NAMES = {COUPLE_A: "Ann", PLANNER: "Pat", DJ: "DJ Sam", FAMILY: "Aunt May"}
 MEMBERS = {u: Member(u, r, NAMES.get(u)) for u, r in ROLES.items()}
 # vendor entities: v-dj and v-food have a member; v-flowers is the florist's but unlinked
-CTX = WeddingContext(MEMBERS, vendor_members={"v-dj": DJ, "v-food": CATERER},
-                     caterers=frozenset({CATERER}))  # fmt: skip
+CTX = WeddingContext(
+    MEMBERS, vendor_members={"v-dj": DJ, "v-food": CATERER}, caterers=frozenset({CATERER})
+)
 
 
-def event(type_: str, actor: str, data: dict[str, Any], channel: Channel = Channel.CHAT,
-          role: Role | None = None) -> Event:  # fmt: skip
+def event(
+    type_: str,
+    actor: str,
+    data: dict[str, Any],
+    channel: Channel = Channel.CHAT,
+    role: Role | None = None,
+) -> Event:
     who = Actor(user_id=actor, role=role or ROLES.get(actor, Role.GUEST))
     return Event(id="e-1", type=type_, channel=channel, actor=who, data=data, ts=1.8e9)
 
@@ -59,12 +71,25 @@ def to(found: list[Notice]) -> set[str]:
     return set(users)
 
 
-def entity(type_: str, actor: str, kind: str, fields: dict[str, Any],
-           changed: list[str] | None = None, cause: str = "change") -> Event:  # fmt: skip
-    channel = {"timeline": Channel.TIMELINE, "vendors": Channel.VENDORS,
-               "guests": Channel.GUESTS}[kind]  # fmt: skip
-    data = {"entity": kind, "entity_id": f"{kind[0]}-1", "version": 2, "fields": fields,
-            "changed": list(fields) if changed is None else changed, "cause": cause}  # fmt: skip
+def entity(
+    type_: str,
+    actor: str,
+    kind: str,
+    fields: dict[str, Any],
+    changed: list[str] | None = None,
+    cause: str = "change",
+) -> Event:
+    channel = {"timeline": Channel.TIMELINE, "vendors": Channel.VENDORS, "guests": Channel.GUESTS}[
+        kind
+    ]
+    data = {
+        "entity": kind,
+        "entity_id": f"{kind[0]}-1",
+        "version": 2,
+        "fields": fields,
+        "changed": list(fields) if changed is None else changed,
+        "cause": cause,
+    }
     return event(type_, actor, data, channel)
 
 
@@ -93,11 +118,20 @@ def test_a_long_emergency_text_is_clipped() -> None:
 
 
 def _approval(type_: str, actor: str, requested_by: str) -> Event:
-    return event(type_, actor, {
-        "approval_id": "a-1", "entity": "budget", "entity_id": "b-venue", "op": "update",
-        "fields": {"category": "Venue", "estimated": 900_000}, "requested_by": requested_by,
-        "expires_at": 1.8e9 + 3600,
-    }, Channel.BUDGET)  # fmt: skip
+    return event(
+        type_,
+        actor,
+        {
+            "approval_id": "a-1",
+            "entity": "budget",
+            "entity_id": "b-venue",
+            "op": "update",
+            "fields": {"category": "Venue", "estimated": 900_000},
+            "requested_by": requested_by,
+            "expires_at": 1.8e9 + 3600,
+        },
+        Channel.BUDGET,
+    )
 
 
 def test_an_approval_request_goes_to_the_couple_only() -> None:
@@ -126,8 +160,12 @@ def test_an_approval_decision_for_a_requester_who_left_tells_nobody() -> None:
 
 @pytest.mark.parametrize("type_", ["entity.created", "entity.updated"])
 def test_a_timeline_item_tells_its_vendors_member_only(type_: str) -> None:
-    fields = {"title": "First dance", "start": "2027-06-12T20:00:00Z",
-              "end": "2027-06-12T20:15:00Z", "vendor_id": "v-dj"}  # fmt: skip
+    fields = {
+        "title": "First dance",
+        "start": "2027-06-12T20:00:00Z",
+        "end": "2027-06-12T20:15:00Z",
+        "vendor_id": "v-dj",
+    }
     found = notices(entity(type_, PLANNER, "timeline", fields), CTX)
     assert to(found) == {DJ}
     assert found[0].category is Category.TIMELINE
@@ -135,8 +173,11 @@ def test_a_timeline_item_tells_its_vendors_member_only(type_: str) -> None:
 
 
 def test_a_timeline_item_of_an_unlinked_vendor_or_none_tells_nobody() -> None:
-    for fields in ({"title": "Flowers", "vendor_id": "v-flowers"}, {"title": "Speeches"},
-                   {"title": "Odd", "vendor_id": 7}):  # fmt: skip
+    for fields in (
+        {"title": "Flowers", "vendor_id": "v-flowers"},
+        {"title": "Speeches"},
+        {"title": "Odd", "vendor_id": 7},
+    ):
         assert notices(entity("entity.updated", PLANNER, "timeline", fields), CTX) == []
 
 
@@ -176,16 +217,26 @@ def test_a_new_vendor_or_another_field_is_not_news() -> None:
 
 
 def _guests_day(actor: str, **extra: Any) -> Event:
-    return event("guests.changed_on_wedding_day", actor, {
-        "entity_id": "g-1", "op": "update", "changed": ["meal", "table"], "by": actor,
-        **extra,
-    }, Channel.GUESTS)  # fmt: skip
+    return event(
+        "guests.changed_on_wedding_day",
+        actor,
+        {
+            "entity_id": "g-1",
+            "op": "update",
+            "changed": ["meal", "table"],
+            "by": actor,
+            **extra,
+        },
+        Channel.GUESTS,
+    )
 
 
 def test_guest_changes_on_the_day_tell_planner_and_caterer_without_names() -> None:
     # a careless producer adding the guest's fields must not leak them into a notice
-    found = notices(_guests_day(COUPLE_A, fields={"name": "Zelda Quince", "meal": "fish"},
-                                name="Zelda Quince"), CTX)  # fmt: skip
+    found = notices(
+        _guests_day(COUPLE_A, fields={"name": "Zelda Quince", "meal": "fish"}, name="Zelda Quince"),
+        CTX,
+    )
     assert to(found) == {PLANNER, CATERER}
     for n in found:
         assert n.category is Category.GUESTS
@@ -206,16 +257,18 @@ def test_a_planner_who_is_also_a_caterer_is_told_once() -> None:
 
 def test_a_mention_tells_the_mentioned_members_only() -> None:
     text = f"@{FAMILY} and @{GUEST}, bring the cake? cc @stranger and @{COUPLE_A}"
-    found = notices(event("message", COUPLE_A, {"text": text, "mentions": [PLANNER, "nobody"]}),
-                    CTX)  # fmt: skip
+    found = notices(
+        event("message", COUPLE_A, {"text": text, "mentions": [PLANNER, "nobody"]}), CTX
+    )
     assert to(found) == {FAMILY, GUEST, PLANNER}, "members only; the author is not told"
     assert {n.category for n in found} == {Category.MENTIONS}
     assert found[0].title == "Ann mentioned you" and found[0].body == text
 
 
 def test_a_member_mentioned_twice_is_told_once() -> None:
-    found = notices(event("message", COUPLE_A, {"text": f"@{FAMILY} @{FAMILY}",
-                                                "mentions": [FAMILY, 3]}), CTX)  # fmt: skip
+    found = notices(
+        event("message", COUPLE_A, {"text": f"@{FAMILY} @{FAMILY}", "mentions": [FAMILY, 3]}), CTX
+    )
     assert to(found) == {FAMILY}
 
 
@@ -224,8 +277,15 @@ def test_chat_without_mentions_and_mentions_elsewhere_tell_nobody() -> None:
     assert notices(event("message", COUPLE_A, {"text": f"@{FAMILY}"}, Channel.TASKS), CTX) == []
 
 
-@pytest.mark.parametrize("text", [f"thanks @{FAMILY}.", f"@{FAMILY}: can you bring the cake?",
-                                  f"ask @{FAMILY}!", f"(@{FAMILY})"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"thanks @{FAMILY}.",
+        f"@{FAMILY}: can you bring the cake?",
+        f"ask @{FAMILY}!",
+        f"(@{FAMILY})",
+    ],
+)
 def test_a_mention_followed_by_punctuation_still_counts(text: str) -> None:
     # a sentence ending in a mention, or "@name: ..." (the usual way to address someone)
     assert to(notices(event("message", COUPLE_A, {"text": text}), CTX)) == {FAMILY}
@@ -235,9 +295,14 @@ def test_a_mention_followed_by_punctuation_still_counts(text: str) -> None:
 
 
 def test_an_overwritten_change_tells_its_author() -> None:
-    data = {"entity": "tasks", "entity_id": "t-1", "field": "title", "version": 3,
-            "winner": {"user_id": COUPLE_A, "value": "new"},
-            "overwritten": {"user_id": PLANNER, "value": "old"}}  # fmt: skip
+    data = {
+        "entity": "tasks",
+        "entity_id": "t-1",
+        "field": "title",
+        "version": 3,
+        "winner": {"user_id": COUPLE_A, "value": "new"},
+        "overwritten": {"user_id": PLANNER, "value": "old"},
+    }
     found = notices(event("conflict.resolved", COUPLE_A, data, Channel.TASKS), CTX)
     assert to(found) == {PLANNER}
     assert found[0].category is Category.CONFLICTS
@@ -256,10 +321,21 @@ def test_a_rejected_change_tells_its_author_although_they_are_the_actor() -> Non
 
 # -- properties of the whole table ------------------------------------------------------------
 
-EVENT_TYPES = ["message", "approval.requested", "approval.granted", "approval.denied",
-               "approval.expired", "entity.created", "entity.updated", "entity.deleted",
-               "guests.changed_on_wedding_day", "conflict.resolved", "conflict.rejected",
-               "presence", "timeline.cascaded"]  # fmt: skip
+EVENT_TYPES = [
+    "message",
+    "approval.requested",
+    "approval.granted",
+    "approval.denied",
+    "approval.expired",
+    "entity.created",
+    "entity.updated",
+    "entity.deleted",
+    "guests.changed_on_wedding_day",
+    "conflict.resolved",
+    "conflict.rejected",
+    "presence",
+    "timeline.cascaded",
+]
 USERS = st.sampled_from([*MEMBERS, "outsider"])
 
 
@@ -267,16 +343,23 @@ USERS = st.sampled_from([*MEMBERS, "outsider"])
 def any_event(draw: st.DrawFn) -> Event:
     kind = draw(st.sampled_from(["timeline", "vendors", "guests", "budget"]))
     data = {
-        "entity": kind, "entity_id": "x-1", "text": draw(st.sampled_from(
-            ["hi", f"@{FAMILY} @{GUEST}", f"@{DJ} @outsider @{COUPLE_A}"])),
-        "mentions": draw(st.lists(USERS, max_size=3)), "requested_by": draw(USERS),
-        "fields": {"vendor_id": draw(st.sampled_from(["v-dj", "v-food", "v-flowers"])),
-                   "status": "booked"},
+        "entity": kind,
+        "entity_id": "x-1",
+        "text": draw(
+            st.sampled_from(["hi", f"@{FAMILY} @{GUEST}", f"@{DJ} @outsider @{COUPLE_A}"])
+        ),
+        "mentions": draw(st.lists(USERS, max_size=3)),
+        "requested_by": draw(USERS),
+        "fields": {
+            "vendor_id": draw(st.sampled_from(["v-dj", "v-food", "v-flowers"])),
+            "status": "booked",
+        },
         "changed": draw(st.lists(st.sampled_from(["status", "name"]), max_size=2)),
         "overwritten": {"user_id": draw(USERS)},
-    }  # fmt: skip
-    return event(draw(st.sampled_from(EVENT_TYPES)), draw(USERS), data,
-                 draw(st.sampled_from(list(Channel))))  # fmt: skip
+    }
+    return event(
+        draw(st.sampled_from(EVENT_TYPES)), draw(USERS), data, draw(st.sampled_from(list(Channel)))
+    )
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -303,33 +386,39 @@ def at(y: int, mo: int, d: int, h: int, mi: int = 0) -> dt.datetime:
     return dt.datetime(y, mo, d, h, mi, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("now", "ends"), [
-    # winter (GMT = UTC): 23:30 local, quiet until 07:00 tomorrow
-    (at(2026, 1, 14, 23, 30), at(2026, 1, 15, 7)),
-    # summer (BST = UTC+1): 23:30 local is 22:30 UTC; 07:00 local is 06:00 UTC
-    (at(2026, 7, 14, 22, 30), at(2026, 7, 15, 6)),
-    (at(2026, 7, 14, 21, 0), at(2026, 7, 15, 6)),  # 22:00 local: the start is inside
-    (at(2026, 7, 14, 23, 5), at(2026, 7, 15, 6)),  # after midnight local
-    (at(2026, 7, 15, 5, 59), at(2026, 7, 15, 6)),  # 06:59 local
-    # the night clocks go forward (29 March 2026, 01:00 UTC): 23:30 GMT until 07:00 BST
-    (at(2026, 3, 28, 23, 30), at(2026, 3, 29, 6)),
-    (at(2026, 3, 29, 1, 30), at(2026, 3, 29, 6)),  # 02:30 BST, just after the jump
-    # the night clocks go back (25 October 2026, 01:00 UTC): 23:30 BST until 07:00 GMT
-    (at(2026, 10, 24, 22, 30), at(2026, 10, 25, 7)),
-    (at(2026, 10, 25, 0, 30), at(2026, 10, 25, 7)),  # 01:30 BST, first pass
-    (at(2026, 10, 25, 1, 30), at(2026, 10, 25, 7)),  # 01:30 GMT, second pass
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("now", "ends"),
+    [
+        # winter (GMT = UTC): 23:30 local, quiet until 07:00 tomorrow
+        (at(2026, 1, 14, 23, 30), at(2026, 1, 15, 7)),
+        # summer (BST = UTC+1): 23:30 local is 22:30 UTC; 07:00 local is 06:00 UTC
+        (at(2026, 7, 14, 22, 30), at(2026, 7, 15, 6)),
+        (at(2026, 7, 14, 21, 0), at(2026, 7, 15, 6)),  # 22:00 local: the start is inside
+        (at(2026, 7, 14, 23, 5), at(2026, 7, 15, 6)),  # after midnight local
+        (at(2026, 7, 15, 5, 59), at(2026, 7, 15, 6)),  # 06:59 local
+        # the night clocks go forward (29 March 2026, 01:00 UTC): 23:30 GMT until 07:00 BST
+        (at(2026, 3, 28, 23, 30), at(2026, 3, 29, 6)),
+        (at(2026, 3, 29, 1, 30), at(2026, 3, 29, 6)),  # 02:30 BST, just after the jump
+        # the night clocks go back (25 October 2026, 01:00 UTC): 23:30 BST until 07:00 GMT
+        (at(2026, 10, 24, 22, 30), at(2026, 10, 25, 7)),
+        (at(2026, 10, 25, 0, 30), at(2026, 10, 25, 7)),  # 01:30 BST, first pass
+        (at(2026, 10, 25, 1, 30), at(2026, 10, 25, 7)),  # 01:30 GMT, second pass
+    ],
+)
 def test_quiet_hours_across_midnight_in_london(now: dt.datetime, ends: dt.datetime) -> None:
     assert quiet_until(now, LONDON, NIGHT) == ends
 
 
-@pytest.mark.parametrize("now", [
-    at(2026, 7, 14, 20, 59),  # 21:59 BST
-    at(2026, 7, 15, 6, 0),  # 07:00 BST: the end is outside
-    at(2026, 7, 15, 12, 0),
-    at(2026, 1, 15, 7, 0),  # 07:00 GMT
-    at(2026, 1, 14, 21, 59),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "now",
+    [
+        at(2026, 7, 14, 20, 59),  # 21:59 BST
+        at(2026, 7, 15, 6, 0),  # 07:00 BST: the end is outside
+        at(2026, 7, 15, 12, 0),
+        at(2026, 1, 15, 7, 0),  # 07:00 GMT
+        at(2026, 1, 14, 21, 59),
+    ],
+)
 def test_outside_quiet_hours_nothing_waits(now: dt.datetime) -> None:
     assert quiet_until(now, LONDON, NIGHT) is None
 
@@ -354,11 +443,13 @@ def test_quiet_hours_ending_in_the_repeated_hour_end_after_now() -> None:
     assert ends == at(2026, 10, 25, 1, 30)
 
 
-ZONES = st.sampled_from(["UTC", LONDON, "America/New_York", "Asia/Kolkata",
-                         "Australia/Lord_Howe", "Pacific/Chatham"])  # fmt: skip
+ZONES = st.sampled_from(
+    ["UTC", LONDON, "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham"]
+)
 CLOCKS = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59))
-INSTANTS = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 1, 1),
-                        timezones=st.just(UTC))  # fmt: skip
+INSTANTS = st.datetimes(
+    min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 1, 1), timezones=st.just(UTC)
+)
 
 
 def _exists(local: dt.datetime) -> bool:
@@ -407,8 +498,9 @@ def test_next_digest_is_today_or_tomorrow_at_the_hour_local() -> None:
 
 @settings(max_examples=500, deadline=None, derandomize=True)
 @given(now=INSTANTS, tz=ZONES, hour=st.integers(0, 23))
-def test_next_digest_is_strictly_after_now_within_a_day(now: dt.datetime, tz: str,
-                                                        hour: int) -> None:  # fmt: skip
+def test_next_digest_is_strictly_after_now_within_a_day(
+    now: dt.datetime, tz: str, hour: int
+) -> None:
     due = next_digest(now, tz, hour)
     assert now < due <= now + dt.timedelta(hours=25)
     local = due.astimezone(zoneinfo.ZoneInfo(tz))
@@ -432,18 +524,30 @@ def test_retry_after_uses_the_schedule_by_failed_attempts() -> None:
 
 
 def test_emergencies_always_use_every_personal_channel() -> None:
-    for p in (Preferences(), Preferences(channels={Category.EMERGENCY: []}),
-              Preferences(channels={Category.EMERGENCY: [Medium.EMAIL]}),
-              Preferences(quiet_hours=NIGHT, digest=True)):  # fmt: skip
+    for p in (
+        Preferences(),
+        Preferences(channels={Category.EMERGENCY: []}),
+        Preferences(channels={Category.EMERGENCY: [Medium.EMAIL]}),
+        Preferences(quiet_hours=NIGHT, digest=True),
+    ):
         assert p.media(Category.EMERGENCY) == PERSONAL
     assert set(PERSONAL) == {Medium.IN_APP, Medium.EMAIL, Medium.SMS, Medium.PUSH}
 
 
 def test_in_app_is_always_on_and_categories_left_out_keep_their_defaults() -> None:
-    p = Preferences(channels={Category.MENTIONS: [Medium.SMS],
-                              Category.VENDORS: [],
-                              Category.TIMELINE: [Medium.PUSH, Medium.WEBHOOK, Medium.EMAIL,
-                                                  Medium.IN_APP, Medium.PUSH]})  # fmt: skip
+    p = Preferences(
+        channels={
+            Category.MENTIONS: [Medium.SMS],
+            Category.VENDORS: [],
+            Category.TIMELINE: [
+                Medium.PUSH,
+                Medium.WEBHOOK,
+                Medium.EMAIL,
+                Medium.IN_APP,
+                Medium.PUSH,
+            ],
+        }
+    )
     assert p.media(Category.MENTIONS) == (Medium.IN_APP, Medium.SMS)
     assert p.media(Category.VENDORS) == (Medium.IN_APP,)
     assert p.media(Category.TIMELINE) == (Medium.IN_APP, Medium.EMAIL, Medium.PUSH)
@@ -451,8 +555,9 @@ def test_in_app_is_always_on_and_categories_left_out_keep_their_defaults() -> No
         assert p.media(c) == DEFAULT_CHANNELS[c]
     assert set(p.effective()) == {c.value for c in Category}
     assert p.effective()["mentions"] == ["in_app", "sms"]
-    assert Preferences().effective() == {c.value: [m.value for m in DEFAULT_CHANNELS[c]]
-                                         for c in Category}  # fmt: skip
+    assert Preferences().effective() == {
+        c.value: [m.value for m in DEFAULT_CHANNELS[c]] for c in Category
+    }
 
 
 def test_every_default_includes_in_app_first() -> None:
@@ -461,11 +566,14 @@ def test_every_default_includes_in_app_first() -> None:
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(chosen=st.dictionaries(st.sampled_from(list(Category)),
-                              st.lists(st.sampled_from(list(Medium)), max_size=6)))  # fmt: skip
+@given(
+    chosen=st.dictionaries(
+        st.sampled_from(list(Category)), st.lists(st.sampled_from(list(Medium)), max_size=6)
+    )
+)
 def test_media_is_in_app_then_chosen_personal_channels(
     chosen: dict[Category, list[Medium]],
-) -> None:  # fmt: skip
+) -> None:
     p = Preferences(channels=chosen)
     for c in Category:
         media = p.media(c)
@@ -483,9 +591,13 @@ def test_preferences_reject_unknown_channels_categories_and_clocks() -> None:
     decode = msgspec.json.Decoder(Preferences).decode
     chosen = decode(b'{"channels": {"mentions": ["sms"]}}').channels
     assert chosen == {Category.MENTIONS: [Medium.SMS]}
-    for bad in (b'{"channels": {"mentions": ["fax"]}}', b'{"channels": {"gossip": ["sms"]}}',
-                b'{"quiet_hours": {"start": "25:00", "end": "07:00"}}',
-                b'{"quiet_hours": {"start": "7:00", "end": "07:00"}}',
-                b'{"quiet_hours": {"start": "22:00"}}', b'{"colour": "blue"}'):  # fmt: skip
+    for bad in (
+        b'{"channels": {"mentions": ["fax"]}}',
+        b'{"channels": {"gossip": ["sms"]}}',
+        b'{"quiet_hours": {"start": "25:00", "end": "07:00"}}',
+        b'{"quiet_hours": {"start": "7:00", "end": "07:00"}}',
+        b'{"quiet_hours": {"start": "22:00"}}',
+        b'{"colour": "blue"}',
+    ):
         with pytest.raises(msgspec.ValidationError):
             decode(bad)

@@ -110,8 +110,9 @@ async def test_devices_of_one_user_are_grouped(world: World, gateways: list[str]
         async with httpx.AsyncClient(base_url=gateways[0]) as c:
             async with asyncio.timeout(5):
                 while True:  # the second device's record reaches this process's mirror
-                    r = await c.get(f"/api/weddings/{world.wedding}/presence",
-                                    headers=world.auth(world.couple))  # fmt: skip
+                    r = await c.get(
+                        f"/api/weddings/{world.wedding}/presence", headers=world.auth(world.couple)
+                    )
                     assert r.status_code == 200, r.text
                     users = connection_ids(r.json()["users"])
                     if len(users.get(world.couple, [])) == 2:
@@ -138,8 +139,9 @@ async def test_guests_and_vendors_do_not_see_each_other(world: World, gateways: 
             assert guest not in connection_ids(diff["joins"])
             await a.close()
             async with httpx.AsyncClient(base_url=gateways[1]) as c:
-                r = await c.get(f"/api/weddings/{world.wedding}/presence",
-                                headers=world.auth(guest))  # fmt: skip
+                r = await c.get(
+                    f"/api/weddings/{world.wedding}/presence", headers=world.auth(guest)
+                )
             assert vendor not in connection_ids(r.json()["users"])
         finally:
             await g.close()
@@ -201,15 +203,31 @@ async def test_joins_and_leaves_are_durable_events(
 def test_status_follows_inactivity_with_an_injected_clock() -> None:
     s = PresenceSettings(idle_after=120, away_after=600)
     assert [auto_status(t, s) for t in (0, 119.9, 120, 599, 600, 10_000)] == [
-        Status.ACTIVE, Status.ACTIVE, Status.IDLE, Status.IDLE, Status.AWAY, Status.AWAY,
-    ]  # fmt: skip
+        Status.ACTIVE,
+        Status.ACTIVE,
+        Status.IDLE,
+        Status.IDLE,
+        Status.AWAY,
+        Status.AWAY,
+    ]
 
 
 def _record(**kw: Any) -> Record:
-    base = {"wedding_id": "w", "user_id": "u", "display_name": None, "role": Role.GUEST,
-            "connection_id": "c", "status": Status.ACTIVE, "location": None, "editing": None,
-            "connected_at": 1.0, "last_active_at": 1.0, "auto": True, "gateway": "g",
-            "owner": "s"}  # fmt: skip
+    base = {
+        "wedding_id": "w",
+        "user_id": "u",
+        "display_name": None,
+        "role": Role.GUEST,
+        "connection_id": "c",
+        "status": Status.ACTIVE,
+        "location": None,
+        "editing": None,
+        "connected_at": 1.0,
+        "last_active_at": 1.0,
+        "auto": True,
+        "gateway": "g",
+        "owner": "s",
+    }
     return Record(**{**base, **kw})
 
 

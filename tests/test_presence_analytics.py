@@ -21,8 +21,11 @@ def statuses(table: PresenceTable, wedding: str) -> dict[str, str]:
 
 async def analytics(world: World, user: str, **params: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        return await c.get(f"/api/weddings/{world.wedding}/presence/analytics",
-                           headers=world.auth(user), params=params)  # fmt: skip
+        return await c.get(
+            f"/api/weddings/{world.wedding}/presence/analytics",
+            headers=world.auth(user),
+            params=params,
+        )
 
 
 def minutes(body: dict[str, Any]) -> dict[str, dict[str, tuple[int, int]]]:
@@ -37,8 +40,11 @@ async def test_minutes_per_member_per_local_day(
     world: World, gateways: list[str], conns: Connections, settings: Settings
 ) -> None:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.patch(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple),
-                          json={"timezone": "Europe/London"})  # fmt: skip
+        r = await c.patch(
+            f"/api/weddings/{world.wedding}",
+            headers=world.auth(world.couple),
+            json={"timezone": "Europe/London"},
+        )
         assert r.status_code == 200, r.text
     planner = await world.add("planner")
     kv = await presence_bucket(conns.js, replicas=1)

@@ -39,8 +39,11 @@ async def history(c: httpx.AsyncClient, world: World) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     after = 0
     while True:
-        r = await c.get(f"/api/weddings/{world.wedding}/events", headers=world.auth(world.couple),
-                        params={"after_seq": after, "limit": 50})
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            headers=world.auth(world.couple),
+            params={"after_seq": after, "limit": 50},
+        )
         assert r.status_code == 200, r.text
         page = r.json()
         out += page["events"]
@@ -63,20 +66,31 @@ async def found_in_postgres(conns: Connections, needles: list[str]) -> list[str]
     """``table: needle`` for every table row (partitions included) holding a needle."""
     hits = []
     async with conns.pool.acquire() as conn:
-        tables = [r["relname"] for r in await conn.fetch(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind = 'r'")]
+        tables = [
+            r["relname"]
+            for r in await conn.fetch(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            )
+        ]
         for table in tables:
             for needle in needles:
                 n = await conn.fetchval(
-                    f"SELECT count(*) FROM {table} t WHERE t::text ILIKE $1", f"%{needle}%")
+                    f"SELECT count(*) FROM {table} t WHERE t::text ILIKE $1", f"%{needle}%"
+                )
                 # bytea columns show as hex in t::text: search their text too
-                for col in [r["attname"] for r in await conn.fetch(
+                for col in [
+                    r["attname"]
+                    for r in await conn.fetch(
                         "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
-                        "AND atttypid = 'bytea'::regtype AND attnum > 0", table)]:
+                        "AND atttypid = 'bytea'::regtype AND attnum > 0",
+                        table,
+                    )
+                ]:
                     n += await conn.fetchval(
-                        f"SELECT count(*) FROM {table} WHERE "
-                        f"encode({col}, 'escape') ILIKE $1", f"%{needle}%")
+                        f"SELECT count(*) FROM {table} WHERE encode({col}, 'escape') ILIKE $1",
+                        f"%{needle}%",
+                    )
                 if n:
                     hits.append(f"{table}: {needle}")
     return hits

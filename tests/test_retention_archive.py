@@ -64,8 +64,12 @@ async def chat(ws: ClientConnection, *ids: str) -> list[int]:
     return await post(ws, *(("chat", i) for i in ids))
 
 
-async def opened(base: str, world: World, user: str, after: int | None = None,
-                 ) -> tuple[ClientConnection, dict[str, Any]]:  # fmt: skip
+async def opened(
+    base: str,
+    world: World,
+    user: str,
+    after: int | None = None,
+) -> tuple[ClientConnection, dict[str, Any]]:
     """A socket of ``user`` on the wedding, and its welcome frame."""
     ws = await connect(base, world.wedding, await world.join(user), after=after)
     return ws, await recv_type(ws, "welcome")
@@ -112,8 +116,9 @@ async def held(conns: Connections, wedding: str) -> list[int]:
     seq = 1
     while True:
         try:
-            msg = await conns.js.get_msg(EVENTS.name, seq=seq, subject=wedding_wildcard(wedding),
-                                         next=True)  # fmt: skip
+            msg = await conns.js.get_msg(
+                EVENTS.name, seq=seq, subject=wedding_wildcard(wedding), next=True
+            )
         except NotFoundError:
             return seqs
         assert msg.seq is not None
@@ -134,12 +139,23 @@ async def marks(conns: Connections, wedding: str) -> archive_db.Marks:
         return await archive_db.marks(c, uuid.UUID(wedding))
 
 
-def job(conns: Connections, settings: Settings, now: dt.datetime, *weddings: str,
-        consumers: tuple[str, ...] = (), **retention: Any) -> ArchiveJob:  # fmt: skip
-    return ArchiveJob(conns.nc, conns.js, conns.pool,
-                      dataclasses.replace(settings.retention, **retention),
-                      consumers=consumers, clock=lambda: now,
-                      only=[uuid.UUID(w) for w in weddings])  # fmt: skip
+def job(
+    conns: Connections,
+    settings: Settings,
+    now: dt.datetime,
+    *weddings: str,
+    consumers: tuple[str, ...] = (),
+    **retention: Any,
+) -> ArchiveJob:
+    return ArchiveJob(
+        conns.nc,
+        conns.js,
+        conns.pool,
+        dataclasses.replace(settings.retention, **retention),
+        consumers=consumers,
+        clock=lambda: now,
+        only=[uuid.UUID(w) for w in weddings],
+    )
 
 
 def moved(counts: dict[str, int]) -> dict[str, int]:
@@ -147,15 +163,19 @@ def moved(counts: dict[str, int]) -> dict[str, int]:
     return {k: counts[k] for k in ("weddings", "archived", "purged")}
 
 
-async def archive(conns: Connections, settings: Settings, now: dt.datetime, *weddings: str,
-                  **retention: Any) -> dict[str, int]:  # fmt: skip
+async def archive(
+    conns: Connections, settings: Settings, now: dt.datetime, *weddings: str, **retention: Any
+) -> dict[str, int]:
     return moved(await run_job(conns.pool, job(conns, settings, now, *weddings, **retention)))
 
 
 async def history(world: World, user: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.get(f"/api/weddings/{world.wedding}/events", headers=world.auth(user),
-                        params={"after_seq": after, "limit": limit})  # fmt: skip
+        r = await c.get(
+            f"/api/weddings/{world.wedding}/events",
+            headers=world.auth(user),
+            params={"after_seq": after, "limit": limit},
+        )
     assert r.status_code == 200, r.text
     page: dict[str, Any] = r.json()
     return page
@@ -177,8 +197,11 @@ async def paged(world: World, user: str, limit: int, after: int = 0) -> list[dic
 async def patch_status(world: World, *statuses: str) -> None:
     async with httpx.AsyncClient(base_url=world.base) as c:
         for status in statuses:
-            r = await c.patch(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple),
-                              json={"status": status})  # fmt: skip
+            r = await c.patch(
+                f"/api/weddings/{world.wedding}",
+                headers=world.auth(world.couple),
+                json={"status": status},
+            )
             assert r.status_code == 200, r.text
 
 
@@ -200,8 +223,9 @@ class Split:
     bytes: dict[int, bytes]
 
 
-async def split_wedding(conns: Connections, ws: ClientConnection,
-                        old: list[tuple[str, str]], new: list[tuple[str, str]]) -> Split:  # fmt: skip
+async def split_wedding(
+    conns: Connections, ws: ClientConnection, old: list[tuple[str, str]], new: list[tuple[str, str]]
+) -> Split:
     old_seqs = await post(ws, *old)
     at = await split_after(conns, old_seqs[-1])
     new_seqs = await post(ws, *new)
@@ -210,8 +234,13 @@ async def split_wedding(conns: Connections, ws: ClientConnection,
     return Split(old_seqs, new_seqs, at, {s: b for s, b in raw.items() if b is not None})
 
 
-CHAT_AND_BUDGET_OLD = [("chat", "a1"), ("budget", "a2"), ("chat", "a3"), ("budget", "a4"),
-                       ("chat", "a5")]  # fmt: skip
+CHAT_AND_BUDGET_OLD = [
+    ("chat", "a1"),
+    ("budget", "a2"),
+    ("chat", "a3"),
+    ("budget", "a4"),
+    ("chat", "a5"),
+]
 CHAT_AND_BUDGET_NEW = [("chat", "b1"), ("budget", "b2"), ("chat", "b3")]
 
 
@@ -256,7 +285,8 @@ async def test_archive_moves_exactly_the_events_stored_before_the_cutoff(
 
         run = await conns.pool.fetchrow(
             "SELECT ok, counts, error, finished_at FROM retention_runs "
-            "WHERE job = 'archive' ORDER BY id DESC LIMIT 1")  # fmt: skip
+            "WHERE job = 'archive' ORDER BY id DESC LIMIT 1"
+        )
         assert run is not None
         assert run["ok"] is True and run["error"] is None and run["finished_at"] is not None
         assert moved(json.loads(run["counts"])) == counts
@@ -284,8 +314,11 @@ async def test_history_reads_across_the_archive_boundary(
     finally:
         await ws.close()
     everything = s.old + s.new
-    chat_seqs = [q for q, (ch, _) in zip(everything, CHAT_AND_BUDGET_OLD + CHAT_AND_BUDGET_NEW,
-                                         strict=True) if ch == "chat"]  # fmt: skip
+    chat_seqs = [
+        q
+        for q, (ch, _) in zip(everything, CHAT_AND_BUDGET_OLD + CHAT_AND_BUDGET_NEW, strict=True)
+        if ch == "chat"
+    ]
     before = await history(world, world.couple)
     guest_before = await history(world, guest)
     assert [e["seq"] for e in before["events"]] == everything
@@ -334,8 +367,13 @@ async def test_resume_replays_archived_and_held_events_each_once(
         events, resumed = await until_resumed(b)
         assert [e["seq"] for e in events] == everything
         assert [e["event"] for e in events] == [json.loads(s.bytes[q]) for q in everything]
-        assert resumed == {"type": "resumed", "after_seq": start, "last_seq": s.new[-1],
-                           "recovered": True, "epoch": epoch}  # fmt: skip
+        assert resumed == {
+            "type": "resumed",
+            "after_seq": start,
+            "last_seq": s.new[-1],
+            "recovered": True,
+            "epoch": epoch,
+        }
         # from inside the archived range, at the boundary, and from the head
         for after in (s.old[0], s.old[2], s.old[-1], s.new[0], s.new[-1]):
             await send(b, type="resume", after_seq=after, epoch=epoch)
@@ -388,8 +426,13 @@ async def test_resume_and_welcome_once_jetstream_holds_none_of_the_wedding(
         events, resumed = await until_resumed(b)
         assert [e["seq"] for e in events] == old
         assert [e["event"] for e in events] == [json.loads(raw[q] or b"") for q in old]
-        assert resumed == {"type": "resumed", "after_seq": start, "last_seq": old[-1],
-                           "recovered": True, "epoch": epoch}  # fmt: skip
+        assert resumed == {
+            "type": "resumed",
+            "after_seq": start,
+            "last_seq": old[-1],
+            "recovered": True,
+            "epoch": epoch,
+        }
         for after in (old[0], old[-1]):
             await send(b, type="resume", after_seq=after)
             events, resumed = await until_resumed(b)
@@ -493,16 +536,23 @@ async def test_per_wedding_hot_days_moves_the_cutoff(
     now = utcnow()
 
     async def set_hot_days(w: World, days: int | None) -> None:
-        await conns.pool.execute("UPDATE weddings SET hot_days = $2 WHERE id = $1",
-                                 uuid.UUID(w.wedding), days)  # fmt: skip
+        await conns.pool.execute(
+            "UPDATE weddings SET hot_days = $2 WHERE id = $1", uuid.UUID(w.wedding), days
+        )
 
     # a day later the default (90 days) keeps everything hot; a one-day wedding moves
     soon = now + DAY + dt.timedelta(minutes=1)
     assert await archive(conns, settings, soon, world.wedding) == {
-        "weddings": 0, "archived": 0, "purged": 0}  # fmt: skip
+        "weddings": 0,
+        "archived": 0,
+        "purged": 0,
+    }
     await set_hot_days(world, 1)
     assert await archive(conns, settings, soon, world.wedding) == {
-        "weddings": 1, "archived": 2, "purged": 2}  # fmt: skip
+        "weddings": 1,
+        "archived": 2,
+        "purged": 2,
+    }
     assert [r["seq"] for r in await archived(conns, world.wedding)] == short_seqs
     assert await held(conns, world.wedding) == []
 
@@ -563,8 +613,9 @@ async def test_small_batches_give_the_same_result(
 ) -> None:
     ws, _ = await opened(gateways[0], world, world.couple)
     try:
-        s = await split_wedding(conns, ws, [("chat", f"o{i}") for i in range(7)],
-                                [("chat", f"n{i}") for i in range(3)])  # fmt: skip
+        s = await split_wedding(
+            conns, ws, [("chat", f"o{i}") for i in range(7)], [("chat", f"n{i}") for i in range(3)]
+        )
     finally:
         await ws.close()
     before = await history(world, world.couple)
@@ -578,7 +629,10 @@ async def test_small_batches_give_the_same_result(
     assert await marks(conns, world.wedding) == archive_db.Marks(s.new[0] - 1, s.old[-1], 7)
     assert await history(world, world.couple) == before
     assert await archive(conns, settings, now, world.wedding, archive_batch=3) == {
-        "weddings": 0, "archived": 0, "purged": 0}  # fmt: skip
+        "weddings": 0,
+        "archived": 0,
+        "purged": 0,
+    }
 
     # the remaining 3 later: exactly one full batch, then a read that finds nothing
     counts = await archive(conns, settings, utcnow() + 91 * DAY, world.wedding, archive_batch=3)
@@ -602,16 +656,21 @@ async def test_a_crash_between_commit_and_purge_is_finished_by_the_rerun(
     wid = uuid.UUID(world.wedding)
     # the rows as the job reads them: the stored time from the delivered message's metadata
     sub = await conns.js.subscribe(
-        wedding_wildcard(world.wedding), stream=EVENTS.name, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                              opt_start_seq=s.old[0]),
-    )  # fmt: skip
+        wedding_wildcard(world.wedding),
+        stream=EVENTS.name,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=s.old[0]
+        ),
+    )
     try:
         msgs = [await sub.next_msg(timeout=5) for _ in s.old]
     finally:
         await sub.unsubscribe()
-    rows = [archive_db.Archived(wid, m.metadata.sequence.stream, "chat", m.metadata.timestamp,
-                                m.data) for m in msgs]  # fmt: skip
+    rows = [
+        archive_db.Archived(wid, m.metadata.sequence.stream, "chat", m.metadata.timestamp, m.data)
+        for m in msgs
+    ]
     assert [r.seq for r in rows] == s.old and [r.data for r in rows] == [s.bytes[q] for q in s.old]
     async with conns.pool.acquire() as c, c.transaction():
         assert await archive_db.insert(c, rows) == 2
@@ -642,16 +701,25 @@ async def test_events_a_consumer_has_not_finished_stay_in_jetstream(
     finally:
         await ws.close()
     durable = f"archive-floor-{uid}"
-    await conns.js.add_consumer(EVENTS.name, ConsumerConfig(
-        durable_name=durable, filter_subject=wedding_wildcard(world.wedding),
-        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT, ack_wait=30))  # fmt: skip
+    await conns.js.add_consumer(
+        EVENTS.name,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=wedding_wildcard(world.wedding),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+        ),
+    )
     sub = await conns.js.pull_subscribe_bind(durable, stream=EVENTS.name)
     try:
         far = utcnow() + 365 * DAY  # every event is old enough
 
         async def run(held_back: int) -> dict[str, int]:
-            counts = await run_job(conns.pool, job(conns, settings, far, world.wedding,
-                                                   consumers=(durable, "no-such-durable")))  # fmt: skip
+            counts = await run_job(
+                conns.pool,
+                job(conns, settings, far, world.wedding, consumers=(durable, "no-such-durable")),
+            )
             assert counts["held_back"] == held_back  # weddings kept for a lagging consumer
             return moved(counts)
 
@@ -683,21 +751,28 @@ async def test_archived_rows_go_to_the_partition_of_their_utc_month(conns: Conne
     utc = dt.UTC
     plus1 = dt.timezone(dt.timedelta(hours=1))
     rows = [
-        archive_db.Archived(wid, 1, "chat", dt.datetime(2031, 1, 31, 23, 59, 59, tzinfo=utc), b"{}"),
+        archive_db.Archived(
+            wid, 1, "chat", dt.datetime(2031, 1, 31, 23, 59, 59, tzinfo=utc), b"{}"
+        ),
         archive_db.Archived(wid, 2, "chat", dt.datetime(2031, 2, 1, 0, 30, tzinfo=plus1), b"{}"),
         archive_db.Archived(wid, 3, "chat", dt.datetime(2031, 2, 1, 0, 0, tzinfo=utc), b"{}"),
-    ]  # fmt: skip
+    ]
     async with conns.pool.acquire() as c:
         tx = c.transaction()
         await tx.start()
         try:
             assert await archive_db.insert(c, rows) == 3
             assert await archive_db.insert(c, rows) == 0
-            parts = await c.fetch("SELECT seq, tableoid::regclass::text AS part FROM event_archive "
-                                  "WHERE wedding_id = $1 ORDER BY seq", wid)  # fmt: skip
+            parts = await c.fetch(
+                "SELECT seq, tableoid::regclass::text AS part FROM event_archive "
+                "WHERE wedding_id = $1 ORDER BY seq",
+                wid,
+            )
             assert [(r["seq"], r["part"]) for r in parts] == [
-                (1, "event_archive_y2031m01"), (2, "event_archive_y2031m01"),
-                (3, "event_archive_y2031m02")]  # fmt: skip
+                (1, "event_archive_y2031m01"),
+                (2, "event_archive_y2031m01"),
+                (3, "event_archive_y2031m02"),
+            ]
         finally:
             await tx.rollback()
 
@@ -708,10 +783,18 @@ async def test_archived_rows_go_to_the_partition_of_their_utc_month(conns: Conne
 async def cli(settings: Settings, wedding: str, env: dict[str, str]) -> tuple[int, str, str]:
     child_env = {**settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING", **env}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", "retention", "run", "archive", "--wedding", wedding,
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        "retention",
+        "run",
+        "archive",
+        "--wedding",
+        wedding,
         env={**os.environ, **child_env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -746,8 +829,9 @@ async def test_cli_archives_one_completed_wedding(
     assert await held(conns, world.wedding) == seqs
 
     await patch_status(world, "wedding_day", "completed")
-    code, out, err = await cli(settings, world.wedding,
-                               {"WEDSYNC_RETENTION_AFTER_COMPLETED_DAYS": "0"})  # fmt: skip
+    code, out, err = await cli(
+        settings, world.wedding, {"WEDSYNC_RETENTION_AFTER_COMPLETED_DAYS": "0"}
+    )
     assert code == 0, err
     assert printed_counts(out) == {"weddings": 1, "archived": 3, "purged": 3}
     assert [r["seq"] for r in await archived(conns, world.wedding)] == seqs

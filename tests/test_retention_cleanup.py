@@ -78,14 +78,23 @@ async def test_sessions_past_their_grace_are_deleted(
                           ended_at = $5, end_reason = CASE WHEN $5::timestamptz IS NULL
                                                            THEN NULL ELSE 'left' END
                    WHERE token_hash = $1 AND wedding_id = $6 RETURNING id""",
-                token_hash(tokens[user]), ago(created), ago(seen), ago(expires),
-                None if ended is None else ago(ended), wedding,
-            )  # fmt: skip
+                token_hash(tokens[user]),
+                ago(created),
+                ago(seen),
+                ago(expires),
+                None if ended is None else ago(ended),
+                wedding,
+            )
             assert ids[user] is not None
 
     counts = await run_job(conns.pool, cleanup(conns, settings))
-    assert set(counts) == {"sessions", "presence_days", "deliveries", "consumed_marks",
-                           "dead_letters"}  # fmt: skip
+    assert set(counts) == {
+        "sessions",
+        "presence_days",
+        "deliveries",
+        "consumed_marks",
+        "dead_letters",
+    }
     assert counts["sessions"] >= 2  # ours; other tests keep theirs within the grace
 
     async with conns.pool.acquire() as conn:
@@ -117,8 +126,13 @@ def bits(minutes: range) -> str:
 
 
 async def analytics(world: World, first: dt.date, last: dt.date) -> dict[str, Any]:
-    r = await api(world, "GET", f"/api/weddings/{world.wedding}/presence/analytics", world.couple,
-                  params={"from": first.isoformat(), "to": last.isoformat()})  # fmt: skip
+    r = await api(
+        world,
+        "GET",
+        f"/api/weddings/{world.wedding}/presence/analytics",
+        world.couple,
+        params={"from": first.isoformat(), "to": last.isoformat()},
+    )
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -178,14 +192,16 @@ async def test_presence_minutes_roll_up_into_days(
         )
         rolled = await conn.fetch(
             "SELECT user_id, day, present_minutes, active_minutes FROM presence_days "
-            "WHERE wedding_id = $1 ORDER BY day, user_id", wedding,
-        )  # fmt: skip
-    assert [(r["user_id"], r["day"]) for r in detail_rows] == [(world.couple, edge),
-                                                               (world.couple, recent)]  # fmt: skip
-    assert sorted((r["user_id"], r["day"], r["active_minutes"], r["present_minutes"])
-                  for r in rolled) == sorted([(world.couple, old, 100, 200),
-                                              (planner, old, 10, 40),
-                                              (planner, older, 0, 61)])  # fmt: skip
+            "WHERE wedding_id = $1 ORDER BY day, user_id",
+            wedding,
+        )
+    assert [(r["user_id"], r["day"]) for r in detail_rows] == [
+        (world.couple, edge),
+        (world.couple, recent),
+    ]
+    assert sorted(
+        (r["user_id"], r["day"], r["active_minutes"], r["present_minutes"]) for r in rolled
+    ) == sorted([(world.couple, old, 100, 200), (planner, old, 10, 40), (planner, older, 0, 61)])
     after = await analytics(world, old, today)
     assert after == before  # the same days, members, roles and counts, now partly rolled up
 
@@ -193,8 +209,10 @@ async def test_presence_minutes_roll_up_into_days(
     assert again["presence_days"] == 0
     assert await analytics(world, old, today) == before
     async with conns.pool.acquire() as conn:
-        assert await conn.fetchval(
-            "SELECT count(*) FROM presence_days WHERE wedding_id = $1", wedding) == 3  # fmt: skip
+        assert (
+            await conn.fetchval("SELECT count(*) FROM presence_days WHERE wedding_id = $1", wedding)
+            == 3
+        )
 
 
 # -- the delivery log and consumed marks ---------------------------------------------------
@@ -225,16 +243,30 @@ async def test_finished_deliveries_past_the_log_period_are_deleted(
                                            status, attempts, due_at, sent_at, created_at)
                    VALUES ($1, $2, $3, $4, 'email', 'timeline', $5, $6, $7, $8, $9)
                    RETURNING id""",
-                f"retention-{uuid.uuid4().hex}", wedding, f"ev-{name}", world.couple, status,
-                attempts, ago(due), None if sent is None else ago(sent), ago(created),
-            )  # fmt: skip
+                f"retention-{uuid.uuid4().hex}",
+                wedding,
+                f"ev-{name}",
+                world.couple,
+                status,
+                attempts,
+                ago(due),
+                None if sent is None else ago(sent),
+                ago(created),
+            )
             await conn.executemany(
                 "INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error) "
                 "VALUES ($1, $2, $3, $4, $5)",
-                [(ids[name], i, ago(due), "sent" if status == "sent" and i == attempts
-                  else "failed", None if status == "sent" and i == attempts else "550")
-                 for i in range(1, attempts + 1)],
-            )  # fmt: skip
+                [
+                    (
+                        ids[name],
+                        i,
+                        ago(due),
+                        "sent" if status == "sent" and i == attempts else "failed",
+                        None if status == "sent" and i == attempts else "550",
+                    )
+                    for i in range(1, attempts + 1)
+                ],
+            )
 
     counts = await run_job(conns.pool, cleanup(conns, settings))
     assert counts["deliveries"] >= 3
@@ -244,8 +276,9 @@ async def test_finished_deliveries_past_the_log_period_are_deleted(
         left = await conn.fetch("SELECT id FROM deliveries WHERE wedding_id = $1", wedding)
         logged = await conn.fetch(
             "SELECT delivery_id, count(*) AS n FROM delivery_attempts "
-            "WHERE delivery_id = ANY($1::bigint[]) GROUP BY delivery_id", list(ids.values()),
-        )  # fmt: skip
+            "WHERE delivery_id = ANY($1::bigint[]) GROUP BY delivery_id",
+            list(ids.values()),
+        )
     by_id = {v: k for k, v in ids.items()}
     assert {by_id[r["id"]] for r in left} == kept
     # the deleted ones' attempts went with them; the kept ones' are all there
@@ -289,8 +322,9 @@ async def test_dead_letters_past_their_days_are_purged(
     subject = dead_letter_subject(f"retention-test-{uid}")
 
     async def dead_letter(n: int) -> int:
-        ack = await conns.js.publish(subject, json.dumps({"n": n}).encode(),
-                                     stream=DEAD_LETTERS.name)  # fmt: skip
+        ack = await conns.js.publish(
+            subject, json.dumps({"n": n}).encode(), stream=DEAD_LETTERS.name
+        )
         return ack.seq
 
     for n in range(3):
@@ -341,8 +375,9 @@ async def runs_since(conns: Connections, after: int) -> list[dict[str, Any]]:
     async with conns.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT id, job, started_at, finished_at, ok, counts, error FROM retention_runs "
-            "WHERE id > $1 ORDER BY id", after,
-        )  # fmt: skip
+            "WHERE id > $1 ORDER BY id",
+            after,
+        )
     return [dict(r) for r in rows]
 
 
@@ -357,7 +392,8 @@ async def test_one_run_at_a_time_and_the_run_log(conns: Connections, settings: S
     # someone else (another replica) holds the job's lock: no run, and none logged
     async with conns.pool.acquire() as holder:
         assert await holder.fetchval(
-            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key("cleanup"))  # fmt: skip
+            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key("cleanup")
+        )
         try:
             with pytest.raises(JobBusy, match="cleanup"):
                 await run_job(conns.pool, cleanup(conns, settings))
@@ -386,8 +422,13 @@ async def test_one_run_at_a_time_and_the_run_log(conns: Connections, settings: S
     assert done["ok"] is True and done["error"] is None
     assert done["finished_at"] >= done["started_at"]
     assert json.loads(done["counts"]) == counts
-    assert set(counts) == {"sessions", "presence_days", "deliveries", "consumed_marks",
-                           "dead_letters"}  # fmt: skip
+    assert set(counts) == {
+        "sessions",
+        "presence_days",
+        "deliveries",
+        "consumed_marks",
+        "dead_letters",
+    }
 
     # the lock went with the run: the next one runs (and is logged on its own row)
     await run_job(conns.pool, cleanup(conns, settings))
@@ -411,7 +452,8 @@ async def test_a_failed_run_is_logged(conns: Connections, uid: str) -> None:
     # and its lock was released
     async with conns.pool.acquire() as conn:
         assert await conn.fetchval(
-            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key(f"broken-{uid}"))  # fmt: skip
+            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key(f"broken-{uid}")
+        )
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", _JOB_LOCK, _key(f"broken-{uid}"))
 
 
@@ -467,10 +509,14 @@ async def test_retention_worker_schedules_and_stops_on_sigterm(
 
 async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", *args,
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        *args,
         env={**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -481,8 +527,11 @@ async def test_retention_run_cli(conns: Connections, settings: Settings) -> None
     rc, out, err = await cli(settings, "retention", "run", "cleanup")
     assert rc == 0, err
     line = out.strip().splitlines()[-1]
-    m = re.fullmatch(r"sessions=(\d+) presence_days=(\d+) deliveries=(\d+) "
-                     r"consumed_marks=(\d+) dead_letters=(\d+)", line)  # fmt: skip
+    m = re.fullmatch(
+        r"sessions=(\d+) presence_days=(\d+) deliveries=(\d+) "
+        r"consumed_marks=(\d+) dead_letters=(\d+)",
+        line,
+    )
     assert m, out
     [run] = await runs_since(conns, start)
     assert run["job"] == "cleanup" and run["ok"] is True
@@ -498,7 +547,8 @@ async def test_retention_run_cli(conns: Connections, settings: Settings) -> None
     # held elsewhere: the CLI says so and exits 1
     async with conns.pool.acquire() as holder:
         assert await holder.fetchval(
-            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key("cleanup"))  # fmt: skip
+            "SELECT pg_try_advisory_lock($1, $2)", _JOB_LOCK, _key("cleanup")
+        )
         try:
             rc, out, err = await cli(settings, "retention", "run", "cleanup")
         finally:

@@ -78,13 +78,22 @@ async def _fill(conns: Connections, world: World, n: int) -> Stored:
     async def one(i: int) -> None:
         channel = Channel.CHAT if i % 10 else channels[i // 10 % len(channels)]
         msg_id = f"{session}:m{i}"
-        payload = encode.encode(Event(
-            id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)), type="message", channel=channel,
-            actor=Actor(user_id=world.couple, role=Role.COUPLE),
-            data={"text": f"message {i} " + "x" * (i % 50), "n": i}, ts=time.time(),
-        ))  # fmt: skip
-        ack = await conns.js.publish(wedding_subject(world.wedding, channel), payload,
-                                     stream=EVENTS.name, headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+        payload = encode.encode(
+            Event(
+                id=str(uuid.uuid5(EVENT_NAMESPACE, msg_id)),
+                type="message",
+                channel=channel,
+                actor=Actor(user_id=world.couple, role=Role.COUPLE),
+                data={"text": f"message {i} " + "x" * (i % 50), "n": i},
+                ts=time.time(),
+            )
+        )
+        ack = await conns.js.publish(
+            wedding_subject(world.wedding, channel),
+            payload,
+            stream=EVENTS.name,
+            headers={"Nats-Msg-Id": msg_id},
+        )
         assert not ack.duplicate
         stored[ack.seq] = (channel.value, payload)
 
@@ -97,8 +106,11 @@ async def _fill(conns: Connections, world: World, n: int) -> Stored:
 async def _complete(world: World) -> None:
     async with httpx.AsyncClient(base_url=world.base) as c:
         for status in ("wedding_day", "completed"):
-            r = await c.patch(f"/api/weddings/{world.wedding}",
-                              headers=world.auth(world.couple), json={"status": status})  # fmt: skip
+            r = await c.patch(
+                f"/api/weddings/{world.wedding}",
+                headers=world.auth(world.couple),
+                json={"status": status},
+            )
             assert r.status_code == 200, r.text
             assert r.json()["status"] == status
 
@@ -118,15 +130,29 @@ async def _no_lagging_durable(conns: Connections) -> None:
 async def _archive_run(
     settings: Settings, wedding: str, log: Path, nats_url: str | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING",
-           "WEDSYNC_RETENTION_ARCHIVE_BATCH": str(BATCH),
-           "WEDSYNC_RETENTION_AFTER_COMPLETED_DAYS": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "WEDSYNC_LOG_LEVEL": "WARNING",
+        "WEDSYNC_RETENTION_ARCHIVE_BATCH": str(BATCH),
+        "WEDSYNC_RETENTION_AFTER_COMPLETED_DAYS": "0",
+    }
     if nats_url is not None:
         env["WEDSYNC_NATS_URL"] = nats_url
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wedsync.cli", "retention", "run", "archive", "--wedding", wedding,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=out)  # fmt: skip
+            sys.executable,
+            "-m",
+            "wedsync.cli",
+            "retention",
+            "run",
+            "archive",
+            "--wedding",
+            wedding,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=out,
+        )
         try:
             yield proc
         finally:
@@ -146,7 +172,9 @@ async def _kill(proc: asyncio.subprocess.Process, conns: Connections) -> None:
 async def _no_retention_locks(conns: Connections) -> bool:
     n = await conns.pool.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-        "AND classid::bigint = ANY($1::bigint[])", [0x57EE, 0x57EF])  # fmt: skip
+        "AND classid::bigint = ANY($1::bigint[])",
+        [0x57EE, 0x57EF],
+    )
     return int(n) == 0
 
 
@@ -171,8 +199,9 @@ async def _running_until(
         if inspect.isawaitable(result):
             result = await result
         if not result and proc.returncode is not None:
-            raise AssertionError(f"archive run exited ({proc.returncode}) before the kill:\n"
-                                 + _tail(log))  # fmt: skip
+            raise AssertionError(
+                f"archive run exited ({proc.returncode}) before the kill:\n" + _tail(log)
+            )
         return bool(result)
 
     await eventually(ready, timeout=30)
@@ -193,8 +222,11 @@ async def _snapshot(conns: Connections, wedding: str) -> Snapshot:
         "SELECT seq FROM event_archive WHERE wedding_id = $1 ORDER BY seq", uuid.UUID(wedding)
     )
     info = await conns.js.stream_info(EVENTS.name, subjects_filter=wedding_wildcard(wedding))
-    return Snapshot([r["seq"] for r in rows], sum((info.state.subjects or {}).values()),
-                    await first_held(conns.js, uuid.UUID(wedding), 1))  # fmt: skip
+    return Snapshot(
+        [r["seq"] for r in rows],
+        sum((info.state.subjects or {}).values()),
+        await first_held(conns.js, uuid.UUID(wedding), 1),
+    )
 
 
 def _stage(snap: Snapshot, seqs: list[int]) -> str:
@@ -229,15 +261,16 @@ async def _assert_archived_exactly(
     wedding = uuid.UUID(world.wedding)
     seqs = sorted(stored)
     rows = await conns.pool.fetch(
-        "SELECT seq, channel, data FROM event_archive WHERE wedding_id = $1 ORDER BY seq",
-        wedding)  # fmt: skip
+        "SELECT seq, channel, data FROM event_archive WHERE wedding_id = $1 ORDER BY seq", wedding
+    )
     got = [(r["seq"], r["channel"], bytes(r["data"])) for r in rows]
     dupes = len(got) - len({s for s, _, _ in got})
     missing = sorted(set(stored) - {s for s, _, _ in got})
     extra = sorted({s for s, _, _ in got} - set(stored))
     assert not (dupes or missing or extra), (
         f"{dupes} duplicate rows; missing seqs {missing[:20]} ({len(missing)}); "
-        f"extra seqs {extra[:20]} ({len(extra)})")  # fmt: skip
+        f"extra seqs {extra[:20]} ({len(extra)})"
+    )
     wrong = [s for s, ch, data in got if (ch, data) != stored[s]]
     assert not wrong, f"bytes or channel differ for seqs {wrong[:20]} ({len(wrong)})"
 
@@ -256,7 +289,9 @@ async def _assert_archived_exactly(
 
     runs = await conns.pool.fetch(
         "SELECT finished_at, ok, counts, error FROM retention_runs "
-        "WHERE job = 'archive' AND id > $1 ORDER BY id", runs_after)  # fmt: skip
+        "WHERE job = 'archive' AND id > $1 ORDER BY id",
+        runs_after,
+    )
     assert len(runs) == killed + 1
     for run in runs[:-1]:  # killed midway: closed as interrupted by the next run
         assert run["ok"] is False and run["error"] == "interrupted", dict(run)
@@ -273,9 +308,11 @@ async def _assert_history(world: World, stored: Stored) -> None:
     after = 0
     async with httpx.AsyncClient(base_url=world.base, timeout=30) as c:
         while True:
-            r = await c.get(f"/api/weddings/{world.wedding}/events",
-                            headers=world.auth(world.couple),
-                            params={"after_seq": after, "limit": 1000})  # fmt: skip
+            r = await c.get(
+                f"/api/weddings/{world.wedding}/events",
+                headers=world.auth(world.couple),
+                params={"after_seq": after, "limit": 1000},
+            )
             assert r.status_code == 200, r.text
             page = r.json()
             history += [(e["seq"], e["event"]) for e in page["events"]]
@@ -286,7 +323,8 @@ async def _assert_history(world: World, stored: Stored) -> None:
     got = [s for s, _ in history]
     assert got == seqs, (
         f"history: {len(got)} events for {len(seqs)}; missing {sorted(set(seqs) - set(got))[:20]}, "
-        f"repeated {len(got) - len(set(got))}")  # fmt: skip
+        f"repeated {len(got) - len(set(got))}"
+    )
     assert all(ev == msgspec.json.decode(stored[s][1]) for s, ev in history)
 
 
@@ -295,16 +333,21 @@ async def _last_run_id(conns: Connections) -> int:
     return n
 
 
-async def _finish(conns: Connections, settings: Settings, world: World, log: Path,
-                  seqs: list[int]) -> dict[str, int]:  # fmt: skip
+async def _finish(
+    conns: Connections, settings: Settings, world: World, log: Path, seqs: list[int]
+) -> dict[str, int]:
     """Run the job to the end; its counts must match what the crashes left."""
     before = await _snapshot(conns, world.wedding)
     async with _archive_run(settings, world.wedding, log) as proc:
         out, _ = await asyncio.wait_for(proc.communicate(), 40)
     assert proc.returncode == 0, _tail(log)
     counts = dict(kv.split("=") for kv in out.decode().split())
-    assert counts == {"weddings": "1", "archived": str(len(seqs) - len(before.archived)),
-                      "purged": str(before.held), "held_back": "0"}, counts  # fmt: skip
+    assert counts == {
+        "weddings": "1",
+        "archived": str(len(seqs) - len(before.archived)),
+        "purged": str(before.held),
+        "held_back": "0",
+    }, counts
     return {k: int(v) for k, v in counts.items()}
 
 
@@ -375,8 +418,10 @@ class PurgeGate:
     async def _accept(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sr, sw = await asyncio.open_connection(self.host, self.port)
         self._writers += [cw, sw]
-        for t in (asyncio.ensure_future(self._pipe(sr, cw)),
-                  asyncio.ensure_future(self._gate(cr, sw))):  # fmt: skip
+        for t in (
+            asyncio.ensure_future(self._pipe(sr, cw)),
+            asyncio.ensure_future(self._gate(cr, sw)),
+        ):
             self._tasks.add(t)
 
     @staticmethod

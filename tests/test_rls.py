@@ -27,15 +27,37 @@ pytestmark = pytest.mark.asyncio
 #: every table with a wedding's rows (delivery_attempts, document_snapshots and document_authors:
 #: through their delivery or document)
 SCOPED = [
-    "weddings", "wedding_members", "sessions", "audit_log", "presence_minutes",
-    "presence_days", "wedding_state", "entities", "approvals", "notifications", "deliveries",
-    "delivery_attempts", "notification_preferences", "webhooks", "escalations",
-    "event_archive", "archive_marks", "event_outbox", "outbox_published", "documents",
-    "document_snapshots", "document_authors",
-]  # fmt: skip
+    "weddings",
+    "wedding_members",
+    "sessions",
+    "audit_log",
+    "presence_minutes",
+    "presence_days",
+    "wedding_state",
+    "entities",
+    "approvals",
+    "notifications",
+    "deliveries",
+    "delivery_attempts",
+    "notification_preferences",
+    "webhooks",
+    "escalations",
+    "event_archive",
+    "archive_marks",
+    "event_outbox",
+    "outbox_published",
+    "documents",
+    "document_snapshots",
+    "document_authors",
+]
 #: tables without a wedding: the workers' own bookkeeping, a user's push subscriptions
-UNSCOPED = {"worker_consumed", "worker_failures", "push_subscriptions", "retention_runs",
-            "schema_migrations"}  # fmt: skip
+UNSCOPED = {
+    "worker_consumed",
+    "worker_failures",
+    "push_subscriptions",
+    "retention_runs",
+    "schema_migrations",
+}
 
 
 @dataclass
@@ -58,69 +80,113 @@ async def _seed(owner: asyncpg.Connection[Any], user: str) -> Wedding:
     w = uuid.uuid4()
     await owner.execute(
         "INSERT INTO weddings (id, name, date, timezone, created_by) "
-        "VALUES ($1, 'W', '2027-06-01', 'UTC', $2)", w, user)  # fmt: skip
+        "VALUES ($1, 'W', '2027-06-01', 'UTC', $2)",
+        w,
+        user,
+    )
     await owner.execute(
         "INSERT INTO wedding_members (wedding_id, user_id, role, added_by) "
-        "VALUES ($1, $2, 'couple', $2)", w, user)  # fmt: skip
+        "VALUES ($1, $2, 'couple', $2)",
+        w,
+        user,
+    )
     await owner.execute(
         "INSERT INTO sessions (id, wedding_id, user_id, token_hash, expires_at) "
         "VALUES ($1, $2, $3, $4, now() + interval '1 hour')",
-        uuid.uuid4(), w, user, uuid.uuid4().bytes)  # fmt: skip
+        uuid.uuid4(),
+        w,
+        user,
+        uuid.uuid4().bytes,
+    )
     await owner.execute(
         "INSERT INTO audit_log (wedding_id, actor, action) VALUES ($1, $2, 'seeded')", w, user
     )
     await owner.execute(
         "INSERT INTO presence_minutes (wedding_id, user_id, day, present, active) "
-        "VALUES ($1, $2, '2027-06-01', B'0'::bit(1500), B'0'::bit(1500))", w, user)  # fmt: skip
-    await owner.execute(
-        "INSERT INTO presence_days VALUES ($1, $2, '2027-06-01', 1, 1)", w, user)
+        "VALUES ($1, $2, '2027-06-01', B'0'::bit(1500), B'0'::bit(1500))",
+        w,
+        user,
+    )
+    await owner.execute("INSERT INTO presence_days VALUES ($1, $2, '2027-06-01', 1, 1)", w, user)
     await owner.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1)", w)
     await owner.execute(
         "INSERT INTO entities (wedding_id, kind, entity_id, version, fields, field_versions, "
         "field_authors, created_by, updated_by) VALUES ($1, 'task', 't1', 1, '{}', '{}', '{}', "
-        "$2, $2)", w, user)  # fmt: skip
+        "$2, $2)",
+        w,
+        user,
+    )
     await owner.execute(
         "INSERT INTO approvals (id, wedding_id, change, requested_by, requested_at, expires_at) "
         "VALUES ($1, $2, '{}', $3, now(), now() + interval '1 day')",
-        uuid.uuid4(), w, user)  # fmt: skip
+        uuid.uuid4(),
+        w,
+        user,
+    )
     nid = uuid.uuid4()
     await owner.execute(
         "INSERT INTO notifications (id, wedding_id, user_id, event_id, event_seq, event_type, "
         "category, title, body, created_at) "
         "VALUES ($1, $2, $3, $4, 1, 't', 'c', 'title', 'body', now())",
-        nid, w, user, uuid.uuid4().hex)  # fmt: skip
+        nid,
+        w,
+        user,
+        uuid.uuid4().hex,
+    )
     delivery = await owner.fetchval(
         "INSERT INTO deliveries (key, wedding_id, notification_id, channel, category, due_at, "
         "created_at) VALUES ($1, $2, $3, 'email', 'c', now(), now()) RETURNING id",
-        uuid.uuid4().hex, w, nid)  # fmt: skip
+        uuid.uuid4().hex,
+        w,
+        nid,
+    )
     await owner.execute(
         "INSERT INTO delivery_attempts VALUES ($1, 1, now(), 'sent', NULL)", delivery
     )
     await owner.execute(
         "INSERT INTO notification_preferences (wedding_id, user_id, prefs) VALUES ($1, $2, '{}')",
-        w, user)  # fmt: skip
+        w,
+        user,
+    )
     await owner.execute(
         "INSERT INTO webhooks (id, wedding_id, url, events, secret_enc, created_by) "
         "VALUES ($1, $2, 'https://example.com/h', '{*}', '\\x00', $3)",
-        uuid.uuid4(), w, user)  # fmt: skip
+        uuid.uuid4(),
+        w,
+        user,
+    )
     await owner.execute(
         "INSERT INTO escalations (event_id, wedding_id, next_at) VALUES ($1, $2, now())",
-        uuid.uuid4().hex, w)  # fmt: skip
-    await archive.insert(owner, [archive.Archived(
-        w, int(uuid.uuid4().int % 2**40), "chat", dt.datetime.now(dt.UTC), b"{}")])  # fmt: skip
+        uuid.uuid4().hex,
+        w,
+    )
+    await archive.insert(
+        owner,
+        [
+            archive.Archived(
+                w, int(uuid.uuid4().int % 2**40), "chat", dt.datetime.now(dt.UTC), b"{}"
+            )
+        ],
+    )
     await owner.execute("INSERT INTO archive_marks (wedding_id) VALUES ($1)", w)
     await owner.execute(
         "INSERT INTO event_outbox (partition, wedding_id, subject, msg_id, payload) "
-        "VALUES (0, $1, 's', $2, '\\x00')", w, uuid.uuid4().hex)  # fmt: skip
+        "VALUES (0, $1, 's', $2, '\\x00')",
+        w,
+        uuid.uuid4().hex,
+    )
     await owner.execute("INSERT INTO outbox_published VALUES ($1, 1)", w)
     doc = uuid.uuid4()
     await owner.execute(
         "INSERT INTO documents (id, wedding_id, name, created_by) VALUES ($1, $2, 'notes', $3)",
-        doc, w, user)  # fmt: skip
+        doc,
+        w,
+        user,
+    )
     await owner.execute(
-        "INSERT INTO document_snapshots (document_id, seq, state) VALUES ($1, 1, '\\x00')", doc)
-    await owner.execute(
-        "INSERT INTO document_authors VALUES ($1, 1, $2, 1)", doc, user)
+        "INSERT INTO document_snapshots (document_id, seq, state) VALUES ($1, 1, '\\x00')", doc
+    )
+    await owner.execute("INSERT INTO document_authors VALUES ($1, 1, $2, 1)", doc, user)
     return Wedding(w, delivery, doc)
 
 
@@ -133,8 +199,11 @@ async def _visible(conn: Any, table: str, w: Wedding) -> int:
     clause of ours is missing, only the scope)."""
     if table in THROUGH:
         column, attr = THROUGH[table]
-        return int(await conn.fetchval(
-            f"SELECT count(*) FROM {table} WHERE {column} = $1", getattr(w, attr)))  # fmt: skip
+        return int(
+            await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE {column} = $1", getattr(w, attr)
+            )
+        )
     return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {_key(table)} = $1", w.id))
 
 
@@ -148,7 +217,9 @@ async def two(conns: Connections) -> AsyncIterator[tuple[Wedding, Wedding]]:
         await owner.execute("DELETE FROM weddings WHERE id = ANY($1::uuid[])", [a.id, b.id])
 
 
-async def test_the_owner_sees_every_seeded_row(conns: Connections, two: tuple[Wedding, Wedding]) -> None:
+async def test_the_owner_sees_every_seeded_row(
+    conns: Connections, two: tuple[Wedding, Wedding]
+) -> None:
     a, _ = two
     async with conns.pool.acquire() as owner:
         for table in SCOPED:
@@ -190,17 +261,25 @@ async def test_scoped_to_a_wedding_b_cannot_be_read_or_written(
                 if table in THROUGH:
                     column, attr = THROUGH[table]
                     status = await conn.execute(
-                        f"DELETE FROM {table} WHERE {column} = $1", getattr(b, attr))
+                        f"DELETE FROM {table} WHERE {column} = $1", getattr(b, attr)
+                    )
                 else:
                     status = await conn.execute(
-                        f"DELETE FROM {table} WHERE {_key(table)} = $1", b.id)
+                        f"DELETE FROM {table} WHERE {_key(table)} = $1", b.id
+                    )
                 assert status == "DELETE 0", table
-            assert await conn.execute(
-                "UPDATE wedding_members SET role = 'guest' WHERE wedding_id = $1", b.id
-            ) == "UPDATE 0"
-            assert await conn.execute(
-                "DELETE FROM delivery_attempts WHERE delivery_id = $1", b.delivery_id
-            ) == "DELETE 0"
+            assert (
+                await conn.execute(
+                    "UPDATE wedding_members SET role = 'guest' WHERE wedding_id = $1", b.id
+                )
+                == "UPDATE 0"
+            )
+            assert (
+                await conn.execute(
+                    "DELETE FROM delivery_attempts WHERE delivery_id = $1", b.delivery_id
+                )
+                == "DELETE 0"
+            )
             # nor may a row of A be moved into B, or one written for B
             async with conn.transaction():
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
@@ -211,18 +290,23 @@ async def test_scoped_to_a_wedding_b_cannot_be_read_or_written(
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
                     await conn.execute(
                         "INSERT INTO wedding_members (wedding_id, user_id, role, added_by) "
-                        "VALUES ($1, 'intruder', 'planner', 'intruder')", b.id)  # fmt: skip
+                        "VALUES ($1, 'intruder', 'planner', 'intruder')",
+                        b.id,
+                    )
             async with conn.transaction():
                 with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
                     await conn.execute(
                         "INSERT INTO delivery_attempts VALUES ($1, 99, now(), 'sent', NULL)",
-                        b.delivery_id)  # fmt: skip
+                        b.delivery_id,
+                    )
     # B is untouched, as the owner sees it
     async with conns.pool.acquire() as owner:
         for table in SCOPED:
             assert await _visible(owner, table, b) >= 1, table
-        assert await owner.fetchval(
-            "SELECT count(*) FROM wedding_members WHERE user_id = 'intruder'") == 0  # fmt: skip
+        assert (
+            await owner.fetchval("SELECT count(*) FROM wedding_members WHERE user_id = 'intruder'")
+            == 0
+        )
 
 
 async def test_enter_narrows_a_system_connection_to_one_wedding(
@@ -256,16 +340,22 @@ async def test_a_released_connection_keeps_no_scope(
         async with one.pool.acquire() as conn:
             if conn.get_server_pid() == pid:  # the same server connection, reused
                 assert await _visible(conn, "weddings", a) == 0
-                assert await conn.fetchval("SELECT current_setting('wedsync.wedding_id', true)") in (
-                    None, "")  # fmt: skip
+                assert await conn.fetchval(
+                    "SELECT current_setting('wedsync.wedding_id', true)"
+                ) in (None, "")
 
 
 async def test_a_wedding_created_at_the_edge_is_its_own_scope(runtime_conns: Connections) -> None:
     async with runtime_conns.pool.acquire() as conn, conn.transaction():
         m = await wedding_store.create(
-            conn, name="Scoped", date=dt.date(2027, 7, 1), timezone="UTC", creator="rls-c",
-            display_name=None, email=None,
-        )  # fmt: skip
+            conn,
+            name="Scoped",
+            date=dt.date(2027, 7, 1),
+            timezone="UTC",
+            creator="rls-c",
+            display_name=None,
+            email=None,
+        )
         assert m.wedding_id and m.role == "couple"
     async with runtime_conns.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM weddings WHERE id = $1", m.wedding_id) == 0
@@ -285,7 +375,9 @@ async def test_archive_partitions_come_from_the_owner_function(
     async with conns.pool.acquire() as owner:
         await owner.execute(
             "INSERT INTO weddings (id, name, date, timezone, created_by) "
-            "VALUES ($1, 'P', '2027-06-01', 'UTC', 'rls-p')", w)  # fmt: skip
+            "VALUES ($1, 'P', '2027-06-01', 'UTC', 'rls-p')",
+            w,
+        )
     try:
         with scope.wedding(w):
             async with runtime_conns.pool.acquire() as conn, conn.transaction():
@@ -304,18 +396,21 @@ async def test_the_runtime_role_is_least_privilege(runtime_conns: Connections) -
     async with runtime_conns.pool.acquire() as conn:
         me = await conn.fetchrow(
             """SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole, rolreplication
-               FROM pg_roles WHERE rolname = current_user""")  # fmt: skip
+               FROM pg_roles WHERE rolname = current_user"""
+        )
         assert me is not None and not any(me.values()), me
         # nor through a role it is a member of
         assert not await conn.fetchval(
             """SELECT bool_or(r.rolsuper OR r.rolbypassrls) FROM pg_roles r
-               WHERE pg_has_role(current_user, r.oid, 'MEMBER')""")  # fmt: skip
+               WHERE pg_has_role(current_user, r.oid, 'MEMBER')"""
+        )
         assert not await conn.fetchval(
             "SELECT bool_or(tableowner = current_user) FROM pg_tables WHERE schemaname = 'public'"
         )
         assert not await conn.fetchval("SELECT has_schema_privilege('public', 'CREATE')")
         assert not await conn.fetchval(
-            "SELECT has_database_privilege(current_database(), 'CREATE')")  # fmt: skip
+            "SELECT has_database_privilege(current_database(), 'CREATE')"
+        )
         refused = [
             "CREATE TABLE rls_probe (x int)",
             "CREATE SCHEMA rls_probe",
@@ -347,7 +442,8 @@ async def test_every_wedding_table_is_protected_and_granted(conns: Connections) 
                               AND a.attname = 'wedding_id' AND NOT a.attisdropped) AS scoped,
                       has_table_privilege('wedsync_runtime', c.oid, 'SELECT') AS granted
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition""")  # fmt: skip
+               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"""
+        )
     tables = {r["relname"]: r for r in rows}
     assert set(tables) == set(SCOPED) | UNSCOPED, "a new table: add it to SCOPED or UNSCOPED"
     for name in SCOPED:
@@ -372,11 +468,14 @@ async def test_a_token_of_another_wedding_is_told_apart_from_none(
     with scope.wedding(b.id):
         async with runtime_conns.pool.acquire() as conn, conn.transaction():
             created, _ = await session_store.create(
-                conn, b.id, "rls-b-user", ttl=60, cap=5, fingerprint=None, ip=None,
-                user_agent=None)  # fmt: skip
+                conn, b.id, "rls-b-user", ttl=60, cap=5, fingerprint=None, ip=None, user_agent=None
+            )
     token = created.token
     with scope.wedding(a.id):
         async with runtime_conns.pool.acquire() as conn:
             assert await session_store.by_token(conn, token) is None  # not A's
             assert await session_store.wedding_of_token(conn, token) == b.id
-            assert await conn.fetchval("SELECT current_setting('wedsync.scope', true)") in ("", None)
+            assert await conn.fetchval("SELECT current_setting('wedsync.scope', true)") in (
+                "",
+                None,
+            )

@@ -88,8 +88,10 @@ async def test_already_committed_message_is_not_applied_twice(
     async with conns.pool.acquire() as c:  # as if a previous run committed seq `first`
         await c.execute(
             "INSERT INTO worker_consumed (consumer, stream, stream_seq) VALUES ($1, $2, $3)",
-            spec.durable, EVENTS.name, first.seq,
-        )  # fmt: skip
+            spec.durable,
+            EVENTS.name,
+            first.seq,
+        )
     async with ConsumerRunner(conns.js, conns.pool, spec, handler, fast_retries):
         await eventually(lambda: _true_if(calls == [second.seq]))
 

@@ -35,9 +35,12 @@ pytestmark = pytest.mark.skipif(
 async def run(*cmd: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     """Run a command in sdk/js; its output, or a failure that shows it."""
     proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=JS, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        *cmd,
+        cwd=JS,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -68,8 +71,13 @@ async def conflicts_worker(settings: Settings, gateways: list[str]) -> AsyncIter
 def node_flags() -> list[str]:
     """Node 20 has its WebSocket behind a flag (from 22 on it is there by default)."""
     assert NODE is not None
-    version = subprocess.run([NODE, "-p", "process.versions.node"], capture_output=True,
-                             text=True, check=True, timeout=30).stdout
+    version = subprocess.run(
+        [NODE, "-p", "process.versions.node"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     major = int(version.split(".")[0])
     return ["--experimental-websocket"] if major < 22 else []
 
@@ -85,14 +93,23 @@ async def test_two_members_through_the_sdk_against_real_gateways(
 ) -> None:
     assert NODE is not None
     planner = await world.add("planner")
-    jwt = {u: world.auth(u)["Authorization"].removeprefix("Bearer ") for u in (world.couple, planner)}
+    jwt = {
+        u: world.auth(u)["Authorization"].removeprefix("Bearer ") for u in (world.couple, planner)
+    }
     env = {
         "WEDSYNC_SDK_BASES": ",".join(gateways),
         "WEDSYNC_SDK_WEDDING": world.wedding,
         "WEDSYNC_SDK_USERS": ",".join(f"{u}={t}" for u, t in jwt.items()),
         "WEDSYNC_SDK_ADMIN": settings.to_env()["WEDSYNC_ADMIN_TOKEN"],
     }
-    out = await run(NODE, *node_flags(), "--test", "--test-timeout=30000",
-                    "test/integration/", env=env, timeout=90)  # fmt: skip
+    out = await run(
+        NODE,
+        *node_flags(),
+        "--test",
+        "--test-timeout=30000",
+        "test/integration/",
+        env=env,
+        timeout=90,
+    )
     passed = re.search(r"^# pass (\d+)$", out, re.MULTILINE)
     assert "# fail 0" in out and passed is not None and int(passed[1]) >= 7, out[-4000:]

@@ -21,16 +21,36 @@ def test_generated_sdk_files_are_current() -> None:
 
 
 def test_the_check_command_says_what_is_stale() -> None:
-    done = subprocess.run([sys.executable, "-m", "sdk.codegen", "--check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "sdk.codegen", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_frame_is_typed_and_tagged() -> None:
     ts = outputs()[JS / "src" / "generated" / "protocol.ts"]
-    for frame in ("welcome", "event", "ack", "error", "resumed", "pong", "presence_diff",
-                  "editing_conflict", "notification", "permissions", "message", "resume",
-                  "ping", "presence", "change", "auth"):  # fmt: skip
+    for frame in (
+        "welcome",
+        "event",
+        "ack",
+        "error",
+        "resumed",
+        "pong",
+        "presence_diff",
+        "editing_conflict",
+        "notification",
+        "permissions",
+        "message",
+        "resume",
+        "ping",
+        "presence",
+        "change",
+        "auth",
+    ):
         assert f'  type: "{frame}";' in ts, frame
     assert "export type ServerFrame =" in ts and "export type ClientFrame =" in ts
     # a server frame carries its defaulted fields; a client frame may leave them out

@@ -33,8 +33,11 @@ def bearer(settings: Settings, user: str, **kw: Any) -> dict[str, str]:
 
 
 async def new_wedding(c: AsyncTestClient[Any], settings: Settings, couple: str) -> str:
-    r = await c.post("/api/weddings", headers=bearer(settings, couple),
-                     json={"name": "A & B", "date": "2027-06-12", "timezone": "Europe/Paris"})  # fmt: skip
+    r = await c.post(
+        "/api/weddings",
+        headers=bearer(settings, couple),
+        json={"name": "A & B", "date": "2027-06-12", "timezone": "Europe/Paris"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["role"] == "couple" and r.json()["status"] == "planning"
     wedding_id: str = r.json()["id"]
@@ -52,8 +55,11 @@ async def test_join_returns_the_matrix_for_every_role(settings: Settings) -> Non
         for role in Role:
             user = couple if role is Role.COUPLE else uid(role.value)
             if role is not Role.COUPLE:
-                r = await c.put(f"/api/weddings/{w}/members/{user}",
-                                headers=bearer(settings, couple), json={"role": role.value})  # fmt: skip
+                r = await c.put(
+                    f"/api/weddings/{w}/members/{user}",
+                    headers=bearer(settings, couple),
+                    json={"role": role.value},
+                )
                 assert r.status_code == 200, r.text
             r = await c.post(f"/api/collaboration/join/{w}", headers=bearer(settings, user))
             assert r.status_code == 201, r.text
@@ -71,19 +77,24 @@ async def test_tokens_and_contacts_are_not_stored_in_plaintext(
     couple, vendor = uid("couple"), uid("vendor")
     async with AsyncTestClient(app=create_app(settings)) as c:
         w = await new_wedding(c, settings, couple)
-        r = await c.put(f"/api/weddings/{w}/members/{vendor}", headers=bearer(settings, couple),
-                        json={"role": "vendor", "email": "flowers@example.com",
-                              "phone": "+44 20 7946 0000"})  # fmt: skip
+        r = await c.put(
+            f"/api/weddings/{w}/members/{vendor}",
+            headers=bearer(settings, couple),
+            json={"role": "vendor", "email": "flowers@example.com", "phone": "+44 20 7946 0000"},
+        )
         assert r.json()["email"] == "flowers@example.com"
-        r = await c.post(f"/api/collaboration/join/{w}",
-                         headers=bearer(settings, vendor) | {"X-Device-Fingerprint": "fp-1"})  # fmt: skip
+        r = await c.post(
+            f"/api/collaboration/join/{w}",
+            headers=bearer(settings, vendor) | {"X-Device-Fingerprint": "fp-1"},
+        )
         token = r.json()["session_token"]
         assert len(token) >= 22
     async with conns.pool.acquire() as db:
         member = await db.fetchrow(
             "SELECT * FROM wedding_members WHERE wedding_id = $1 AND user_id = $2",
-            uuid.UUID(w), vendor,
-        )  # fmt: skip
+            uuid.UUID(w),
+            vendor,
+        )
         session = await db.fetchrow("SELECT * FROM sessions WHERE user_id = $1", vendor)
     assert member is not None and session is not None
     for value in member.values():
@@ -102,15 +113,17 @@ async def test_other_weddings_are_invisible(settings: Settings) -> None:
         ghost = str(uuid.uuid4())
         h = bearer(settings, alice)
         calls = [
-            ("GET", "/api/weddings/{}", None), ("PATCH", "/api/weddings/{}", {"name": "x"}),
+            ("GET", "/api/weddings/{}", None),
+            ("PATCH", "/api/weddings/{}", {"name": "x"}),
             ("GET", "/api/weddings/{}/members", None),
             ("PUT", "/api/weddings/{}/members/u1", {"role": "guest"}),
             ("DELETE", "/api/weddings/{}/members/u1", None),
-            ("GET", "/api/weddings/{}/audit", None), ("GET", "/api/weddings/{}/events", None),
+            ("GET", "/api/weddings/{}/audit", None),
+            ("GET", "/api/weddings/{}/events", None),
             ("POST", "/api/collaboration/join/{}", None),
             ("GET", "/api/collaboration/join/{}", None),
             ("DELETE", "/api/collaboration/join/{}", None),
-        ]  # fmt: skip
+        ]
         for method, path, body in calls:
             real = await c.request(method, path.format(theirs), headers=h, json=body)
             fake = await c.request(method, path.format(ghost), headers=h, json=body)
@@ -122,36 +135,48 @@ async def test_status_codes_of_the_session_api(settings: Settings) -> None:
     couple, guest = uid("couple"), uid("guest")
     async with AsyncTestClient(app=create_app(settings)) as c:
         assert (await c.post("/api/weddings", json={})).json()["code"] == "unauthorized"
-        r = await c.post("/api/weddings", headers=bearer(settings, couple),
-                         json={"name": "x", "date": "2027-01-01", "timezone": "Mars/Base"})  # fmt: skip
+        r = await c.post(
+            "/api/weddings",
+            headers=bearer(settings, couple),
+            json={"name": "x", "date": "2027-01-01", "timezone": "Mars/Base"},
+        )
         assert r.status_code == 422 and r.json()["code"] == "invalid"
         w = await new_wedding(c, settings, couple)
-        await c.put(f"/api/weddings/{w}/members/{guest}", headers=bearer(settings, couple),
-                    json={"role": "guest"})  # fmt: skip
+        await c.put(
+            f"/api/weddings/{w}/members/{guest}",
+            headers=bearer(settings, couple),
+            json={"role": "guest"},
+        )
         r = await c.patch(f"/api/weddings/{w}", headers=bearer(settings, guest), json={"name": "y"})
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
-        assert (await c.get(f"/api/collaboration/join/{w}",
-                            headers=bearer(settings, guest))).status_code == 404  # fmt: skip
+        assert (
+            await c.get(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
+        ).status_code == 404
         await c.post(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
         r = await c.get(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
         assert r.status_code == 200 and len(r.json()["sessions"]) == 1
-        assert (await c.delete(f"/api/collaboration/join/{w}",
-                               headers=bearer(settings, guest))).status_code == 204  # fmt: skip
-        assert (await c.get(f"/api/collaboration/join/{w}",
-                            headers=bearer(settings, guest))).status_code == 404  # fmt: skip
-        r = await c.patch(f"/api/weddings/{w}", headers=bearer(settings, couple),
-                          json={"status": "completed"})  # fmt: skip
+        assert (
+            await c.delete(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
+        ).status_code == 204
+        assert (
+            await c.get(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
+        ).status_code == 404
+        r = await c.patch(
+            f"/api/weddings/{w}", headers=bearer(settings, couple), json={"status": "completed"}
+        )
         assert r.status_code == 409
         for status in ("wedding_day", "completed"):
-            r = await c.patch(f"/api/weddings/{w}", headers=bearer(settings, couple),
-                              json={"status": status})  # fmt: skip
+            r = await c.patch(
+                f"/api/weddings/{w}", headers=bearer(settings, couple), json={"status": status}
+            )
             assert r.status_code == 200, r.text
         r = await c.post(f"/api/collaboration/join/{w}", headers=bearer(settings, guest))
         assert r.status_code == 201 and r.json()["read_only"] is True
         assert not any(a["write"] for a in r.json()["permissions"].values())
         w2 = await new_wedding(c, settings, couple)
-        await c.patch(f"/api/weddings/{w2}", headers=bearer(settings, couple),
-                      json={"status": "cancelled"})  # fmt: skip
+        await c.patch(
+            f"/api/weddings/{w2}", headers=bearer(settings, couple), json={"status": "cancelled"}
+        )
         r = await c.post(f"/api/collaboration/join/{w2}", headers=bearer(settings, couple))
         assert r.status_code == 409 and r.json()["code"] == "conflict"
         audit = await c.get(f"/api/weddings/{w}/audit", headers=bearer(settings, couple))
@@ -160,12 +185,15 @@ async def test_status_codes_of_the_session_api(settings: Settings) -> None:
 
 
 async def test_rate_limit_answers_429_with_retry_after(settings: Settings) -> None:
-    limited = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth,
-                                                                     rate_user="3/minute"))  # fmt: skip
+    limited = dataclasses.replace(
+        settings, auth=dataclasses.replace(settings.auth, rate_user="3/minute")
+    )
     user = uid("busy")
     async with AsyncTestClient(app=create_app(limited)) as c:
-        codes = [(await c.get(f"/api/weddings/{uuid.uuid4()}", headers=bearer(settings, user)))
-                 for _ in range(4)]  # fmt: skip
+        codes = [
+            (await c.get(f"/api/weddings/{uuid.uuid4()}", headers=bearer(settings, user)))
+            for _ in range(4)
+        ]
     assert [r.status_code for r in codes] == [404, 404, 404, 429]
     assert codes[-1].json()["code"] == "rate_limited" and int(codes[-1].headers["retry-after"]) > 0
 
@@ -191,8 +219,9 @@ async def test_jwt_verification_refuses_what_it_must(settings: Settings, tmp_pat
         with pytest.raises(Unauthorized):
             await v.verify(token)
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     (tmp_path / "pub.pem").write_bytes(pem)
     ec_auth = dataclasses.replace(auth, jwt_secret=None, jwt_public_key=str(tmp_path / "pub.pem"))
     ev = TokenVerifier(ec_auth)

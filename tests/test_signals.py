@@ -34,16 +34,26 @@ async def stored(conns: Connections, world: World) -> int:
 async def test_typing_reaches_the_room_and_is_never_stored(
     world: World, gateways: list[str], conns: Connections
 ) -> None:
-    planner, vendor, guest = (await world.add("planner"), await world.add("vendor"),
-                              await world.add("guest"))  # fmt: skip
+    planner, vendor, guest = (
+        await world.add("planner"),
+        await world.add("vendor"),
+        await world.add("guest"),
+    )
     p, v = await opened(gateways[0], world, planner), await opened(gateways[0], world, vendor)
     c, g = await opened(gateways[1], world, world.couple), await opened(gateways[1], world, guest)
     before = await stored(conns, world)
     await send(c, type="signal", kind="typing", channel="chat")
     got = await signal_of(p, world.couple)
-    assert got == {"type": "peer_signal", "user_id": world.couple, "display_name": None,
-                   "connection_id": got["connection_id"], "kind": "typing", "channel": "chat",
-                   "target": None, "active": True}  # fmt: skip
+    assert got == {
+        "type": "peer_signal",
+        "user_id": world.couple,
+        "display_name": None,
+        "connection_id": got["connection_id"],
+        "kind": "typing",
+        "channel": "chat",
+        "target": None,
+        "active": True,
+    }
     await signal_of(v, world.couple)
     await signal_of(g, world.couple)
     # a guest typing: the couple sees it, a vendor does not (presence visibility); the

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.asyncio
 
 def spec() -> StreamSpec:
     tag = uuid.uuid4().hex[:8]
-    return StreamSpec(name=f"T_{tag}", subjects=(f"test.{tag}.>",), description="test",
-                      max_age=3600)  # fmt: skip
+    return StreamSpec(
+        name=f"T_{tag}", subjects=(f"test.{tag}.>",), description="test", max_age=3600
+    )
 
 
 async def test_created_then_idempotent_then_drift_updated(conns: Connections) -> None:

@@ -58,9 +58,11 @@ async def _drop_notifications_consumer(conns: Connections) -> None:
 
 @pytest_asyncio.fixture(scope="module")
 async def workers(
-    settings: Settings, conns: Connections, otel: Collector,
+    settings: Settings,
+    conns: Connections,
+    otel: Collector,
     servers: tuple[SmtpServer, HttpProviders],
-) -> AsyncIterator[None]:  # fmt: skip
+) -> AsyncIterator[None]:
     env = {**otel.env(), **provider_env(*servers)}
     await _drop_notifications_consumer(conns)
     async with (
@@ -79,19 +81,29 @@ async def _vendor_timeline_item(world: World, gateway: str) -> tuple[Member, str
     vendor = await add_member(world, "vendor", email=address)
     planner = await add_member(world, "planner")
     m = await join_member(world, gateway, planner)
-    await m.change("vendors", "v-dj", "create",
-                   {"name": "DJ Sam", "category": "music", "member": vendor})  # fmt: skip
-    cid = await m.change("timeline", "t-dance", "create",
-                         {"title": "First dance", "start": "2027-06-12T20:00:00Z",
-                          "end": "2027-06-12T20:15:00Z", "vendor_id": "v-dj"})  # fmt: skip
+    await m.change(
+        "vendors", "v-dj", "create", {"name": "DJ Sam", "category": "music", "member": vendor}
+    )
+    cid = await m.change(
+        "timeline",
+        "t-dance",
+        "create",
+        {
+            "title": "First dance",
+            "start": "2027-06-12T20:00:00Z",
+            "end": "2027-06-12T20:15:00Z",
+            "vendor_id": "v-dj",
+        },
+    )
     return m, cid, address
 
 
 def _complete(spans: list[ReceivedSpan], leaf: str) -> list[ReceivedSpan] | None:
     """The trace once it holds ``leaf`` and the parent of every span."""
     ids = {s.span_id for s in spans}
-    if any(s.name == leaf for s in spans) and all(not s.parent_id or s.parent_id in ids
-                                                  for s in spans):  # fmt: skip
+    if any(s.name == leaf for s in spans) and all(
+        not s.parent_id or s.parent_id in ids for s in spans
+    ):
         return spans
     return None
 
@@ -103,20 +115,27 @@ def _parent(spans: list[ReceivedSpan], child: ReceivedSpan) -> ReceivedSpan:
 
 
 async def test_one_trace_from_a_websocket_change_to_the_email_it_caused(
-    world: World, gateways: list[str], workers: None, otel: Collector,
+    world: World,
+    gateways: list[str],
+    workers: None,
+    otel: Collector,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, _ = servers
     m, cid, address = await _vendor_timeline_item(world, gateways[0])
     try:
         await eventually(lambda: smtp.to(address), timeout=30)
-        roots = await eventually(lambda: [s for s in otel.named("ws change")
-                                          if s.attributes.get("wedsync.frame_id") == cid])
+        roots = await eventually(
+            lambda: [
+                s for s in otel.named("ws change") if s.attributes.get("wedsync.frame_id") == cid
+            ]
+        )
         assert len(roots) == 1
         root = roots[0]
         # spans are exported as they end (a child before its parent): wait for all of them
-        spans = await eventually(lambda: _complete(otel.trace(root.trace_id), "smtp send"),
-                                 timeout=20)  # fmt: skip
+        spans = await eventually(
+            lambda: _complete(otel.trace(root.trace_id), "smtp send"), timeout=20
+        )
     finally:
         await m.ws.close()
 
@@ -128,14 +147,18 @@ async def test_one_trace_from_a_websocket_change_to_the_email_it_caused(
     applied = _parent(spans, event_pub)
     change_pub = _parent(spans, applied)
     assert _parent(spans, change_pub) == root
-    chain = [(s.name, s.service, s.kind) for s in
-             (send_span, deliver, planned, event_pub, applied, change_pub, root)]  # fmt: skip
+    chain = [
+        (s.name, s.service, s.kind)
+        for s in (send_span, deliver, planned, event_pub, applied, change_pub, root)
+    ]
     assert chain[0] == ("smtp send", "wedsync-notifications", CLIENT)
     assert chain[1] == ("deliver email", "wedsync-notifications", 1)  # internal
     assert chain[2] == ("process notifications", "wedsync-notifications", CONSUMER)
     assert chain[3] == ("publish WEDSYNC_EVENTS", "wedsync-conflicts", PRODUCER)
     assert chain[4][0].startswith("process conflicts-p") and chain[4][1:] == (
-        "wedsync-conflicts", CONSUMER)
+        "wedsync-conflicts",
+        CONSUMER,
+    )
     assert chain[5] == ("publish WEDSYNC_CHANGES", "wedsync-api", PRODUCER)
     assert chain[6] == ("ws change", "wedsync-api", SERVER)
     assert root.parent_id == ""
@@ -143,10 +166,13 @@ async def test_one_trace_from_a_websocket_change_to_the_email_it_caused(
 
     # PostgreSQL queries of the workers' transactions are in the same trace, and every span
     # of the trace hangs off another of it (no broken links across processes)
-    queries = [s for s in spans if (s.kind == CLIENT and s.attributes.get("db.system") ==
-               "postgresql") or s.attributes.get("db.system.name") == "postgresql"]  # fmt: skip
-    assert {_parent(spans, q).name for q in queries} >= {"process notifications",
-                                                          chain[4][0]}  # fmt: skip
+    queries = [
+        s
+        for s in spans
+        if (s.kind == CLIENT and s.attributes.get("db.system") == "postgresql")
+        or s.attributes.get("db.system.name") == "postgresql"
+    ]
+    assert {_parent(spans, q).name for q in queries} >= {"process notifications", chain[4][0]}
     for s in spans:
         if s is not root:
             _parent(spans, s)
@@ -159,9 +185,15 @@ async def test_http_requests_are_traced_and_logs_carry_the_ids(
     async with httpx.AsyncClient(base_url=world.base) as c:
         r = await c.get(f"/api/weddings/{world.wedding}", headers=world.auth(world.couple))
     assert r.status_code == 200
+
     def served(route: str) -> list[ReceivedSpan]:
-        return [s for s in otel.spans if s.kind == SERVER and s.service == "wedsync-api"
-                and s.attributes.get("http.route") == route]  # fmt: skip
+        return [
+            s
+            for s in otel.spans
+            if s.kind == SERVER
+            and s.service == "wedsync-api"
+            and s.attributes.get("http.route") == route
+        ]
 
     found = await eventually(lambda: served("/api/weddings/{wedding_id}"))
     assert found[0].name == "GET /api/weddings/{wedding_id}"  # the route: no ids in names
@@ -192,13 +224,19 @@ def _families(text: str) -> dict[str, Metric]:
 
 
 def _total(fam: Metric, suffix: str = "", **labels: str) -> float:
-    return sum(s.value for s in fam.samples if s.name.endswith(suffix)
-               and all(s.labels.get(k) == v for k, v in labels.items()))  # fmt: skip
+    return sum(
+        s.value
+        for s in fam.samples
+        if s.name.endswith(suffix) and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 async def test_metrics_of_every_process_in_one_scrape(
-    world: World, gateways: list[str], workers: None, servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+    world: World,
+    gateways: list[str],
+    workers: None,
+    servers: tuple[SmtpServer, HttpProviders],
+) -> None:
     smtp, _ = servers
     m, _cid, address = await _vendor_timeline_item(world, gateways[0])
     listener = await join_member(world, gateways[1], world.couple)
@@ -218,9 +256,12 @@ async def test_metrics_of_every_process_in_one_scrape(
             fams = _families(r.text)
             sends = fams.get("wedsync_notification_sends")
             lag = fams.get("wedsync_consumer_lag")
-            ready = (sends and _total(sends, "_total", channel="email", result="sent") >= 1
-                     and lag and {s.labels["consumer"] for s in lag.samples} >= {
-                         "notifications", "conflicts-p0"})  # fmt: skip
+            ready = (
+                sends
+                and _total(sends, "_total", channel="email", result="sent") >= 1
+                and lag
+                and {s.labels["consumer"] for s in lag.samples} >= {"notifications", "conflicts-p0"}
+            )
             return fams if ready else None
 
         fams = await eventually(scraped, timeout=30)
@@ -245,6 +286,8 @@ async def test_metrics_of_every_process_in_one_scrape(
     pool = fams["wedsync_db_pool_connections"]
     for p in processes:
         assert _total(pool, process=p, state="in_use") + _total(pool, process=p, state="idle") >= 1
-    assert _total(fams["wedsync_worker_messages"], "_total", consumer="notifications",
-                  result="acked") >= 1  # fmt: skip
+    assert (
+        _total(fams["wedsync_worker_messages"], "_total", consumer="notifications", result="acked")
+        >= 1
+    )
     assert all(s.value >= 0 for s in fams["wedsync_consumer_lag"].samples)

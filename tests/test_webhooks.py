@@ -51,12 +51,18 @@ def hooks_path(world: World, *rest: str) -> str:
     return "/".join((f"/api/weddings/{world.wedding}/webhooks", *rest))
 
 
-async def register(world: World, http: HttpProviders,
-                   events: list[str]) -> tuple[dict[str, Any], str]:  # fmt: skip
+async def register(
+    world: World, http: HttpProviders, events: list[str]
+) -> tuple[dict[str, Any], str]:
     """A new endpoint of ``world`` at a fresh receiver path; (its JSON, that path)."""
     path = f"/hooks/{uuid.uuid4().hex[:12]}"
-    r = await api(world, "POST", hooks_path(world), world.couple,
-                  json={"url": http.base + path, "events": events})  # fmt: skip
+    r = await api(
+        world,
+        "POST",
+        hooks_path(world),
+        world.couple,
+        json={"url": http.base + path, "events": events},
+    )
     assert r.status_code == 201, r.text
     hook: dict[str, Any] = r.json()
     return hook, path
@@ -67,8 +73,9 @@ def received(http: HttpProviders, path: str) -> list[Recorded]:
 
 
 async def hook_rows(conns: Connections, world: World, hook_id: str) -> list[dict[str, Any]]:
-    return [r for r in await deliveries(conns, world.wedding)
-            if r["webhook_id"] == uuid.UUID(hook_id)]  # fmt: skip
+    return [
+        r for r in await deliveries(conns, world.wedding) if r["webhook_id"] == uuid.UUID(hook_id)
+    ]
 
 
 async def only_row(conns: Connections, world: World, hook_id: str) -> dict[str, Any] | None:
@@ -86,8 +93,9 @@ async def listed(world: World, hook_id: str) -> dict[str, Any]:
 
 
 async def delivery_log(world: World, delivery_id: int) -> dict[str, Any]:
-    r = await api(world, "GET", f"/api/weddings/{world.wedding}/notifications/deliveries",
-                  world.couple)  # fmt: skip
+    r = await api(
+        world, "GET", f"/api/weddings/{world.wedding}/notifications/deliveries", world.couple
+    )
     assert r.status_code == 200, r.text
     found: list[dict[str, Any]] = [d for d in r.json()["deliveries"] if d["id"] == delivery_id]
     assert len(found) == 1, r.json()
@@ -99,9 +107,15 @@ def at(value: str) -> dt.datetime:
 
 
 async def fail_until_dead(
-    conns: Connections, world: World, http: HttpProviders, d: Dispatcher, clock: Clock,
-    hook_id: str, path: str, schedule: tuple[float, ...],
-) -> dict[str, Any]:  # fmt: skip
+    conns: Connections,
+    world: World,
+    http: HttpProviders,
+    d: Dispatcher,
+    clock: Clock,
+    hook_id: str,
+    path: str,
+    schedule: tuple[float, ...],
+) -> dict[str, Any]:
     """Drive one failing delivery through every attempt of ``schedule``; its dead row.
 
     After attempt k fails (at the clock's time) the delivery is pending again, due
@@ -123,16 +137,18 @@ async def fail_until_dead(
     return dead
 
 
-async def _failed_attempt(conns: Connections, world: World, hook_id: str,
-                          attempt: int) -> dict[str, Any] | None:  # fmt: skip
+async def _failed_attempt(
+    conns: Connections, world: World, hook_id: str, attempt: int
+) -> dict[str, Any] | None:
     row = await only_row(conns, world, hook_id)
     if row and row["attempts"] == attempt and row["status"] == "pending":
         return row
     return None
 
 
-async def _with_status(conns: Connections, world: World, hook_id: str,
-                       status: str) -> dict[str, Any] | None:  # fmt: skip
+async def _with_status(
+    conns: Connections, world: World, hook_id: str, status: str
+) -> dict[str, Any] | None:
     row = await only_row(conns, world, hook_id)
     return row if row and row["status"] == status else None
 
@@ -141,8 +157,9 @@ async def _with_status(conns: Connections, world: World, hook_id: str,
 
 
 async def test_register_list_remove_and_who_may(
-    world: World, servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+    world: World,
+    servers: tuple[SmtpServer, HttpProviders],
+) -> None:
     _, http = servers
     hook, _ = await register(world, http, ["message", "entity.*"])
     assert hook["secret"].startswith("whsec_")
@@ -163,26 +180,32 @@ async def test_register_list_remove_and_who_may(
     body = {"url": f"{http.base}/hooks/nope", "events": ["*"]}
     for role in ("family", "vendor", "guest"):
         member = await add_member(world, role)
-        for method, path, kw in (("POST", hooks_path(world), {"json": body}),
-                                 ("GET", hooks_path(world), {}),
-                                 ("POST", hooks_path(world, hook["id"], "replay"), {}),
-                                 ("POST", hooks_path(world, hook["id"], "enable"), {}),
-                                 ("DELETE", hooks_path(world, hook["id"]), {})):  # fmt: skip
+        for method, path, kw in (
+            ("POST", hooks_path(world), {"json": body}),
+            ("GET", hooks_path(world), {}),
+            ("POST", hooks_path(world, hook["id"], "replay"), {}),
+            ("POST", hooks_path(world, hook["id"], "enable"), {}),
+            ("DELETE", hooks_path(world, hook["id"]), {}),
+        ):
             r = await api(world, method, path, member, **kw)
             assert r.status_code == 403, (role, method, path, r.text)
             assert r.json()["code"] == "forbidden"
     stranger = f"couple-{uuid.uuid4().hex[:8]}"
-    for method, path, kw in (("POST", hooks_path(world), {"json": body}),
-                             ("GET", hooks_path(world), {})):  # fmt: skip
+    for method, path, kw in (
+        ("POST", hooks_path(world), {"json": body}),
+        ("GET", hooks_path(world), {}),
+    ):
         r = await api(world, method, path, stranger, **kw)
         assert r.status_code == 404, r.text
         assert r.json()["code"] == "not_found"
 
-    for bad in ({"url": "ftp://example.org/hook", "events": ["*"]},
-                {"url": "example.org/hook"},
-                {"url": f"{http.base}/hooks/x", "events": []},
-                {"url": f"{http.base}/hooks/x", "events": ["Message!"]},
-                {"url": f"{http.base}/hooks/x", "events": ["*"], "secret": "mine"}):  # fmt: skip
+    for bad in (
+        {"url": "ftp://example.org/hook", "events": ["*"]},
+        {"url": "example.org/hook"},
+        {"url": f"{http.base}/hooks/x", "events": []},
+        {"url": f"{http.base}/hooks/x", "events": ["Message!"]},
+        {"url": f"{http.base}/hooks/x", "events": ["*"], "secret": "mine"},
+    ):
         r = await api(world, "POST", hooks_path(world), world.couple, json=bad)
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["code"] == "invalid"
@@ -200,9 +223,11 @@ async def test_register_list_remove_and_who_may(
 
 
 async def test_deliveries_verify_with_standard_webhooks(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     hook, path = await register(world, http, ["message", "entity.*"])
     other, other_path = await register(world, http, ["entity.*"])
@@ -222,7 +247,8 @@ async def test_deliveries_verify_with_standard_webhooks(
     assert event["data"] == {"text": "hi"}
     assert event["actor"]["user_id"] == world.couple
     assert dt.datetime.fromisoformat(payload["timestamp"]).timestamp() == pytest.approx(
-        event["ts"], abs=1e-3)  # fmt: skip
+        event["ts"], abs=1e-3
+    )
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["webhook-id"] == row["key"] == f"{event['id']}:webhook:{hook['id']}"
     assert headers["content-type"] == "application/json"
@@ -245,9 +271,11 @@ async def test_deliveries_verify_with_standard_webhooks(
 
 
 async def test_retry_schedule_then_dead_and_disabled(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     n = notify_settings(settings, smtp, http)
     assert n.webhook_schedule() == DEFAULT_SCHEDULE, "WEDSYNC_WEBHOOK_RETRY's default"
@@ -257,8 +285,9 @@ async def test_retry_schedule_then_dead_and_disabled(
     async with notifier(conns, settings, n, world.wedding, clock) as d:
         with failing(http):
             await say(world, world.couple, "chat", {"text": "hi"})
-            dead = await fail_until_dead(conns, world, http, d, clock, hook["id"], path,
-                                         DEFAULT_SCHEDULE)  # fmt: skip
+            dead = await fail_until_dead(
+                conns, world, http, d, clock, hook["id"], path, DEFAULT_SCHEDULE
+            )
         assert clock() - start == dt.timedelta(seconds=sum(DEFAULT_SCHEDULE))
         # every attempt carried the same idempotency key
         assert {r.headers["webhook-id"] for r in received(http, path)} == {dead["key"]}
@@ -275,8 +304,9 @@ async def test_retry_schedule_then_dead_and_disabled(
         assert [a["attempt"] for a in attempts] == list(range(1, 8))
         assert all(a["result"] == "failed" for a in attempts), attempts
         assert all("HTTP 500" in a["error"] for a in attempts), attempts
-        gaps = [(at(b["at"]) - at(a["at"])).total_seconds()
-                for a, b in itertools.pairwise(attempts)]  # fmt: skip
+        gaps = [
+            (at(b["at"]) - at(a["at"])).total_seconds() for a, b in itertools.pairwise(attempts)
+        ]
         assert gaps == list(DEFAULT_SCHEDULE)
 
         letter = await eventually(lambda: _dead_letter(conns, dead["id"]))
@@ -300,9 +330,11 @@ async def _dead_letter(conns: Connections, delivery_id: int) -> dict[str, Any] |
 
 
 async def test_short_schedule_from_settings(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     n = notify_settings(settings, smtp, http, webhook_retry="5,300,1800")
     hook, path = await register(world, http, ["mess*"])
@@ -310,8 +342,9 @@ async def test_short_schedule_from_settings(
     async with notifier(conns, settings, n, world.wedding, clock) as d:
         with failing(http):
             await say(world, world.couple, "chat", {"text": "hi"})
-            dead = await fail_until_dead(conns, world, http, d, clock, hook["id"], path,
-                                         (5.0, 300.0, 1800.0))  # fmt: skip
+            dead = await fail_until_dead(
+                conns, world, http, d, clock, hook["id"], path, (5.0, 300.0, 1800.0)
+            )
     assert dead["attempts"] == 4
     shown = await listed(world, hook["id"])
     assert shown["enabled"] is False and "4 times" in shown["disabled_reason"]
@@ -321,9 +354,11 @@ async def test_short_schedule_from_settings(
 
 
 async def test_replay_after_the_endpoint_is_fixed(
-    settings: Settings, conns: Connections, world: World,
+    settings: Settings,
+    conns: Connections,
+    world: World,
     servers: tuple[SmtpServer, HttpProviders],
-) -> None:  # fmt: skip
+) -> None:
     smtp, http = servers
     n = notify_settings(settings, smtp, http, webhook_retry="5")
     hook, path = await register(world, http, ["message"])

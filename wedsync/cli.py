@@ -59,18 +59,18 @@ async def _worker(settings: Settings, name: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         telemetry = await stack.enter_async_context(Telemetry(settings.telemetry, name))
-        conns = await stack.enter_async_context(
-            connect(settings, name=f"wedsync-worker-{name}")
-        )
+        conns = await stack.enter_async_context(connect(settings, name=f"wedsync-worker-{name}"))
         watch_pool(conns.pool)
         await stack.enter_async_context(MetricsResponder(conns.nc, telemetry))
         if definition.service is not None:
             running: Any = await stack.enter_async_context(definition.service(conns))
         else:
             assert definition.consumer is not None and definition.handler is not None
-            running = await stack.enter_async_context(ConsumerRunner(
-                conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
-            ))  # fmt: skip
+            running = await stack.enter_async_context(
+                ConsumerRunner(
+                    conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
+                )
+            )
         stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(running.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)

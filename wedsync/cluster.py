@@ -54,10 +54,11 @@ async def run_cluster(settings: Settings, *, nodes: int = 3, api_processes: int 
             env = {**os.environ, **live.to_env()}
             env.pop("WEDSYNC_MIGRATE_DATABASE_URL", None)
             apis = [
-                Supervisor({**env, "WEDSYNC_PORT": str(p), "WEDSYNC_API_PROCESSES": "1"},
-                           live.dev, stop)
+                Supervisor(
+                    {**env, "WEDSYNC_PORT": str(p), "WEDSYNC_API_PROCESSES": "1"}, live.dev, stop
+                )
                 for p in ports
-            ]  # fmt: skip
+            ]
             workers = Supervisor(env, live.dev, stop)
             everyone = [*apis, workers]
             try:

@@ -54,12 +54,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def _spawn(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", *args,
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        *args,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=die_with_parent(signal.SIGTERM),
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def describe_exit(code: int) -> str:

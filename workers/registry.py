@@ -88,8 +88,11 @@ def _conflicts(settings: Settings) -> WorkerDefinition:
                 )
                 for p in owned
             ]
-            parts.append(await stack.enter_async_context(
-                ApprovalExpiry(conns.js, conns.pool, settings.conflicts)))  # fmt: skip
+            parts.append(
+                await stack.enter_async_context(
+                    ApprovalExpiry(conns.js, conns.pool, settings.conflicts)
+                )
+            )
             yield Together(relay, *parts)
 
     return WorkerDefinition("conflicts", service=service)
@@ -109,11 +112,16 @@ def _notifications(settings: Settings) -> WorkerDefinition:
         n = settings.notify
         async with (
             Mirror(kv, lambda change: None) as mirror,
-            ConsumerRunner(conns.js, conns.pool, NOTIFICATIONS_CONSUMER, Planner(n, mirror.table),
-                           settings.worker) as planner,
+            ConsumerRunner(
+                conns.js,
+                conns.pool,
+                NOTIFICATIONS_CONSUMER,
+                Planner(n, mirror.table),
+                settings.worker,
+            ) as planner,
             Dispatcher(conns.pool, conns.nc, conns.js, n, cipher) as dispatcher,
             Escalator(conns.pool, n) as escalator,
-        ):  # fmt: skip
+        ):
             yield Together(planner, dispatcher, escalator)
 
     return WorkerDefinition("notifications", service=service)
@@ -129,8 +137,12 @@ def retention_jobs(
     r = settings.retention
     return {
         "archive": ArchiveJob(
-            conns.nc, conns.js, conns.pool, r,
-            consumers=(NOTIFICATIONS_CONSUMER.durable,), only=weddings,
+            conns.nc,
+            conns.js,
+            conns.pool,
+            r,
+            consumers=(NOTIFICATIONS_CONSUMER.durable,),
+            only=weddings,
         ),
         "cleanup": CleanupJob(conns.nc, conns.js, conns.pool, r),
     }

@@ -117,16 +117,23 @@ class AdminController(Controller):
             headers["Nats-Msg-Id"] = f"admin:{wedding_id}:{data.id}"
         else:
             event_id = str(uuid.uuid4())
-        event = Event(id=event_id, type=data.type, channel=data.channel, actor=SERVER_ACTOR,
-                      data=data.data, ts=time.time())  # fmt: skip
+        event = Event(
+            id=event_id,
+            type=data.type,
+            channel=data.channel,
+            actor=SERVER_ACTOR,
+            data=data.data,
+            ts=time.time(),
+        )
         subject = wedding_subject(wedding_id, data.channel)
         payload = _encode.encode(event)
         if len(payload) > conns.nc.max_payload:  # NATS would refuse it, every time
             raise TooLarge(f"the event is over {conns.nc.max_payload} bytes")
         try:
             with producing(tracer, EVENTS.name, subject, headers):  # the request's trace
-                ack = await conns.js.publish(subject, payload, stream=EVENTS.name,
-                                             headers=headers or None)  # fmt: skip
+                ack = await conns.js.publish(
+                    subject, payload, stream=EVENTS.name, headers=headers or None
+                )
         except Exception as exc:
             log.warning("server event not stored: %r", exc)
             raise Unavailable("not stored; retry (with the same id)") from None
@@ -139,7 +146,8 @@ class AdminController(Controller):
     async def history(
         self,
         wedding_id: uuid.UUID,
-        conns: Connections, auth: AuthContext,
+        conns: Connections,
+        auth: AuthContext,
         after_seq: int = Parameter(default=0, ge=0, le=INT64_MAX),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> EventPage:
@@ -154,8 +162,9 @@ class AdminController(Controller):
     )
     async def presence(self, wedding_id: uuid.UUID, db: Pooled, hub: Hub) -> AdminPresence:
         await _wedding_status(db, wedding_id)
-        records = sorted(hub.presence_of(wedding_id),
-                         key=lambda r: (r.user_id, r.connected_at, r.connection_id))  # fmt: skip
+        records = sorted(
+            hub.presence_of(wedding_id), key=lambda r: (r.user_id, r.connected_at, r.connection_id)
+        )
         return AdminPresence(wedding_id=str(wedding_id), connections=records)
 
     @post(
@@ -164,9 +173,14 @@ class AdminController(Controller):
         summary="Close a user's sockets in a wedding on every gateway process",
     )
     async def disconnect(
-        self, wedding_id: uuid.UUID, user_id: str, conns: Connections, hub: Hub,
-        request: Request[Any, Any, Any], data: DisconnectIn | None = None,
-    ) -> DisconnectOut:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        user_id: str,
+        conns: Connections,
+        hub: Hub,
+        request: Request[Any, Any, Any],
+        data: DisconnectIn | None = None,
+    ) -> DisconnectOut:
         body = data or DisconnectIn()
         if body.end_sessions:
             code = Close.SESSION_ENDED
@@ -179,22 +193,36 @@ class AdminController(Controller):
                 if body.end_sessions:
                     ended = await session_store.end(conn, wedding_id, user_id, "admin")
                 await audit.record(
-                    conn, wedding_id, AUDIT_ACTOR, "admin_disconnect", client_ip(request),
-                    user_id=user_id, close_code=code, reason=body.reason,
+                    conn,
+                    wedding_id,
+                    AUDIT_ACTOR,
+                    "admin_disconnect",
+                    client_ip(request),
+                    user_id=user_id,
+                    close_code=code,
+                    reason=body.reason,
                     sessions=[str(s) for s in ended],
-                )  # fmt: skip
+                )
         open_before = sum(1 for r in _live(hub.presence_of(wedding_id)) if r.user_id == user_id)
-        default = "session ended by an operator" if body.end_sessions else (
-            "reconnect, please" if body.reconnect else "disconnected by an operator")  # fmt: skip
+        default = (
+            "session ended by an operator"
+            if body.end_sessions
+            else ("reconnect, please" if body.reconnect else "disconnected by an operator")
+        )
         try:
-            await control.disconnect(conns.nc, wedding_id, user_id, code=code,
-                                     reason=body.reason or default)  # fmt: skip
+            await control.disconnect(
+                conns.nc, wedding_id, user_id, code=code, reason=body.reason or default
+            )
         except Exception as exc:
             log.warning("disconnect control message not sent: %r", exc)
             raise Unavailable("not sent to the gateways; retry") from None
-        return DisconnectOut(wedding_id=str(wedding_id), user_id=user_id, close_code=code,
-                             sessions_ended=[str(s) for s in ended],
-                             connections=open_before)  # fmt: skip
+        return DisconnectOut(
+            wedding_id=str(wedding_id),
+            user_id=user_id,
+            close_code=code,
+            sessions_ended=[str(s) for s in ended],
+            connections=open_before,
+        )
 
     @get("/rooms", summary="Active rooms of every gateway process, with connection counts")
     async def rooms(self, hub: Hub) -> RoomList:
@@ -207,14 +235,19 @@ class AdminController(Controller):
             per_gateway: dict[str, int] = {}
             for r in live:
                 per_gateway[r.gateway] = per_gateway.get(r.gateway, 0) + 1
-            rooms.append(RoomInfo(
-                wedding_id=wedding_id, connections=len(live),
-                users=len({r.user_id for r in live}),
-                reconnecting=len(records) - len(live), gateways=per_gateway,
-            ))  # fmt: skip
+            rooms.append(
+                RoomInfo(
+                    wedding_id=wedding_id,
+                    connections=len(live),
+                    users=len({r.user_id for r in live}),
+                    reconnecting=len(records) - len(live),
+                    gateways=per_gateway,
+                )
+            )
         rooms.sort(key=lambda r: (-r.connections, r.wedding_id))
-        return RoomList(rooms=rooms, connections=sum(r.connections for r in rooms),
-                        gateways=len(table.gateways))  # fmt: skip
+        return RoomList(
+            rooms=rooms, connections=sum(r.connections for r in rooms), gateways=len(table.gateways)
+        )
 
     @get("/stats", summary="Connections, rooms, streams, consumer lag, sessions, outbox")
     async def stats(self, conns: Connections, hub: Hub) -> Stats:
@@ -232,8 +265,11 @@ class AdminController(Controller):
                 log.warning("stream %s: no info: %r", spec.name, exc)
                 continue
             s = info.state
-            streams.append(StreamStats(spec.name, s.messages, s.bytes, s.first_seq, s.last_seq,
-                                       s.consumer_count))  # fmt: skip
+            streams.append(
+                StreamStats(
+                    spec.name, s.messages, s.bytes, s.first_seq, s.last_seq, s.consumer_count
+                )
+            )
             listed = 0
             for _page in range(_CONSUMER_PAGES):
                 page = await conns.js.consumers_info(spec.name, offset=listed)
@@ -241,12 +277,17 @@ class AdminController(Controller):
                 for c in page:
                     if not c.config.durable_name:
                         continue  # the gateway's ordered room consumers, history reads
-                    consumers.append(ConsumerStats(
-                        stream=spec.name, name=c.name, pending=c.num_pending or 0,
-                        ack_pending=c.num_ack_pending or 0, redelivered=c.num_redelivered or 0,
-                        waiting=c.num_waiting or 0,
-                        delivered_seq=c.delivered.stream_seq if c.delivered else 0,
-                    ))  # fmt: skip
+                    consumers.append(
+                        ConsumerStats(
+                            stream=spec.name,
+                            name=c.name,
+                            pending=c.num_pending or 0,
+                            ack_pending=c.num_ack_pending or 0,
+                            redelivered=c.num_redelivered or 0,
+                            waiting=c.num_waiting or 0,
+                            delivered_seq=c.delivered.stream_seq if c.delivered else 0,
+                        )
+                    )
                 if not page or listed >= s.consumer_count:
                     break
             truncated = truncated or listed < s.consumer_count
@@ -256,9 +297,10 @@ class AdminController(Controller):
         ) as conn:
             counted = await store.counts(conn)
         active_rooms = sum(
-            1 for room in table.weddings.values()
+            1
+            for room in table.weddings.values()
             if any(s.record.disconnected_at is None for s in room.values())
-        )  # fmt: skip
+        )
         return Stats(
             connections=ConnectionStats(
                 total=len(live),

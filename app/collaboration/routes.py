@@ -34,27 +34,49 @@ class CollaborationController(Controller):
 
     @post("", summary="Join a wedding: open a collaboration session", status_code=201)
     async def join(
-        self, wedding_id: uuid.UUID, identity: Identity, conns: Connections, auth: AuthContext,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        conns: Connections,
+        auth: AuthContext,
         request: Request[Any, Any, Any],
-    ) -> JoinResponse:  # fmt: skip
+    ) -> JoinResponse:
         ip = client_ip(request)
         fingerprint = (request.headers.get(FINGERPRINT_HEADER) or "")[:256] or None
         user_agent = (request.headers.get("user-agent") or "")[:512] or None
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
             if m.status == WeddingStatus.CANCELLED:
-                await audit.record(conn, wedding_id, identity.user_id, "join_refused", ip,
-                                   reason="wedding_cancelled")  # fmt: skip
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    "join_refused",
+                    ip,
+                    reason="wedding_cancelled",
+                )
                 raise Conflict("this wedding was cancelled")
             async with conn.transaction():
                 new, capped = await session_store.create(
-                    conn, wedding_id, identity.user_id, ttl=auth.settings.session_ttl,
-                    cap=auth.settings.max_sessions, fingerprint=fingerprint, ip=ip,
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    ttl=auth.settings.session_ttl,
+                    cap=auth.settings.max_sessions,
+                    fingerprint=fingerprint,
+                    ip=ip,
                     user_agent=user_agent,
-                )  # fmt: skip
-                await audit.record(conn, wedding_id, identity.user_id, "joined", ip,
-                                   session_id=str(new.id), device_fingerprint=fingerprint,
-                                   ended_by_cap=[str(s) for s in capped])  # fmt: skip
+                )
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    "joined",
+                    ip,
+                    session_id=str(new.id),
+                    device_fingerprint=fingerprint,
+                    ended_by_cap=[str(s) for s in capped],
+                )
             others = await session_store.collaborators(conn, wedding_id)
         read_only = m.status == WeddingStatus.COMPLETED
         return JoinResponse(
@@ -108,13 +130,22 @@ class CollaborationController(Controller):
 
     @delete("", summary="Leave: end the caller's sessions for this wedding", status_code=204)
     async def leave(
-        self, wedding_id: uuid.UUID, identity: Identity, conns: Connections,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        conns: Connections,
         request: Request[Any, Any, Any],
-    ) -> None:  # fmt: skip
+    ) -> None:
         async with conns.pool.acquire() as conn:
             await require_member(conn, wedding_id, identity)
             async with conn.transaction():
                 ended = await session_store.end(conn, wedding_id, identity.user_id, "left")
-                await audit.record(conn, wedding_id, identity.user_id, "left", client_ip(request),
-                                   sessions=[str(s) for s in ended])  # fmt: skip
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    "left",
+                    client_ip(request),
+                    sessions=[str(s) for s in ended],
+                )
         await control.sessions_ended(conns.nc, wedding_id, ended)

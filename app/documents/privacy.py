@@ -28,13 +28,22 @@ async def export(conns: Connections, user_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in owned:
         folded = await fold(conns.js, conns.pool, row)
-        out.append({"wedding_id": row.wedding_id, "name": row.name, "kind": kind_of(row.name),
-                    "shared": row.shared, "created_at": row.created_at, "seq": folded.seq,
-                    "text": str(folded.doc.get(TEXT, type=Text)),
-                    "updates": authored.pop(row.id, (row.wedding_id, row.name, 0))[2]})  # fmt: skip
+        out.append(
+            {
+                "wedding_id": row.wedding_id,
+                "name": row.name,
+                "kind": kind_of(row.name),
+                "shared": row.shared,
+                "created_at": row.created_at,
+                "seq": folded.seq,
+                "text": str(folded.doc.get(TEXT, type=Text)),
+                "updates": authored.pop(row.id, (row.wedding_id, row.name, 0))[2],
+            }
+        )
     for _, (wedding_id, name, updates) in sorted(authored.items(), key=lambda kv: kv[1][:2]):
-        out.append({"wedding_id": wedding_id, "name": name, "kind": kind_of(name),
-                    "updates": updates})  # fmt: skip
+        out.append(
+            {"wedding_id": wedding_id, "name": name, "kind": kind_of(name), "updates": updates}
+        )
     return out
 
 
@@ -45,8 +54,9 @@ async def erase(conns: Connections, user_id: str) -> tuple[int, int]:
         deleted = await store.delete_documents(conn, [r.id for r in owned])
         authors = await store.forget_author(conn, user_id)
     for row in owned:
-        await conns.js.purge_stream(DOCUMENTS.name,
-                                    subject=document_subject(row.wedding_id, row.id))  # fmt: skip
+        await conns.js.purge_stream(
+            DOCUMENTS.name, subject=document_subject(row.wedding_id, row.id)
+        )
         # sockets still open on it close (the rooms re-read the row: gone)
         await conns.nc.publish(access_subject(row.wedding_id, row.id), b"")
     return deleted, authors

@@ -173,11 +173,13 @@ class DocRoom:
         if self._catch_up_to <= self.applied:
             self._caught_up.set()
         nc = self.hub.nc
-        self._subs.append(await nc.subscribe(awareness_subject(self.wedding_id, self.id),
-                                             cb=self._on_awareness))  # fmt: skip
+        self._subs.append(
+            await nc.subscribe(awareness_subject(self.wedding_id, self.id), cb=self._on_awareness)
+        )
         self._subs.append(await nc.subscribe(control_subject(self.wedding_id), cb=self._on_control))
-        self._subs.append(await nc.subscribe(access_subject(self.wedding_id, self.id),
-                                             cb=self._on_access))  # fmt: skip
+        self._subs.append(
+            await nc.subscribe(access_subject(self.wedding_id, self.id), cb=self._on_access)
+        )
         self._updates = await self._subscribe_updates()
         # awareness lives in the processes whose sockets announced it: ask them for it
         query = AwarenessRelay(origin="", role=Role.GUEST, payload=b"")
@@ -188,12 +190,16 @@ class DocRoom:
         """The document's updates after the newest one applied (an ordered consumer)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         if self.applied:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                    opt_start_seq=self.applied + 1)  # fmt: skip
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.applied + 1
+            )
         sub: JetStreamContext.PushSubscription = await self.hub.js.subscribe(
-            self.subject, stream=DOCUMENTS.name, ordered_consumer=True, cb=self._on_update,
+            self.subject,
+            stream=DOCUMENTS.name,
+            ordered_consumer=True,
+            cb=self._on_update,
             config=config,
-        )  # fmt: skip
+        )
         return sub
 
     async def resubscribe(self) -> None:
@@ -210,8 +216,9 @@ class DocRoom:
             entries = [self.peers[c].entry for c in s.clients if c in self.peers]
             if entries:
                 relay = AwarenessRelay(origin=s.id, role=s.role, payload=awareness_update(entries))
-                await self.hub.nc.publish(awareness_subject(self.wedding_id, self.id),
-                                          update_encoder.encode(relay))  # fmt: skip
+                await self.hub.nc.publish(
+                    awareness_subject(self.wedding_id, self.id), update_encoder.encode(relay)
+                )
 
     async def close(self) -> None:
         if self._updates is not None:
@@ -395,8 +402,11 @@ class DocumentHub:
 
     async def leave(self, sock: DocSocket, room: DocRoom) -> None:
         room.sockets.discard(sock)
-        gone = [AwarenessEntry(c, room.peers[c].entry.clock + 1, "null")
-                for c in sock.clients if c in room.peers]  # fmt: skip
+        gone = [
+            AwarenessEntry(c, room.peers[c].entry.clock + 1, "null")
+            for c in sock.clients
+            if c in room.peers
+        ]
         if gone:
             with contextlib.suppress(Exception):
                 await self.publish_awareness(room, sock, awareness_update(gone), raw=True)
@@ -415,8 +425,12 @@ class DocumentHub:
         )
         # the same bytes from the same member re-sent after a reconnect are stored once
         digest = hashlib.sha256(sock.user_id.encode() + b"\0" + update).hexdigest()[:32]
-        ack = await self.js.publish(room.subject, body, stream=DOCUMENTS.name,
-                                    headers={"Nats-Msg-Id": f"{room.id}:{digest}"})  # fmt: skip
+        ack = await self.js.publish(
+            room.subject,
+            body,
+            stream=DOCUMENTS.name,
+            headers={"Nats-Msg-Id": f"{room.id}:{digest}"},
+        )
         self.published += 1
         return int(ack.seq)
 
@@ -436,8 +450,9 @@ class DocumentHub:
                 else:
                     sock.clients.add(e.client_id)
         relay = AwarenessRelay(origin=sock.id, role=sock.role, payload=payload)
-        await self.nc.publish(awareness_subject(room.wedding_id, room.id),
-                              update_encoder.encode(relay))  # fmt: skip
+        await self.nc.publish(
+            awareness_subject(room.wedding_id, room.id), update_encoder.encode(relay)
+        )
 
     async def access_changed(self, wedding_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Tell every process's room of the document that its sharing changed."""

@@ -45,11 +45,17 @@ from streams.documents import (
 def _document(row: store.DocumentRow, m: wedding_store.Membership, user_id: str) -> Document:
     access = document_access(m.role, m.status, user_id, row.name, row.shared)
     return Document(
-        id=row.id, name=row.name, kind=kind_of(row.name), owner_id=row.owner_id,
-        shared=row.shared, created_by=row.created_by, created_at=row.created_at,
-        snapshot_seq=row.snapshot_seq, can_write=access.write,
+        id=row.id,
+        name=row.name,
+        kind=kind_of(row.name),
+        owner_id=row.owner_id,
+        shared=row.shared,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        snapshot_seq=row.snapshot_seq,
+        can_write=access.write,
         socket_path=f"/ws/weddings/{row.wedding_id}/documents/{row.name}",
-    )  # fmt: skip
+    )
 
 
 def _readable(row: store.DocumentRow | None, m: wedding_store.Membership, user_id: str) -> bool:
@@ -70,18 +76,31 @@ class DocumentController(Controller):
         uid = identity.user_id
         return DocumentList([_document(r, m, uid) for r in rows if _readable(r, m, uid)])
 
-    @post("", summary="Create a live document (vows:<you>, speech:<you>, run_of_show, notes...)",
-          status_code=201)  # fmt: skip
+    @post(
+        "",
+        summary="Create a live document (vows:<you>, speech:<you>, run_of_show, notes...)",
+        status_code=201,
+    )
     async def create_document(
-        self, wedding_id: uuid.UUID, data: DocumentCreate, identity: Identity, conns: Connections,
+        self,
+        wedding_id: uuid.UUID,
+        data: DocumentCreate,
+        identity: Identity,
+        conns: Connections,
         request: Request[Any, Any, Any],
-    ) -> Document:  # fmt: skip
+    ) -> Document:
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await require_member(conn, wedding_id, identity)
             if not may_create(m.role, m.status, identity.user_id, data.name):
-                await audit.record(conn, wedding_id, identity.user_id, "permission_denied",
-                                   client_ip(request), attempted="create_document",
-                                   role=m.role.value)  # fmt: skip
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    "permission_denied",
+                    client_ip(request),
+                    attempted="create_document",
+                    role=m.role.value,
+                )
                 raise Forbidden(f"role {m.role.value} may not create the document {data.name!r}")
             row = await store.create(conn, wedding_id, data.name, identity.user_id)
             if row is None:
@@ -107,9 +126,14 @@ class DocumentController(Controller):
 
     @patch("/{name:str}", summary="Share (or unshare) your private document")
     async def share_document(
-        self, wedding_id: uuid.UUID, name: str, data: DocumentPatch, identity: Identity,
-        conns: Connections, documents: DocumentHub,
-    ) -> Document:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        name: str,
+        data: DocumentPatch,
+        identity: Identity,
+        conns: Connections,
+        documents: DocumentHub,
+    ) -> Document:
         row, m = await self._find(conns, wedding_id, name, identity)
         if kind_of(name) is not Kind.PRIVATE:
             raise Invalid("only a private document (vows:, speech:) is shared or unshared")
@@ -121,8 +145,10 @@ class DocumentController(Controller):
         await documents.access_changed(wedding_id, row.id)  # open sockets: again
         return _document(row, m, identity.user_id)
 
-    @get("/{name:str}/versions", summary="The document's versions: its snapshots, and who "
-         "changed it since the one before")  # fmt: skip
+    @get(
+        "/{name:str}/versions",
+        summary="The document's versions: its snapshots, and who changed it since the one before",
+    )
     async def versions(
         self, wedding_id: uuid.UUID, name: str, identity: Identity, conns: Connections
     ) -> VersionList:
@@ -144,8 +170,11 @@ class DocumentController(Controller):
         doc.apply_update(snap)
         return VersionText(seq=seq, text=str(doc.get(TEXT, type=Text)))
 
-    @post("/{name:str}/versions/{seq:int}/restore", status_code=200,
-          summary="Restore a version: one new update makes the text what it was")  # fmt: skip
+    @post(
+        "/{name:str}/versions/{seq:int}/restore",
+        status_code=200,
+        summary="Restore a version: one new update makes the text what it was",
+    )
     async def restore(
         self, wedding_id: uuid.UUID, name: str, seq: int, identity: Identity, conns: Connections
     ) -> VersionText:

@@ -98,9 +98,12 @@ async def _token(socket: WebSocket[Any, Any, Any], settings: Settings) -> str | 
 
 
 async def _admit(
-    socket: WebSocket[Any, Any, Any], conns: Connections, settings: Settings,
-    wedding_id: uuid.UUID, name: str,
-) -> tuple[DocSocket, store.DocumentRow] | None:  # fmt: skip
+    socket: WebSocket[Any, Any, Any],
+    conns: Connections,
+    settings: Settings,
+    wedding_id: uuid.UUID,
+    name: str,
+) -> tuple[DocSocket, store.DocumentRow] | None:
     token = await _token(socket, settings)
     if token is None:
         return None
@@ -116,8 +119,14 @@ async def _admit(
             await socket.close(Close.FORBIDDEN, FORBIDDEN)
             return None
         doc = await store.by_name(db, wedding_id, name) if valid_name(name) else None
-    sock = DocSocket(session_id=session["id"], user_id=session["user_id"], role=m.role,
-                     status=m.status, name=name, queue_size=settings.gateway.queue)  # fmt: skip
+    sock = DocSocket(
+        session_id=session["id"],
+        user_id=session["user_id"],
+        role=m.role,
+        status=m.status,
+        name=name,
+        queue_size=settings.gateway.queue,
+    )
     readable, sock.writable = sock.access(doc.shared) if doc is not None else (False, False)
     if doc is None or not readable:
         # one answer for "none" and "not yours": a private document's existence is private
@@ -213,9 +222,14 @@ async def _write(socket: WebSocket[Any, Any, Any], sock: DocSocket) -> None:
 
 
 async def _read(
-    socket: WebSocket[Any, Any, Any], sock: DocSocket, room: DocRoom, hub: DocumentHub,
-    conns: Connections, settings: Settings, services: Services,
-) -> None:  # fmt: skip
+    socket: WebSocket[Any, Any, Any],
+    sock: DocSocket,
+    room: DocRoom,
+    hub: DocumentHub,
+    conns: Connections,
+    settings: Settings,
+    services: Services,
+) -> None:
     g = settings.gateway
     # updates wait for their token (a Yjs update is never dropped: the reader slows down);
     # awareness beyond the rate is dropped (the next one carries the whole state again)
@@ -246,9 +260,14 @@ async def _read(
 
 
 async def _handle(
-    data: bytes, sock: DocSocket, room: DocRoom, hub: DocumentHub,
-    updates: TokenBucket, awareness: TokenBucket, admission: Admission,
-) -> None:  # fmt: skip
+    data: bytes,
+    sock: DocSocket,
+    room: DocRoom,
+    hub: DocumentHub,
+    updates: TokenBucket,
+    awareness: TokenBucket,
+    admission: Admission,
+) -> None:
     m = parse(data)
     if m.kind == MESSAGE_SYNC:
         if m.step == STEP1:

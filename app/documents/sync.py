@@ -109,8 +109,12 @@ def awareness_update(entries: list[AwarenessEntry]) -> bytes:
     parts = [write_var_uint(len(entries))]
     for entry in entries:
         state = entry.state.encode()
-        parts += [write_var_uint(entry.client_id), write_var_uint(entry.clock),
-                  write_var_uint(len(state)), state]  # fmt: skip
+        parts += [
+            write_var_uint(entry.client_id),
+            write_var_uint(entry.clock),
+            write_var_uint(len(state)),
+            state,
+        ]
     return b"".join(parts)
 
 

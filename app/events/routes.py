@@ -31,7 +31,8 @@ class EventsController(Controller):
         self,
         wedding_id: uuid.UUID,
         identity: Identity,
-        conns: Connections, auth: AuthContext,
+        conns: Connections,
+        auth: AuthContext,
         after_seq: int = Parameter(default=0, ge=0, le=INT64_MAX),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> EventPage:
@@ -39,14 +40,10 @@ class EventsController(Controller):
             m = await require_member(conn, wedding_id, identity)
         readable = {ch for ch, a in permissions_for(m.role, m.status).items() if a.read}
         scope = RecordScope.of(m.role, identity.user_id)
-        return await event_page(
-            conns, wedding_id, after_seq, limit, readable, auth.contacts, scope
-        )
+        return await event_page(conns, wedding_id, after_seq, limit, readable, auth.contacts, scope)
 
 
-def _scoped_item(
-    scope: RecordScope, seq: int, channel: str, data: bytes
-) -> dict[str, Any] | None:
+def _scoped_item(scope: RecordScope, seq: int, channel: str, data: bytes) -> dict[str, Any] | None:
     """A history item as a record-level ``scope`` shows it (None: not shown at all)."""
     if read_event(data) is None:
         return {"seq": seq, "event": placeholder(data, channel), "unreadable": True}
@@ -62,10 +59,14 @@ def page_item(seq: int, channel: str, data: bytes) -> dict[str, Any]:
 
 
 async def event_page(
-    conns: Connections, wedding_id: uuid.UUID, after_seq: int, limit: int,
-    readable: set[str] | None = None, contacts: GuestContacts | None = None,
+    conns: Connections,
+    wedding_id: uuid.UUID,
+    after_seq: int,
+    limit: int,
+    readable: set[str] | None = None,
+    contacts: GuestContacts | None = None,
     scope: RecordScope | None = None,
-) -> EventPage:  # fmt: skip
+) -> EventPage:
     """Up to ``limit`` events after ``after_seq`` (JetStream and the archive), oldest first,
     only of ``readable`` channels (None: every channel), as ``scope`` shows them (as the
     reader's socket does: the same filter and removals); guest contacts opened with

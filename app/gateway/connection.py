@@ -163,9 +163,12 @@ class Connection:
             self.request_close(Close.SLOW_CONSUMER, SLOW_CONSUMER)
 
     def refuse(
-        self, code: ErrorCode, message: str, frame_id: str | None = None,
+        self,
+        code: ErrorCode,
+        message: str,
+        frame_id: str | None = None,
         retry_after: float | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Answer a refused frame with an error frame (the socket stays open): the one place
         an :class:`ErrorCode` becomes a frame. ``frame_id``: the refused frame's ``id``."""
         frame = ErrorFrame(code=code, message=message, id=frame_id, retry_after=retry_after)

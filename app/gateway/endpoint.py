@@ -76,11 +76,19 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
         await tracker.connect(conn.presence)
         head = hub.head(wedding_id)
         conn.last_sent = head
-        conn.send(frame_text(WelcomeFrame(
-            session_id=str(conn.session_id), user_id=conn.user_id, role=conn.role,
-            permissions=permissions_for(conn.role, conn.status), last_seq=head, epoch=hub.epoch,
-            presence=_snapshot(hub, conn),
-        )))  # fmt: skip
+        conn.send(
+            frame_text(
+                WelcomeFrame(
+                    session_id=str(conn.session_id),
+                    user_id=conn.user_id,
+                    role=conn.role,
+                    permissions=permissions_for(conn.role, conn.status),
+                    last_seq=head,
+                    epoch=hub.epoch,
+                    presence=_snapshot(hub, conn),
+                )
+            )
+        )
         conn.welcome_sent()
         ctx.spawn("session watch", session.watch(ctx.conns.pool, conn))
         after = socket.query_params.get("after_seq")

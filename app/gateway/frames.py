@@ -64,8 +64,11 @@ class _Outage:
 
     def ok(self) -> None:
         if self.since is not None:
-            log.warning("publishing works again after %.1fs (%d frames refused meanwhile)",
-                        time.monotonic() - self.since, self.failures)  # fmt: skip
+            log.warning(
+                "publishing works again after %.1fs (%d frames refused meanwhile)",
+                time.monotonic() - self.since,
+                self.failures,
+            )
             self.since, self.failures = None, 0
 
 
@@ -113,17 +116,25 @@ async def read(ctx: SocketContext) -> None:
                 _limited(ctx, frame.id)
                 continue
             if (retry := hub.admission.refuse()) is not None:
-                conn.refuse(ErrorCode.OVERLOADED,
-                            "server overloaded: not stored; resend the same frame later",
-                            frame.id, retry_after=retry)  # fmt: skip
+                conn.refuse(
+                    ErrorCode.OVERLOADED,
+                    "server overloaded: not stored; resend the same frame later",
+                    frame.id,
+                    retry_after=retry,
+                )
                 continue
             # a trace starts at each frame that stores something: it follows the message
             # through JetStream into the workers (W3C traceparent in NATS headers)
             with span(
-                tracer, "ws message" if isinstance(frame, MessageFrame) else "ws change",
-                SpanKind.SERVER, {"wedsync.wedding_id": str(conn.wedding_id),
-                                  "wedsync.frame_id": frame.id, "enduser.id": conn.user_id},
-            ):  # fmt: skip
+                tracer,
+                "ws message" if isinstance(frame, MessageFrame) else "ws change",
+                SpanKind.SERVER,
+                {
+                    "wedsync.wedding_id": str(conn.wedding_id),
+                    "wedsync.frame_id": frame.id,
+                    "enduser.id": conn.user_id,
+                },
+            ):
                 if isinstance(frame, MessageFrame):
                     stored = await _publish(ctx, frame)
                 else:
@@ -168,14 +179,18 @@ def _editing_refused(conn: Connection, editing: Editing) -> tuple[ErrorCode, str
 async def _publish(ctx: SocketContext, frame: MessageFrame) -> bool:
     conn = ctx.conn
     if not conn.can_write(frame.channel):
-        conn.refuse(ErrorCode.FORBIDDEN, f"{conn.role.value} may not write {frame.channel.value}",
-                    frame.id)  # fmt: skip
+        conn.refuse(
+            ErrorCode.FORBIDDEN, f"{conn.role.value} may not write {frame.channel.value}", frame.id
+        )
         return False
     event = Event(
-        id=str(uuid.uuid5(EVENT_NAMESPACE, f"{conn.session_id}:{frame.id}")), type="message",
-        channel=frame.channel, actor=Actor(user_id=conn.user_id, role=conn.role),
-        data=frame.data, ts=time.time(),
-    )  # fmt: skip
+        id=str(uuid.uuid5(EVENT_NAMESPACE, f"{conn.session_id}:{frame.id}")),
+        type="message",
+        channel=frame.channel,
+        actor=Actor(user_id=conn.user_id, role=conn.role),
+        data=frame.data,
+        ts=time.time(),
+    )
     subject = wedding_subject(conn.wedding_id, frame.channel)
     return await _store(ctx, frame.id, subject, EVENTS.name, _encode.encode(event))
 
@@ -232,9 +247,15 @@ async def _change(ctx: SocketContext, frame: ChangeFrame) -> bool:
         fields = contacts.seal(frame.entity, fields)
     wedding = str(conn.wedding_id)
     change = ChangeRequest(
-        client_id=frame.id, wedding_id=wedding, actor=Actor(user_id=conn.user_id, role=conn.role),
-        entity=frame.entity, entity_id=frame.entity_id, op=frame.op, fields=fields,
-        base_version=frame.base_version, ts=time.time(),
-    )  # fmt: skip
+        client_id=frame.id,
+        wedding_id=wedding,
+        actor=Actor(user_id=conn.user_id, role=conn.role),
+        entity=frame.entity,
+        entity_id=frame.entity_id,
+        op=frame.op,
+        fields=fields,
+        base_version=frame.base_version,
+        ts=time.time(),
+    )
     subject = change_subject(wedding, ctx.settings.conflicts.partitions)
     return await _store(ctx, frame.id, subject, CHANGES.name, _encode.encode(change))

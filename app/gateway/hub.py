@@ -72,9 +72,10 @@ meter = metrics.get_meter(__name__)
 # measured; the counters, not this histogram, count the events)
 LATENCY_SAMPLE_EVERY = 0.005
 DELIVERY_LATENCY = meter.create_histogram(
-    "wedsync.event.delivery.latency", unit="s",
+    "wedsync.event.delivery.latency",
+    unit="s",
     description="From an event's storage in JetStream to its fan-out to a room's sockets",
-)  # fmt: skip
+)
 
 
 @dataclass(slots=True)
@@ -92,32 +93,60 @@ def _observe(hub: Hub) -> None:
     def counter(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         return lambda _: [Observation(getattr(hub.tally, field))]
 
-    meter.create_observable_counter("wedsync.ws.frames.in", [counter("frames_in")],
-                                    unit="{frame}", description="WebSocket frames received")
-    meter.create_observable_counter("wedsync.ws.frames.out", [counter("frames_out")],
-                                    unit="{frame}", description="WebSocket frames sent")
     meter.create_observable_counter(
-        "wedsync.events.published", [counter("published")], unit="{event}",
-        description="Events and changes from this process's sockets stored in JetStream")
+        "wedsync.ws.frames.in",
+        [counter("frames_in")],
+        unit="{frame}",
+        description="WebSocket frames received",
+    )
     meter.create_observable_counter(
-        "wedsync.events.delivered", [counter("deliveries")], unit="{frame}",
-        description="Event frames queued to sockets")
-    meter.create_observable_gauge(
-        "wedsync.ws.connections", [lambda _: [Observation(hub.connection_count)]],
-        unit="{connection}", description="Open WebSocket connections of this process")
-    meter.create_observable_gauge(
-        "wedsync.rooms", [lambda _: [Observation(len(hub.rooms))]], unit="{room}",
-        description="Weddings with sockets in this process")
+        "wedsync.ws.frames.out",
+        [counter("frames_out")],
+        unit="{frame}",
+        description="WebSocket frames sent",
+    )
     meter.create_observable_counter(
-        "wedsync.ws.frames.refused", [lambda _: [Observation(hub.admission.refused)]],
-        unit="{frame}", description="Frames refused as overloaded (admission control)")
+        "wedsync.events.published",
+        [counter("published")],
+        unit="{event}",
+        description="Events and changes from this process's sockets stored in JetStream",
+    )
+    meter.create_observable_counter(
+        "wedsync.events.delivered",
+        [counter("deliveries")],
+        unit="{frame}",
+        description="Event frames queued to sockets",
+    )
     meter.create_observable_gauge(
-        "wedsync.eventloop.lag", [lambda _: [Observation(hub.admission.lag)]], unit="s",
-        description="How late this process's event loop ran a timer (last sample)")
+        "wedsync.ws.connections",
+        [lambda _: [Observation(hub.connection_count)]],
+        unit="{connection}",
+        description="Open WebSocket connections of this process",
+    )
+    meter.create_observable_gauge(
+        "wedsync.rooms",
+        [lambda _: [Observation(len(hub.rooms))]],
+        unit="{room}",
+        description="Weddings with sockets in this process",
+    )
+    meter.create_observable_counter(
+        "wedsync.ws.frames.refused",
+        [lambda _: [Observation(hub.admission.refused)]],
+        unit="{frame}",
+        description="Frames refused as overloaded (admission control)",
+    )
+    meter.create_observable_gauge(
+        "wedsync.eventloop.lag",
+        [lambda _: [Observation(hub.admission.lag)]],
+        unit="s",
+        description="How late this process's event loop ran a timer (last sample)",
+    )
     meter.create_observable_gauge(
         "wedsync.presence.entries",
         [lambda _: [Observation(len(hub.mirror.table) if hub.mirror else 0)]],
-        unit="{connection}", description="Presence records (all processes) in this mirror")
+        unit="{connection}",
+        description="Presence records (all processes) in this mirror",
+    )
 
 
 GUESTS = Channel.GUESTS.value
@@ -265,8 +294,11 @@ class Hub:
         if change.previous is not None and change.previous.editing == r.editing:
             return
         editing = r.editing
-        others = [o for o in self.presence_of(room.wedding_id)
-                  if o.editing == editing and o.user_id != r.user_id]  # fmt: skip
+        others = [
+            o
+            for o in self.presence_of(room.wedding_id)
+            if o.editing == editing and o.user_id != r.user_id
+        ]
         if not others:
             return
 
@@ -330,8 +362,9 @@ class Hub:
         room.sub = await self._subscribe(room, None)
         # after subscribing: older events are in the lookup, newer reach on_event
         try:
-            room.signals = await self.nc.subscribe(signal_subject(wedding_id),
-                                                   cb=partial(_on_signal, room))  # fmt: skip
+            room.signals = await self.nc.subscribe(
+                signal_subject(wedding_id), cb=partial(_on_signal, room)
+            )
             room.head = max(room.head, await last_seq(self.js, self.pool, wedding_id))
         except BaseException:
             await self._drop(room)

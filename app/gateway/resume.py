@@ -52,8 +52,9 @@ async def resume(
                 budget.spend(1)
                 await conn.replayed(seq, channel, data)
         conn.last_sent = max(conn.last_sent, upto)
-        done = ResumedFrame(after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered,
-                            epoch=hub.epoch)  # fmt: skip
+        done = ResumedFrame(
+            after_seq=after_seq, last_seq=conn.last_sent, recovered=recovered, epoch=hub.epoch
+        )
         await conn.queue.put(frame_text(done))
     finally:
         conn.replay_stopped()

@@ -45,10 +45,14 @@ def refused(conn: Connection, frame: SignalFrame) -> tuple[ErrorCode, str] | Non
 
 async def publish(nc: NATS, conn: Connection, frame: SignalFrame) -> None:
     peer = PeerSignalFrame(
-        user_id=conn.user_id, display_name=conn.presence.display_name,
-        connection_id=str(conn.session_id), kind=frame.kind, channel=frame.channel,
-        target=frame.target, active=frame.active,
-    )  # fmt: skip
+        user_id=conn.user_id,
+        display_name=conn.presence.display_name,
+        connection_id=str(conn.session_id),
+        kind=frame.kind,
+        channel=frame.channel,
+        target=frame.target,
+        active=frame.active,
+    )
     await nc.publish(signal_subject(conn.wedding_id), _encode.encode(SignalRelay(conn.role, peer)))
 
 

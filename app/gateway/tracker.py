@@ -101,13 +101,20 @@ class PresenceTracker:
         existing = self.table.record(p.wedding_id, p.connection_id)
         base = existing.record if existing is not None else None
         record = Record(
-            wedding_id=p.wedding_id, user_id=p.user_id, display_name=p.display_name,
-            role=p.role, connection_id=p.connection_id,
+            wedding_id=p.wedding_id,
+            user_id=p.user_id,
+            display_name=p.display_name,
+            role=p.role,
+            connection_id=p.connection_id,
             status=base.status if base and not base.auto else Status.ACTIVE,
-            location=base.location if base else None, editing=base.editing if base else None,
-            connected_at=base.connected_at if base else now, last_active_at=now,
-            auto=base.auto if base else True, gateway=self.gateway, owner=p.socket,
-        )  # fmt: skip
+            location=base.location if base else None,
+            editing=base.editing if base else None,
+            connected_at=base.connected_at if base else now,
+            last_active_at=now,
+            auto=base.auto if base else True,
+            gateway=self.gateway,
+            owner=p.socket,
+        )
         data = _encode.encode(record)
         self.local.add(p)
         p.record = record

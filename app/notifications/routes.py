@@ -54,13 +54,16 @@ class InboxController(Controller):
 
     @get("", summary="The caller's notifications, unread first (optionally one wedding)")
     async def list_(
-        self, identity: Identity, conns: Connections, wedding_id: uuid.UUID | None = None,
-        offset: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0, limit: Limit = 50,
-    ) -> NotificationPage:  # fmt: skip
+        self,
+        identity: Identity,
+        conns: Connections,
+        wedding_id: uuid.UUID | None = None,
+        offset: Annotated[int, Parameter(ge=0, le=INT64_MAX)] = 0,
+        limit: Limit = 50,
+    ) -> NotificationPage:
         async with db_scope.system_connection(conns.pool, INBOX) as conn:
             # one more than asked: a next page exists only if it has something on it
-            notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset,
-                                              limit + 1)  # fmt: skip
+            notes, unread = await store.inbox(conn, identity.user_id, wedding_id, offset, limit + 1)
         more = offset + limit if len(notes) > limit else None
         return NotificationPage(notifications=notes[:limit], unread=unread, next=more)
 
@@ -70,8 +73,11 @@ class InboxController(Controller):
             if not await store.mark_read(conn, identity.user_id, nid, _now()):
                 raise NotFound("notification not found")
 
-    @post("/{nid:uuid}/ack", summary="Acknowledge (an emergency: stops its escalation)",
-          status_code=200)  # fmt: skip
+    @post(
+        "/{nid:uuid}/ack",
+        summary="Acknowledge (an emergency: stops its escalation)",
+        status_code=200,
+    )
     async def ack(self, nid: uuid.UUID, identity: Identity, conns: Connections) -> Notification:
         async with db_scope.system_connection(conns.pool, INBOX) as conn, conn.transaction():
             note = await store.acknowledge(conn, identity.user_id, nid, _now())
@@ -82,6 +88,7 @@ class InboxController(Controller):
     @get("/push-key", summary="The VAPID public key (applicationServerKey) for Web Push")
     async def push_key(self, settings: Settings) -> VapidKey:
         from runtime.crypto import public_key
+
         if not settings.notify.vapid_private_key:
             raise Unavailable("Web Push is not configured")
         return VapidKey(public_key=public_key(settings.notify.vapid_private_key))
@@ -92,9 +99,11 @@ class InboxController(Controller):
     ) -> PushSubscriptionOut:
         keys = data.keys
         row = await store.add_push_subscription(
-            db, identity.user_id, data.endpoint, keys.p256dh, keys.auth)  # fmt: skip
-        return PushSubscriptionOut(id=row["id"], endpoint=row["endpoint"],
-                                   created_at=row["created_at"])  # fmt: skip
+            db, identity.user_id, data.endpoint, keys.p256dh, keys.auth
+        )
+        return PushSubscriptionOut(
+            id=row["id"], endpoint=row["endpoint"], created_at=row["created_at"]
+        )
 
     @delete("/push-subscriptions/{sid:uuid}", summary="Unregister a browser", status_code=204)
     async def unsubscribe(self, sid: uuid.UUID, identity: Identity, db: Pooled) -> None:
@@ -114,17 +123,29 @@ class WeddingNotificationsController(Controller):
 
     @put("/notification-preferences", summary="Replace the caller's preferences")
     async def set_preferences(
-        self, wedding_id: uuid.UUID, data: Preferences, identity: Identity, member: Membership, db: Pooled
+        self,
+        wedding_id: uuid.UUID,
+        data: Preferences,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
     ) -> PreferencesView:
         await store.save_preferences(db, wedding_id, identity.user_id, data)
         return _view(data)
 
     @get("/notifications/deliveries", summary="Every delivery attempt (couple, planner)")
     async def deliveries(
-        self, wedding_id: uuid.UUID, identity: Identity, member: Membership, db: Pooled,
-        request: Request[Any, Any, Any], before: Before = None, limit: Limit = 100,
-    ) -> DeliveryPage:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
+        request: Request[Any, Any, Any],
+        before: Before = None,
+        limit: Limit = 100,
+    ) -> DeliveryPage:
         await require_role(db, member, identity, client_ip(request), "read_deliveries")
         rows = await store.deliveries(db, wedding_id, before, limit)
-        return DeliveryPage(deliveries=rows,
-                            next_before=rows[-1].id if len(rows) == limit else None)  # fmt: skip
+        return DeliveryPage(
+            deliveries=rows, next_before=rows[-1].id if len(rows) == limit else None
+        )

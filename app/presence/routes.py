@@ -80,17 +80,24 @@ class PresenceController(Controller):
 
     @get("/analytics", summary="Active and connected minutes per member per day (couple, planner)")
     async def analytics(
-        self, wedding_id: uuid.UUID, identity: Identity, member: Membership, db: Pooled,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
         request: Request[Any, Any, Any],
         first: Annotated[dt.date | None, Parameter(query="from")] = None,
         last: Annotated[dt.date | None, Parameter(query="to")] = None,
-    ) -> PresenceAnalytics:  # fmt: skip
+    ) -> PresenceAnalytics:
         await require_role(db, member, identity, client_ip(request), "read_presence_analytics")
         first, last = _range(first, last, member.timezone)
         rows = await presence_minutes.daily(db, wedding_id, first, last)
         days: dict[dt.date, DayActivity] = {}
         for r in rows:
             day = days.setdefault(r.day, DayActivity(r.day, []))
-            day.members.append(MemberMinutes(r.user_id, r.display_name, r.role,
-                                             r.active_minutes, r.present_minutes))  # fmt: skip
+            day.members.append(
+                MemberMinutes(
+                    r.user_id, r.display_name, r.role, r.active_minutes, r.present_minutes
+                )
+            )
         return PresenceAnalytics(str(wedding_id), member.timezone, first, last, list(days.values()))

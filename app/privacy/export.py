@@ -66,34 +66,60 @@ async def export(
             uid,
         )
         memberships = [
-            {**{k: v for k, v in dict(r).items() if not k.endswith("_enc")},
-             "email": cipher.open(r["email_enc"]), "phone": cipher.open(r["phone_enc"])}
+            {
+                **{k: v for k, v in dict(r).items() if not k.endswith("_enc")},
+                "email": cipher.open(r["email_enc"]),
+                "phone": cipher.open(r["phone_enc"]),
+            }
             for r in members
-        ]  # fmt: skip
-        sessions = _rows(await conn.fetch(
-            """SELECT id, wedding_id, device_fingerprint, ip, user_agent, created_at,
+        ]
+        sessions = _rows(
+            await conn.fetch(
+                """SELECT id, wedding_id, device_fingerprint, ip, user_agent, created_at,
                       last_seen_at, expires_at, ended_at, end_reason
-               FROM sessions WHERE user_id = $1 ORDER BY created_at""", uid))  # fmt: skip
-        notifications = _rows(await conn.fetch(
-            """SELECT id, wedding_id, event_type, category, title, body, data, created_at,
+               FROM sessions WHERE user_id = $1 ORDER BY created_at""",
+                uid,
+            )
+        )
+        notifications = _rows(
+            await conn.fetch(
+                """SELECT id, wedding_id, event_type, category, title, body, data, created_at,
                       read_at, acknowledged_at
-               FROM notifications WHERE user_id = $1 ORDER BY created_at""", uid))  # fmt: skip
-        preferences = _rows(await conn.fetch(
-            "SELECT wedding_id, prefs, updated_at FROM notification_preferences "
-            "WHERE user_id = $1", uid))  # fmt: skip
-        push = _rows(await conn.fetch(
-            "SELECT id, endpoint, created_at FROM push_subscriptions WHERE user_id = $1", uid))
-        presence = _rows(await conn.fetch(
-            """SELECT wedding_id, day, bit_count(present) AS present_minutes,
+               FROM notifications WHERE user_id = $1 ORDER BY created_at""",
+                uid,
+            )
+        )
+        preferences = _rows(
+            await conn.fetch(
+                "SELECT wedding_id, prefs, updated_at FROM notification_preferences "
+                "WHERE user_id = $1",
+                uid,
+            )
+        )
+        push = _rows(
+            await conn.fetch(
+                "SELECT id, endpoint, created_at FROM push_subscriptions WHERE user_id = $1", uid
+            )
+        )
+        presence = _rows(
+            await conn.fetch(
+                """SELECT wedding_id, day, bit_count(present) AS present_minutes,
                       bit_count(active) AS active_minutes
                FROM presence_minutes WHERE user_id = $1
                UNION ALL
                SELECT wedding_id, day, present_minutes, active_minutes
                FROM presence_days WHERE user_id = $1
-               ORDER BY 1, 2""", uid))  # fmt: skip
-        audit = _rows(await conn.fetch(
-            "SELECT wedding_id, action, ip, at, details FROM audit_log WHERE actor = $1 "
-            "ORDER BY id", uid))  # fmt: skip
+               ORDER BY 1, 2""",
+                uid,
+            )
+        )
+        audit = _rows(
+            await conn.fetch(
+                "SELECT wedding_id, action, ip, at, details FROM audit_log WHERE actor = $1 "
+                "ORDER BY id",
+                uid,
+            )
+        )
         weddings = await weddings_of(conn, uid)
     events: list[dict[str, Any]] = []
     for wedding_id in weddings:
@@ -105,8 +131,16 @@ async def export(
                     events.append({"wedding_id": wedding_id, **item})
     documents = await document_export(conns, uid)
     return PersonalExport(
-        user_id=uid, exported_at=dt.datetime.now(dt.UTC),
-        claims={"name": who.name, "email": who.email}, memberships=memberships,
-        sessions=sessions, events=events, notifications=notifications, preferences=preferences,
-        push_subscriptions=push, presence=presence, audit=audit, documents=documents,
-    )  # fmt: skip
+        user_id=uid,
+        exported_at=dt.datetime.now(dt.UTC),
+        claims={"name": who.name, "email": who.email},
+        memberships=memberships,
+        sessions=sessions,
+        events=events,
+        notifications=notifications,
+        preferences=preferences,
+        push_subscriptions=push,
+        presence=presence,
+        audit=audit,
+        documents=documents,
+    )

@@ -23,19 +23,30 @@ class MeController(Controller):
     tags = ["privacy"]  # noqa: RUF012
 
     @get("/export", summary="Everything stored about the caller, as JSON")
-    async def export(self, identity: Identity, conns: Connections, auth: AuthContext) -> PersonalExport:
+    async def export(
+        self, identity: Identity, conns: Connections, auth: AuthContext
+    ) -> PersonalExport:
         with db_scope.system(ME):
             return await export(conns, auth.cipher, identity, auth.contacts)
 
     @delete("", summary="Erase the caller's personal data everywhere", status_code=200)
     async def erase(
-        self, identity: Identity, conns: Connections, auth: AuthContext, settings: Settings, request: Request[Any, Any, Any]
+        self,
+        identity: Identity,
+        conns: Connections,
+        auth: AuthContext,
+        settings: Settings,
+        request: Request[Any, Any, Any],
     ) -> ErasureReport:
         partitions = settings.conflicts.partitions
         with db_scope.system(ME):
             done = await erase(conns, auth.cipher, identity.user_id, partitions)
         return ErasureReport(
-            user_id=identity.user_id, weddings=done.weddings, rows_deleted=done.rows_deleted,
-            rows_redacted=done.rows_redacted, messages_deleted=done.messages,
-            pending_changes=done.pending_changes, changes_queued=done.changes_queued,
-        )  # fmt: skip
+            user_id=identity.user_id,
+            weddings=done.weddings,
+            rows_deleted=done.rows_deleted,
+            rows_redacted=done.rows_redacted,
+            messages_deleted=done.messages,
+            pending_changes=done.pending_changes,
+            changes_queued=done.changes_queued,
+        )

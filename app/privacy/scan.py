@@ -21,19 +21,20 @@ class StoredMsg:
     headers: dict[str, str] | None = None
 
 
-async def scan(
-    js: JetStreamContext, stream: str, subject: str
-) -> AsyncGenerator[StoredMsg, None]:
+async def scan(js: JetStreamContext, stream: str, subject: str) -> AsyncGenerator[StoredMsg, None]:
     """Every message of ``stream`` on ``subject`` (wildcards allowed), oldest first."""
     try:
         first = await js.get_msg(stream, seq=1, subject=subject, next=True)
     except NotFoundError:
         return
     sub = await js.subscribe(
-        subject, stream=stream, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                              opt_start_seq=int(first.seq or 1)),
-    )  # fmt: skip
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=int(first.seq or 1)
+        ),
+    )
     try:
         while True:
             try:

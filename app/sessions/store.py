@@ -28,9 +28,16 @@ _ACTIVE = "ended_at IS NULL AND expires_at > now()"
 
 
 async def create(
-    conn: Conn, wedding_id: uuid.UUID, user_id: str, *, ttl: float, cap: int,
-    fingerprint: str | None, ip: str | None, user_agent: str | None,
-) -> tuple[NewSession, list[uuid.UUID]]:  # fmt: skip
+    conn: Conn,
+    wedding_id: uuid.UUID,
+    user_id: str,
+    *,
+    ttl: float,
+    cap: int,
+    fingerprint: str | None,
+    ip: str | None,
+    user_agent: str | None,
+) -> tuple[NewSession, list[uuid.UUID]]:
     """Open a session; end the oldest ones beyond ``cap``. Returns (session, ended ids)."""
     token = secrets.token_urlsafe(32)  # 256 bits
     sid = uuid.uuid4()
@@ -39,15 +46,24 @@ async def create(
                                  user_agent, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
            RETURNING expires_at""",
-        sid, wedding_id, user_id, token_hash(token), fingerprint, ip, user_agent, ttl,
-    )  # fmt: skip
+        sid,
+        wedding_id,
+        user_id,
+        token_hash(token),
+        fingerprint,
+        ip,
+        user_agent,
+        ttl,
+    )
     ended = await conn.fetch(
         f"""UPDATE sessions SET ended_at = now(), end_reason = 'session_cap'
             WHERE id IN (SELECT id FROM sessions WHERE wedding_id = $1 AND user_id = $2
                          AND {_ACTIVE} ORDER BY created_at DESC, id OFFSET $3)
             RETURNING id""",
-        wedding_id, user_id, cap,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        cap,
+    )
     return NewSession(sid, token, expires), [r["id"] for r in ended]
 
 
@@ -61,16 +77,20 @@ async def active(
             WHERE wedding_id = $1 AND user_id = $2 AND {_ACTIVE}
             RETURNING id, created_at, last_seen_at, expires_at, device_fingerprint,
                       host(ip) AS ip, user_agent""",
-        wedding_id, user_id, extend_by,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        extend_by,
+    )
 
 
 async def end(conn: Conn, wedding_id: uuid.UUID, user_id: str, reason: str) -> list[uuid.UUID]:
     rows = await conn.fetch(
         f"""UPDATE sessions SET ended_at = now(), end_reason = $3
             WHERE wedding_id = $1 AND user_id = $2 AND {_ACTIVE} RETURNING id""",
-        wedding_id, user_id, reason,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        reason,
+    )
     return [r["id"] for r in rows]
 
 
@@ -140,4 +160,4 @@ async def collaborators(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Recor
                 AND s.user_id = m.user_id AND s.{_ACTIVE.replace(" AND ", " AND s.")})
             ORDER BY m.user_id""",
         wedding_id,
-    )  # fmt: skip
+    )

@@ -70,11 +70,21 @@ class StateController(Controller):
     tags = ["state"]  # noqa: RUF012
 
     @get("/state", summary="Entities the caller may read, and the event seq they reflect")
-    async def state(self, wedding_id: uuid.UUID, identity: Identity, conns: Connections, hub: Hub, auth: AuthContext) -> WeddingState:
+    async def state(
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        conns: Connections,
+        hub: Hub,
+        auth: AuthContext,
+    ) -> WeddingState:
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await require_member(conn, wedding_id, identity)
-            readable = [k.value for k in EntityKind
-                        if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read]  # fmt: skip
+            readable = [
+                k.value
+                for k in EntityKind
+                if permissions_for(m.role, m.status)[CHANNEL_OF[k].value].read
+            ]
             # record-level scope: of these kinds, only the rows whose field names the caller
             scoped = {k.value: f for k, f in SCOPE_FIELD.items()} if m.role in SCOPED_ROLES else {}
             await store.published(conn, wedding_id)
@@ -94,9 +104,12 @@ class StateController(Controller):
 
     @get("/approvals", summary="Budget approvals, pending first (couple and planner)")
     async def approvals(
-        self, wedding_id: uuid.UUID, identity: Identity, conns: Connections,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        conns: Connections,
         request: Request[Any, Any, Any],
-    ) -> list[Approval]:  # fmt: skip
+    ) -> list[Approval]:
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, client_ip(request), "read_approvals")
@@ -108,24 +121,45 @@ class StateController(Controller):
         out = []
         for r in rows:
             change = msgspec.json.decode(r["change"])
-            out.append(Approval(str(r["id"]), change["entity"], change["entity_id"], change["op"],
-                                change["fields"], r["requested_by"], r["requested_at"],
-                                r["expires_at"], r["status"], r["decided_by"],
-                                r["decided_at"]))  # fmt: skip
+            out.append(
+                Approval(
+                    str(r["id"]),
+                    change["entity"],
+                    change["entity_id"],
+                    change["op"],
+                    change["fields"],
+                    r["requested_by"],
+                    r["requested_at"],
+                    r["expires_at"],
+                    r["status"],
+                    r["decided_by"],
+                    r["decided_at"],
+                )
+            )
         return out
 
-    @post("/approvals/{approval_id:uuid}", status_code=202,
-          summary="Grant or deny a pending budget approval (couple)")  # fmt: skip
+    @post(
+        "/approvals/{approval_id:uuid}",
+        status_code=202,
+        summary="Grant or deny a pending budget approval (couple)",
+    )
     async def decide(
-        self, wedding_id: uuid.UUID, approval_id: uuid.UUID, data: ApprovalDecision,
-        identity: Identity, conns: Connections, settings: Settings, request: Request[Any, Any, Any],
-    ) -> Queued:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        approval_id: uuid.UUID,
+        data: ApprovalDecision,
+        identity: Identity,
+        conns: Connections,
+        settings: Settings,
+        request: Request[Any, Any, Any],
+    ) -> Queued:
         if data.decision is Verdict.EXPIRE:
             raise Invalid("decision is grant or deny")
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
-            await require_role(conn, m, identity, client_ip(request), "decide_approvals",
-                               frozenset({Role.COUPLE}))  # fmt: skip
+            await require_role(
+                conn, m, identity, client_ip(request), "decide_approvals", frozenset({Role.COUPLE})
+            )
             async with conn.transaction():  # as in approvals(): a decision seen is decided
                 await store.settled(conn, wedding_id)
                 status = await store.approval_status(conn, wedding_id, approval_id)
@@ -133,16 +167,21 @@ class StateController(Controller):
             raise NotFound("no such approval")
         if status != "pending":
             raise Conflict(f"approval already {status}")
-        decision = Decision(wedding_id=str(wedding_id), approval_id=str(approval_id),
-                            verdict=data.decision, actor=Actor(identity.user_id, m.role),
-                            ts=time.time())  # fmt: skip
+        decision = Decision(
+            wedding_id=str(wedding_id),
+            approval_id=str(approval_id),
+            verdict=data.decision,
+            actor=Actor(identity.user_id, m.role),
+            ts=time.time(),
+        )
         partitions = settings.conflicts.partitions
         subject = change_subject(str(wedding_id), partitions)
         headers = {"Nats-Msg-Id": f"decide:{approval_id}"}
         try:
             with producing(tracer, CHANGES.name, subject, headers):
-                ack = await conns.js.publish(subject, msgspec.json.encode(decision),
-                                             stream=CHANGES.name, headers=headers)  # fmt: skip
+                ack = await conns.js.publish(
+                    subject, msgspec.json.encode(decision), stream=CHANGES.name, headers=headers
+                )
         except Exception as exc:
             raise Unavailable("decision not stored; retry") from exc
         return Queued(seq=ack.seq)

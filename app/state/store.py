@@ -36,8 +36,9 @@ async def settled(conn: Conn, wedding_id: uuid.UUID) -> None:
     before it reads until it commits, and events are published only after the commit
     (the outbox), so every event stored so far is reflected in what this transaction
     reads, and no change commits meanwhile (docs/conflicts.md)."""
-    await conn.execute("INSERT INTO wedding_state (wedding_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                       wedding_id)  # fmt: skip
+    await conn.execute(
+        "INSERT INTO wedding_state (wedding_id) VALUES ($1) ON CONFLICT DO NOTHING", wedding_id
+    )
     await conn.execute("SELECT 1 FROM wedding_state WHERE wedding_id = $1 FOR SHARE", wedding_id)
 
 
@@ -50,8 +51,11 @@ async def entities(
         """SELECT kind, entity_id, version, fields::text AS fields FROM entities
            WHERE wedding_id = $1 AND NOT deleted AND kind = ANY($2::text[])
              AND (NOT $3::jsonb ? kind OR fields ->> ($3::jsonb ->> kind) = $4)""",
-        wedding_id, kinds, msgspec.json.encode(scoped).decode(), user_id,
-    )  # fmt: skip
+        wedding_id,
+        kinds,
+        msgspec.json.encode(scoped).decode(),
+        user_id,
+    )
 
 
 async def approvals(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Record]:

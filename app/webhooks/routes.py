@@ -40,46 +40,73 @@ async def _check_destination(url: str, settings: Settings) -> None:
 
 
 def _hook(r: asyncpg.Record, secret: str | None = None) -> Webhook:
-    return Webhook(id=r["id"], url=r["url"], events=list(r["events"]), enabled=r["enabled"],
-                   disabled_reason=r["disabled_reason"], created_at=r["created_at"],
-                   secret=secret)  # fmt: skip
+    return Webhook(
+        id=r["id"],
+        url=r["url"],
+        events=list(r["events"]),
+        enabled=r["enabled"],
+        disabled_reason=r["disabled_reason"],
+        created_at=r["created_at"],
+        secret=secret,
+    )
 
 
 class WebhooksController(Controller):
     path = "/api/weddings/{wedding_id:uuid}/webhooks"
     tags = ["webhooks"]  # noqa: RUF012
 
-    @post("", summary="Register an endpoint for some event types (`*` wildcards)",
-          status_code=201)  # fmt: skip
+    @post("", summary="Register an endpoint for some event types (`*` wildcards)", status_code=201)
     async def create(
-        self, wedding_id: uuid.UUID, data: WebhookCreate, identity: Identity, conns: Connections,
-        auth: AuthContext, settings: Settings, request: Request[Any, Any, Any],
-    ) -> Webhook:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        data: WebhookCreate,
+        identity: Identity,
+        conns: Connections,
+        auth: AuthContext,
+        settings: Settings,
+        request: Request[Any, Any, Any],
+    ) -> Webhook:
         # the name is resolved before a connection is taken: a slow DNS holds none
         await _check_destination(data.url, settings)
         secret = new_secret()
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await require_member(conn, wedding_id, identity)
             await require_role(conn, m, identity, client_ip(request), MANAGE)
-            row = await store.create(conn, wedding_id, data.url, data.events,
-                                     auth.cipher.seal(secret), identity.user_id)  # fmt: skip
-            await audit.record(conn, wedding_id, identity.user_id, "webhook_created",
-                               client_ip(request), webhook=str(row["id"]))  # fmt: skip
+            row = await store.create(
+                conn, wedding_id, data.url, data.events, auth.cipher.seal(secret), identity.user_id
+            )
+            await audit.record(
+                conn,
+                wedding_id,
+                identity.user_id,
+                "webhook_created",
+                client_ip(request),
+                webhook=str(row["id"]),
+            )
         return _hook(row, secret)
 
     @get("", summary="The wedding's webhook endpoints")
     async def list_(
-        self, wedding_id: uuid.UUID, identity: Identity, member: Membership, db: Pooled,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
         request: Request[Any, Any, Any],
-    ) -> list[Webhook]:  # fmt: skip
+    ) -> list[Webhook]:
         await require_role(db, member, identity, client_ip(request), MANAGE)
         return [_hook(r) for r in await store.of_wedding(db, wedding_id)]
 
     @delete("/{hook_id:uuid}", summary="Remove an endpoint", status_code=204)
     async def remove(
-        self, wedding_id: uuid.UUID, hook_id: uuid.UUID, identity: Identity, member: Membership,
-        db: Pooled, request: Request[Any, Any, Any],
-    ) -> None:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        hook_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
+        request: Request[Any, Any, Any],
+    ) -> None:
         await require_role(db, member, identity, client_ip(request), MANAGE)
         if not await store.delete(db, wedding_id, hook_id):
             raise NotFound("webhook not found")
@@ -90,9 +117,15 @@ class WebhooksController(Controller):
         summary="Re-enable a disabled endpoint (the caller becomes its owner)",
     )
     async def enable(
-        self, wedding_id: uuid.UUID, hook_id: uuid.UUID, identity: Identity, member: Membership,
-        db: Pooled, settings: Settings, request: Request[Any, Any, Any],
-    ) -> Webhook:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        hook_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
+        settings: Settings,
+        request: Request[Any, Any, Any],
+    ) -> Webhook:
         ip = client_ip(request)
         await require_role(db, member, identity, ip, MANAGE)
         url = await store.url_of(db, wedding_id, hook_id)
@@ -101,18 +134,25 @@ class WebhooksController(Controller):
         await _check_destination(url, settings)
         async with db.transaction():
             row = await store.enable(db, wedding_id, hook_id, identity.user_id)
-            await audit.record(db, wedding_id, identity.user_id, "webhook_enabled", ip,
-                               webhook=str(hook_id))  # fmt: skip
+            await audit.record(
+                db, wedding_id, identity.user_id, "webhook_enabled", ip, webhook=str(hook_id)
+            )
         if row is None:
             raise NotFound("webhook not found")
         return _hook(row)
 
-    @post("/{hook_id:uuid}/replay", summary="Send failed and dead deliveries again",
-          status_code=200)  # fmt: skip
+    @post(
+        "/{hook_id:uuid}/replay", summary="Send failed and dead deliveries again", status_code=200
+    )
     async def replay(
-        self, wedding_id: uuid.UUID, hook_id: uuid.UUID, identity: Identity, member: Membership,
-        db: Pooled, request: Request[Any, Any, Any],
-    ) -> ReplayResult:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        hook_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
+        request: Request[Any, Any, Any],
+    ) -> ReplayResult:
         await require_role(db, member, identity, client_ip(request), MANAGE)
         async with db.transaction():
             enabled = await store.is_enabled(db, wedding_id, hook_id)

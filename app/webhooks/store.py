@@ -14,14 +14,23 @@ _COLS = "id, url, events, enabled, disabled_reason, created_at"
 
 
 async def create(
-    conn: Conn, wedding_id: uuid.UUID, url: str, events: list[str], secret_enc: bytes | None,
+    conn: Conn,
+    wedding_id: uuid.UUID,
+    url: str,
+    events: list[str],
+    secret_enc: bytes | None,
     created_by: str,
-) -> asyncpg.Record:  # fmt: skip
+) -> asyncpg.Record:
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""INSERT INTO webhooks (id, wedding_id, url, events, secret_enc, created_by)
             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLS}""",
-        uuid.uuid4(), wedding_id, url, events, secret_enc, created_by,
-    )  # fmt: skip
+        uuid.uuid4(),
+        wedding_id,
+        url,
+        events,
+        secret_enc,
+        created_by,
+    )
     assert row is not None
     return row
 
@@ -33,10 +42,13 @@ async def of_wedding(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Record]:
 
 
 async def delete(conn: Conn, wedding_id: uuid.UUID, hook_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval(
-        "DELETE FROM webhooks WHERE id = $1 AND wedding_id = $2 RETURNING true",
-        hook_id, wedding_id,
-    ))  # fmt: skip
+    return bool(
+        await conn.fetchval(
+            "DELETE FROM webhooks WHERE id = $1 AND wedding_id = $2 RETURNING true",
+            hook_id,
+            wedding_id,
+        )
+    )
 
 
 async def url_of(conn: Conn, wedding_id: uuid.UUID, hook_id: uuid.UUID) -> str | None:
@@ -54,8 +66,10 @@ async def enable(
         f"""UPDATE webhooks SET enabled = true, disabled_at = NULL,
                                 disabled_reason = NULL, created_by = $3
             WHERE id = $1 AND wedding_id = $2 RETURNING {_COLS}""",
-        hook_id, wedding_id, owner,
-    )  # fmt: skip
+        hook_id,
+        wedding_id,
+        owner,
+    )
 
 
 async def is_enabled(conn: Conn, wedding_id: uuid.UUID, hook_id: uuid.UUID) -> bool | None:

@@ -21,10 +21,21 @@ async def require_member(conn: Conn, wedding_id: uuid.UUID, who: Identity) -> st
 
 
 async def require_role(
-    conn: Conn, m: store.Membership, who: Identity, ip: str | None, action: str,
+    conn: Conn,
+    m: store.Membership,
+    who: Identity,
+    ip: str | None,
+    action: str,
     allowed: frozenset[Role] = ADMINS,
-) -> None:  # fmt: skip
+) -> None:
     if m.role not in allowed:
-        await audit.record(conn, m.wedding_id, who.user_id, "permission_denied", ip,
-                           attempted=action, role=m.role.value)  # fmt: skip
+        await audit.record(
+            conn,
+            m.wedding_id,
+            who.user_id,
+            "permission_denied",
+            ip,
+            attempted=action,
+            role=m.role.value,
+        )
         raise Forbidden(f"role {m.role.value} may not {action.replace('_', ' ')}")

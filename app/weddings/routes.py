@@ -44,9 +44,16 @@ def _check_timezone(tz: str) -> None:
 
 
 def _wedding(m: store.Membership) -> Wedding:
-    return Wedding(id=m.wedding_id, name=m.name, date=m.date, timezone=m.timezone,
-                   status=m.status, role=m.role, created_at=m.created_at,
-                   hot_days=m.hot_days)  # fmt: skip
+    return Wedding(
+        id=m.wedding_id,
+        name=m.name,
+        date=m.date,
+        timezone=m.timezone,
+        status=m.status,
+        role=m.role,
+        created_at=m.created_at,
+        hot_days=m.hot_days,
+    )
 
 
 class WeddingController(Controller):
@@ -55,20 +62,35 @@ class WeddingController(Controller):
 
     @post("", summary="Create a wedding; the caller becomes its couple member", status_code=201)
     async def create(
-        self, data: WeddingCreate, identity: Identity, conns: Connections, auth: AuthContext,
+        self,
+        data: WeddingCreate,
+        identity: Identity,
+        conns: Connections,
+        auth: AuthContext,
         request: Request[Any, Any, Any],
-    ) -> Wedding:  # fmt: skip
+    ) -> Wedding:
         _check_timezone(data.timezone)
         # read before the wedding exists: none of its events can be at or below this seq
         events_from = (await conns.js.stream_info(EVENTS.name)).state.last_seq
         async with conns.pool.acquire() as conn, conn.transaction():
             m = await store.create(
-                conn, name=data.name, date=data.date, timezone=data.timezone,
-                creator=identity.user_id, display_name=identity.name,
-                email=auth.cipher.seal(identity.email), events_from=events_from,
-            )  # fmt: skip
-            await audit.record(conn, m.wedding_id, identity.user_id, "wedding_created",
-                               client_ip(request), name=data.name)  # fmt: skip
+                conn,
+                name=data.name,
+                date=data.date,
+                timezone=data.timezone,
+                creator=identity.user_id,
+                display_name=identity.name,
+                email=auth.cipher.seal(identity.email),
+                events_from=events_from,
+            )
+            await audit.record(
+                conn,
+                m.wedding_id,
+                identity.user_id,
+                "wedding_created",
+                client_ip(request),
+                name=data.name,
+            )
         return _wedding(m)
 
     @get("/{wedding_id:uuid}", summary="A wedding the caller is a member of")
@@ -77,9 +99,13 @@ class WeddingController(Controller):
 
     @patch("/{wedding_id:uuid}", summary="Change name, date, time zone, status or hot_days")
     async def change(
-        self, wedding_id: uuid.UUID, data: WeddingPatch, identity: Identity, conns: Connections,
+        self,
+        wedding_id: uuid.UUID,
+        data: WeddingPatch,
+        identity: Identity,
+        conns: Connections,
         request: Request[Any, Any, Any],
-    ) -> Wedding:  # fmt: skip
+    ) -> Wedding:
         ip = client_ip(request)
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         if "timezone" in changes:
@@ -101,8 +127,14 @@ class WeddingController(Controller):
                     del changes["status"]
                 await store.update(conn, wedding_id, changes)
                 if changes:
-                    await audit.record(conn, wedding_id, identity.user_id, "wedding_changed", ip,
-                                       **{k: str(v) for k, v in changes.items()})  # fmt: skip
+                    await audit.record(
+                        conn,
+                        wedding_id,
+                        identity.user_id,
+                        "wedding_changed",
+                        ip,
+                        **{k: str(v) for k, v in changes.items()},
+                    )
                 updated = await store.membership(conn, wedding_id, identity.user_id)
         assert updated is not None
         if "status" in changes:  # open sockets: read-only (completed) or closed (cancelled)
@@ -111,18 +143,28 @@ class WeddingController(Controller):
 
     @get("/{wedding_id:uuid}/members", summary="Members; contact details for couple/planner only")
     async def list_members(
-        self, wedding_id: uuid.UUID, identity: Identity, member: Membership, db: Pooled,
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
         auth: AuthContext,
-    ) -> list[Member]:  # fmt: skip
+    ) -> list[Member]:
         rows = await store.members(db, wedding_id)
         admin = member.role in (Role.COUPLE, Role.PLANNER)
         return [_member(r, auth, contacts=admin or r["user_id"] == identity.user_id) for r in rows]
 
     @put("/{wedding_id:uuid}/members/{user_id:str}", summary="Add a member or change their role")
     async def put_member(
-        self, wedding_id: uuid.UUID, user_id: str, data: MemberPut, identity: Identity,
-        conns: Connections, auth: AuthContext, request: Request[Any, Any, Any],
-    ) -> Member:  # fmt: skip
+        self,
+        wedding_id: uuid.UUID,
+        user_id: str,
+        data: MemberPut,
+        identity: Identity,
+        conns: Connections,
+        auth: AuthContext,
+        request: Request[Any, Any, Any],
+    ) -> Member:
         ip = client_ip(request)
         if not user_id or len(user_id) > 128:
             raise Invalid("user id must be 1-128 characters")
@@ -135,20 +177,32 @@ class WeddingController(Controller):
             await _guard_couple(conn, m, identity, ip, target, new_role=data.role)
             async with conn.transaction():
                 created = await store.upsert_member(
-                    conn, wedding_id, user_id, role=data.role, display_name=data.display_name,
-                    email=auth.cipher.seal(data.email), phone=auth.cipher.seal(data.phone),
+                    conn,
+                    wedding_id,
+                    user_id,
+                    role=data.role,
+                    display_name=data.display_name,
+                    email=auth.cipher.seal(data.email),
+                    phone=auth.cipher.seal(data.phone),
                     actor=identity.user_id,
-                )  # fmt: skip
+                )
                 before = None if target is None else target["role"]
                 action = "member_added" if created else "member_changed"
                 hooks = []
                 if data.role not in ADMINS:  # a webhook acts with its owner's authority
                     why = "owner_lost_permission"
                     hooks = await disable_webhooks_of(conn, wedding_id, user_id, why)
-                await audit.record(conn, wedding_id, identity.user_id, action, ip,
-                                   member=user_id, role=data.role.value,
-                                   previous_role=before,
-                                   webhooks_disabled=[str(h) for h in hooks])  # fmt: skip
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    action,
+                    ip,
+                    member=user_id,
+                    role=data.role.value,
+                    previous_role=before,
+                    webhooks_disabled=[str(h) for h in hooks],
+                )
                 row = await store.member(conn, wedding_id, user_id)
         assert row is not None
         if before is not None and before != data.role.value:
@@ -157,9 +211,13 @@ class WeddingController(Controller):
 
     @delete("/{wedding_id:uuid}/members/{user_id:str}", summary="Remove a member", status_code=204)
     async def remove_member(
-        self, wedding_id: uuid.UUID, user_id: str, identity: Identity, conns: Connections,
+        self,
+        wedding_id: uuid.UUID,
+        user_id: str,
+        identity: Identity,
+        conns: Connections,
         request: Request[Any, Any, Any],
-    ) -> None:  # fmt: skip
+    ) -> None:
         ip = client_ip(request)
         async with conns.pool.acquire() as conn:
             m = await require_member(conn, wedding_id, identity)
@@ -172,20 +230,32 @@ class WeddingController(Controller):
                 await store.delete_member(conn, wedding_id, user_id)
                 ended = await session_store.end(conn, wedding_id, user_id, "member_removed")
                 hooks = await disable_webhooks_of(conn, wedding_id, user_id, "owner_removed")
-                await audit.record(conn, wedding_id, identity.user_id, "member_removed", ip,
-                                   member=user_id, role=target["role"],
-                                   sessions_ended=len(ended),
-                                   webhooks_disabled=[str(h) for h in hooks])  # fmt: skip
+                await audit.record(
+                    conn,
+                    wedding_id,
+                    identity.user_id,
+                    "member_removed",
+                    ip,
+                    member=user_id,
+                    role=target["role"],
+                    sessions_ended=len(ended),
+                    webhooks_disabled=[str(h) for h in hooks],
+                )
         await control.role_changed(conns.nc, wedding_id, user_id, None)
         await control.sessions_ended(conns.nc, wedding_id, ended)
 
     @get("/{wedding_id:uuid}/audit", summary="Audit log, newest first (couple and planner)")
     async def audit_log(
-        self, wedding_id: uuid.UUID, identity: Identity, member: Membership, db: Pooled,
-        auth: AuthContext, request: Request[Any, Any, Any],
+        self,
+        wedding_id: uuid.UUID,
+        identity: Identity,
+        member: Membership,
+        db: Pooled,
+        auth: AuthContext,
+        request: Request[Any, Any, Any],
         before: int | None = Parameter(default=None, ge=1, le=INT64_MAX),
         limit: int = Parameter(default=50, ge=1, le=500),
-    ) -> AuditPage:  # fmt: skip
+    ) -> AuditPage:
         await require_role(db, member, identity, client_ip(request), "read_audit_log")
         rows = await audit.page(db, wedding_id, before=before, limit=limit + 1)
         contacts = auth.contacts
@@ -208,8 +278,15 @@ async def _guard_couple(
         new_role == Role.COUPLE
     )
     if touches_couple and m.role != Role.COUPLE:
-        await audit.record(conn, m.wedding_id, who.user_id, "permission_denied", ip,
-                           attempted="change_couple", role=m.role.value)  # fmt: skip
+        await audit.record(
+            conn,
+            m.wedding_id,
+            who.user_id,
+            "permission_denied",
+            ip,
+            attempted="change_couple",
+            role=m.role.value,
+        )
         raise Forbidden("only the couple may add, remove or demote a couple member")
     losing_couple = (
         target is not None and target["role"] == Role.COUPLE.value and (new_role != Role.COUPLE)
@@ -220,8 +297,10 @@ async def _guard_couple(
 
 def _member(r: Any, auth: AuthContext, *, contacts: bool) -> Member:
     return Member(
-        user_id=r["user_id"], role=Role(r["role"]), display_name=r["display_name"],
+        user_id=r["user_id"],
+        role=Role(r["role"]),
+        display_name=r["display_name"],
         email=auth.cipher.open(r["email_enc"]) if contacts else None,
         phone=auth.cipher.open(r["phone_enc"]) if contacts else None,
         added_at=r["added_at"],
-    )  # fmt: skip
+    )

@@ -30,9 +30,17 @@ class Membership:
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Membership:
-        return cls(r["id"], r["name"], r["date"], r["timezone"], WeddingStatus(r["status"]),
-                   r["created_at"], Role(r["role"]), r.get("display_name"),
-                   r.get("hot_days"))  # fmt: skip
+        return cls(
+            r["id"],
+            r["name"],
+            r["date"],
+            r["timezone"],
+            WeddingStatus(r["status"]),
+            r["created_at"],
+            Role(r["role"]),
+            r.get("display_name"),
+            r.get("hot_days"),
+        )
 
 
 _MEMBERSHIP = """SELECT w.id, w.name, w.date, w.timezone, w.status, w.created_at, m.role,
@@ -47,22 +55,37 @@ async def membership(conn: Conn, wedding_id: uuid.UUID, user_id: str) -> Members
 
 
 async def create(
-    conn: Conn, *, name: str, date: dt.date, timezone: str, creator: str,
-    display_name: str | None, email: bytes | None, events_from: int | None = None,
-) -> Membership:  # fmt: skip
+    conn: Conn,
+    *,
+    name: str,
+    date: dt.date,
+    timezone: str,
+    creator: str,
+    display_name: str | None,
+    email: bytes | None,
+    events_from: int | None = None,
+) -> Membership:
     wedding_id = uuid.uuid4()
     # a new wedding is its own scope: the rest of the caller's transaction is in it (RLS)
     await scope.enter(conn, wedding_id)
     await conn.execute(
         "INSERT INTO weddings (id, name, date, timezone, created_by, events_from) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
-        wedding_id, name, date, timezone, creator, events_from,
-    )  # fmt: skip
+        wedding_id,
+        name,
+        date,
+        timezone,
+        creator,
+        events_from,
+    )
     await conn.execute(
         """INSERT INTO wedding_members (wedding_id, user_id, role, display_name, email_enc,
                                         added_by) VALUES ($1, $2, 'couple', $3, $4, $2)""",
-        wedding_id, creator, display_name, email,
-    )  # fmt: skip
+        wedding_id,
+        creator,
+        display_name,
+        email,
+    )
     found = await membership(conn, wedding_id, creator)
     assert found is not None
     return found
@@ -74,8 +97,9 @@ async def update(conn: Conn, wedding_id: uuid.UUID, changes: dict[str, Any]) -> 
     cols = ", ".join(f"{k} = ${i}" for i, k in enumerate(changes, start=2))
     await conn.execute(
         f"UPDATE weddings SET {cols}, updated_at = now() WHERE id = $1",
-        wedding_id, *changes.values(),
-    )  # fmt: skip
+        wedding_id,
+        *changes.values(),
+    )
 
 
 async def member(conn: Conn, wedding_id: uuid.UUID, user_id: str) -> asyncpg.Record | None:
@@ -94,15 +118,23 @@ async def members(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Record]:
 async def count_role(conn: Conn, wedding_id: uuid.UUID, role: Role) -> int:
     n: int = await conn.fetchval(
         "SELECT count(*) FROM wedding_members WHERE wedding_id = $1 AND role = $2",
-        wedding_id, role.value,
-    )  # fmt: skip
+        wedding_id,
+        role.value,
+    )
     return n
 
 
 async def upsert_member(
-    conn: Conn, wedding_id: uuid.UUID, user_id: str, *, role: Role, display_name: str | None,
-    email: bytes | None, phone: bytes | None, actor: str,
-) -> bool:  # fmt: skip
+    conn: Conn,
+    wedding_id: uuid.UUID,
+    user_id: str,
+    *,
+    role: Role,
+    display_name: str | None,
+    email: bytes | None,
+    phone: bytes | None,
+    actor: str,
+) -> bool:
     """Insert or update; True if the member is new."""
     inserted: bool = await conn.fetchval(
         """INSERT INTO wedding_members AS m
@@ -115,8 +147,14 @@ async def upsert_member(
                phone_enc = COALESCE(EXCLUDED.phone_enc, m.phone_enc),
                updated_at = now()
            RETURNING (xmax = 0)""",
-        wedding_id, user_id, role.value, display_name, email, phone, actor,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        role.value,
+        display_name,
+        email,
+        phone,
+        actor,
+    )
     return inserted
 
 

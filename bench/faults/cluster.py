@@ -135,10 +135,10 @@ class ClusterServices:
                         me = peers.get(node)
                         views[name] = (info.cluster.leader, me)
                 done = len(views) == len(names) and all(
-                    leader == node or (me is not None and me.current and not me.offline
-                                       and not me.lag)
+                    leader == node
+                    or (me is not None and me.current and not me.offline and not me.lag)
                     for leader, me in views.values()
-                )  # fmt: skip
+                )
                 if done:
                     return views
                 if time.monotonic() > deadline:

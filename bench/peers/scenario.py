@@ -43,8 +43,9 @@ TARGETS = ("wedsync", "python-socketio", "node")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     fanout.load_arguments(p)
     p.set_defaults(gateways=1)
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help=f"comma separated, of {', '.join(TARGETS)}")  # fmt: skip
+    p.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma separated, of {', '.join(TARGETS)}"
+    )
 
 
 class Skipped(Exception):
@@ -69,8 +70,9 @@ async def _wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float
 
 @contextlib.asynccontextmanager
 async def _server(cmd: list[str], port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(*cmd, preexec_fn=raise_fd_limit,
-                                                stdout=asyncio.subprocess.DEVNULL)  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, preexec_fn=raise_fd_limit, stdout=asyncio.subprocess.DEVNULL
+    )
     try:
         await _wait_port(port, proc, 60)
         yield proc
@@ -92,8 +94,15 @@ async def npm_install() -> str:
     if not (NODE_DIR / "node_modules" / "socket.io" / "package.json").exists():
         print("npm install (socket.io) into bench/peers/node ...", file=sys.stderr, flush=True)
         proc = await asyncio.create_subprocess_exec(
-            npm, "install", "--no-audit", "--no-fund", "--loglevel=error", cwd=NODE_DIR,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            cwd=NODE_DIR,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), 300)
         except TimeoutError:
@@ -106,8 +115,11 @@ async def npm_install() -> str:
 
 def peer_seats(url: str, args: argparse.Namespace) -> list[Seat]:
     """socket.io has no accounts: a seat is a room name and a socket."""
-    return [Seat(url, f"room-{r}", f"u{r}-{m}", "")
-            for r in range(args.rooms) for m in range(args.members)]  # fmt: skip
+    return [
+        Seat(url, f"room-{r}", f"u{r}-{m}", "")
+        for r in range(args.rooms)
+        for m in range(args.members)
+    ]
 
 
 async def _run_target(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], PoolResult]:
@@ -152,21 +164,28 @@ async def run(args: argparse.Namespace) -> Path:
         except Skipped as exc:
             print(f"peers: {name} skipped: {exc}", file=sys.stderr, flush=True)
             skipped[name] = str(exc)
-    versions = {"python-socketio": _version("python-socketio"),
-                "socket.io (node)": _node_version()}  # fmt: skip
+    versions = {"python-socketio": _version("python-socketio"), "socket.io (node)": _node_version()}
     out: dict[str, Any] = {
-        "scenario": "peers", "config": fanout.config(args), "versions": versions,
-        "targets": results, "skipped": skipped,
-        "ratios": {name: ratios(results["wedsync"], r) for name, r in results.items()
-                   if name != "wedsync" and "wedsync" in results},
-    }  # fmt: skip
+        "scenario": "peers",
+        "config": fanout.config(args),
+        "versions": versions,
+        "targets": results,
+        "skipped": skipped,
+        "ratios": {
+            name: ratios(results["wedsync"], r)
+            for name, r in results.items()
+            if name != "wedsync" and "wedsync" in results
+        },
+    }
     figure = Figure(
         f"peers: {args.rooms} rooms x {args.members}, {args.rate:g} msg/s per member",
         latency={name: r.delivery for name, r in runs.items()},
-        timeline={f"{name} delivered": [float(v) for v in r.timeline.get("delivered", [])]
-                  for name, r in runs.items()},
+        timeline={
+            f"{name} delivered": [float(v) for v in r.timeline.get("delivered", [])]
+            for name, r in runs.items()
+        },
         timeline_xlabel="seconds since the target's start",
-    )  # fmt: skip
+    )
     return write(args.out, "peers", out, figure)
 
 

@@ -38,8 +38,15 @@ async def disconnect(sid: str, *_: Any) -> None:
 
 def main() -> None:
     port = int(sys.argv[1])
-    uvicorn.run(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="warning",
-                ws_per_message_deflate=False, ws_max_size=1024 * 1024, lifespan="off")  # fmt: skip
+    uvicorn.run(
+        socketio.ASGIApp(sio),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_per_message_deflate=False,
+        ws_max_size=1024 * 1024,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

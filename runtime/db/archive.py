@@ -62,9 +62,13 @@ def partition_name(month: dt.date) -> str:
 async def ensure_partitions(conn: Conn, stored: list[dt.datetime]) -> None:
     """Create the monthly partitions ``stored`` times fall in (UTC months)."""
     months = {_month(t.astimezone(dt.UTC)) for t in stored}
-    have = {r["relname"] for r in await conn.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'event_archive'::regclass")}  # fmt: skip
+    have = {
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'event_archive'::regclass"
+        )
+    }
     missing = [m for m in sorted(months) if partition_name(m) not in have]
     if not missing:
         return
@@ -84,9 +88,12 @@ async def insert(conn: Conn, rows: list[Archived]) -> int:
            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
                                 $5::bytea[])
            ON CONFLICT DO NOTHING""",
-        [r.wedding_id for r in rows], [r.seq for r in rows], [r.channel for r in rows],
-        [r.stored_at for r in rows], [r.data for r in rows],
-    )  # fmt: skip
+        [r.wedding_id for r in rows],
+        [r.seq for r in rows],
+        [r.channel for r in rows],
+        [r.stored_at for r in rows],
+        [r.data for r in rows],
+    )
     return int(status.rsplit(" ", 1)[1])
 
 
@@ -94,8 +101,9 @@ async def count_held(conn: Conn, wedding_id: uuid.UUID, seqs: list[int]) -> int:
     """How many of these seqs of the wedding the archive holds."""
     n = await conn.fetchval(
         "SELECT count(*) FROM event_archive WHERE wedding_id = $1 AND seq = ANY($2::bigint[])",
-        wedding_id, seqs,
-    )  # fmt: skip
+        wedding_id,
+        seqs,
+    )
     return int(n)
 
 
@@ -110,8 +118,11 @@ async def advance(
                last_seq = greatest(archive_marks.last_seq, EXCLUDED.last_seq),
                archived = archive_marks.archived + EXCLUDED.archived,
                updated_at = now()""",
-        wedding_id, purged_upto, last_seq, moved,
-    )  # fmt: skip
+        wedding_id,
+        purged_upto,
+        last_seq,
+        moved,
+    )
 
 
 async def marks(conn: Conn, wedding_id: uuid.UUID) -> Marks:
@@ -129,6 +140,9 @@ async def between(
     rows = await conn.fetch(
         """SELECT seq, channel, data FROM event_archive
            WHERE wedding_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4""",
-        wedding_id, after_seq, upto, limit,
-    )  # fmt: skip
+        wedding_id,
+        after_seq,
+        upto,
+        limit,
+    )
     return [(r["seq"], r["channel"], bytes(r["data"])) for r in rows]

@@ -19,8 +19,12 @@ async def record(
 ) -> None:
     await conn.execute(
         "INSERT INTO audit_log (wedding_id, actor, action, ip, details) VALUES ($1,$2,$3,$4,$5)",
-        wedding_id, actor, action, ip, json.dumps(details),
-    )  # fmt: skip
+        wedding_id,
+        actor,
+        action,
+        ip,
+        json.dumps(details),
+    )
 
 
 async def page(
@@ -30,6 +34,8 @@ async def page(
         """SELECT id, actor, action, host(ip) AS ip, at, details FROM audit_log
            WHERE wedding_id = $1 AND ($2::bigint IS NULL OR id < $2)
            ORDER BY id DESC LIMIT $3""",
-        wedding_id, before, limit,
-    )  # fmt: skip
+        wedding_id,
+        before,
+        limit,
+    )
     return [dict(r) | {"details": json.loads(r["details"])} for r in rows]

@@ -64,8 +64,10 @@ async def migrate(conn: Conn) -> list[int]:
                        checksum   text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch(
-            "SELECT version, checksum FROM schema_migrations")}  # fmt: skip
+        done = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for mg in shipped_migrations():
             if mg.version in done:
                 if done[mg.version] != mg.checksum:
@@ -77,8 +79,10 @@ async def migrate(conn: Conn) -> list[int]:
                 await conn.execute(mg.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    mg.version, mg.name, mg.checksum,
-                )  # fmt: skip
+                    mg.version,
+                    mg.name,
+                    mg.checksum,
+                )
             log.info("applied migration %04d_%s", mg.version, mg.name)
             applied.append(mg.version)
     finally:

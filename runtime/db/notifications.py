@@ -27,11 +27,19 @@ _NOTE = """id, wedding_id, category, title, body, event_id, event_type, event_se
 
 def _note(r: asyncpg.Record) -> Notification:
     return Notification(
-        id=r["id"], wedding_id=r["wedding_id"], category=Category(r["category"]),
-        title=r["title"], body=r["body"], event_id=r["event_id"], event_type=r["event_type"],
-        event_seq=r["event_seq"], data=json.loads(r["data"]), created_at=r["created_at"],
-        read_at=r["read_at"], acknowledged_at=r["acknowledged_at"],
-    )  # fmt: skip
+        id=r["id"],
+        wedding_id=r["wedding_id"],
+        category=Category(r["category"]),
+        title=r["title"],
+        body=r["body"],
+        event_id=r["event_id"],
+        event_type=r["event_type"],
+        event_seq=r["event_seq"],
+        data=json.loads(r["data"]),
+        created_at=r["created_at"],
+        read_at=r["read_at"],
+        acknowledged_at=r["acknowledged_at"],
+    )
 
 
 async def inbox(
@@ -43,13 +51,17 @@ async def inbox(
             WHERE user_id = $1 AND ($2::uuid IS NULL OR wedding_id = $2)
             ORDER BY (read_at IS NULL) DESC, created_at DESC, id
             OFFSET $3 LIMIT $4""",
-        user_id, wedding_id, offset, limit,
-    )  # fmt: skip
+        user_id,
+        wedding_id,
+        offset,
+        limit,
+    )
     unread = await conn.fetchval(
         """SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL
            AND ($2::uuid IS NULL OR wedding_id = $2)""",
-        user_id, wedding_id,
-    )  # fmt: skip
+        user_id,
+        wedding_id,
+    )
     return [_note(r) for r in rows], int(unread)
 
 
@@ -57,8 +69,10 @@ async def mark_read(conn: Conn, user_id: str, nid: uuid.UUID, at: dt.datetime) -
     done = await conn.fetchval(
         """UPDATE notifications SET read_at = coalesce(read_at, $3)
            WHERE id = $1 AND user_id = $2 RETURNING true""",
-        nid, user_id, at,
-    )  # fmt: skip
+        nid,
+        user_id,
+        at,
+    )
     return bool(done)
 
 
@@ -70,24 +84,29 @@ async def acknowledge(
         f"""UPDATE notifications SET read_at = coalesce(read_at, $3),
                                      acknowledged_at = coalesce(acknowledged_at, $3)
             WHERE id = $1 AND user_id = $2 RETURNING {_NOTE}""",
-        nid, user_id, at,
-    )  # fmt: skip
+        nid,
+        user_id,
+        at,
+    )
     if row is None:
         return None
     if row["category"] == Category.EMERGENCY:
         await conn.execute(
             """UPDATE escalations SET acknowledged_at = $2, acknowledged_by = $3
                WHERE event_id = $1 AND acknowledged_at IS NULL""",
-            row["event_id"], at, user_id,
-        )  # fmt: skip
+            row["event_id"],
+            at,
+            user_id,
+        )
     return _note(row)
 
 
 async def preferences(conn: Conn, wedding_id: uuid.UUID, user_id: str) -> Preferences:
     raw = await conn.fetchval(
         "SELECT prefs FROM notification_preferences WHERE wedding_id = $1 AND user_id = $2",
-        wedding_id, user_id,
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+    )
     return Preferences() if raw is None else msgspec.json.decode(raw, type=Preferences)
 
 
@@ -98,8 +117,10 @@ async def save_preferences(
         """INSERT INTO notification_preferences (wedding_id, user_id, prefs)
            VALUES ($1, $2, $3::jsonb)
            ON CONFLICT (wedding_id, user_id) DO UPDATE SET prefs = $3::jsonb, updated_at = now()""",
-        wedding_id, user_id, msgspec.json.encode(prefs).decode(),
-    )  # fmt: skip
+        wedding_id,
+        user_id,
+        msgspec.json.encode(prefs).decode(),
+    )
 
 
 async def add_push_subscription(
@@ -113,8 +134,12 @@ async def add_push_subscription(
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = $4, auth = $5
            RETURNING id, endpoint, created_at""",
-        uuid.uuid4(), user_id, endpoint, p256dh, auth,
-    )  # fmt: skip
+        uuid.uuid4(),
+        user_id,
+        endpoint,
+        p256dh,
+        auth,
+    )
     assert row is not None
     out: asyncpg.Record = row
     return out
@@ -123,8 +148,9 @@ async def add_push_subscription(
 async def delete_push_subscription(conn: Conn, user_id: str, sid: uuid.UUID) -> bool:
     done = await conn.fetchval(
         "DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2 RETURNING true",
-        sid, user_id,
-    )  # fmt: skip
+        sid,
+        user_id,
+    )
     return bool(done)
 
 
@@ -140,15 +166,24 @@ async def deliveries(
            FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
            WHERE d.wedding_id = $1 AND ($2::bigint IS NULL OR d.id < $2)
            GROUP BY d.id ORDER BY d.id DESC LIMIT $3""",
-        wedding_id, before, limit,
-    )  # fmt: skip
+        wedding_id,
+        before,
+        limit,
+    )
     return [
         DeliveryLog(
-            id=r["id"], channel=Medium(r["channel"]), category=r["category"],
-            user_id=r["user_id"], webhook_id=r["webhook_id"], event_id=r["event_id"],
-            status=r["status"], reason=r["reason"],
+            id=r["id"],
+            channel=Medium(r["channel"]),
+            category=r["category"],
+            user_id=r["user_id"],
+            webhook_id=r["webhook_id"],
+            event_id=r["event_id"],
+            status=r["status"],
+            reason=r["reason"],
             attempts=msgspec.json.decode(r["attempts"], type=list[DeliveryAttempt]),
-            created_at=r["created_at"], due_at=r["due_at"], sent_at=r["sent_at"],
+            created_at=r["created_at"],
+            due_at=r["due_at"],
+            sent_at=r["sent_at"],
         )
         for r in rows
     ]

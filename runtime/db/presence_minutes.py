@@ -81,8 +81,10 @@ async def daily(
            LEFT JOIN wedding_members m ON m.wedding_id = p.wedding_id AND m.user_id = p.user_id
            WHERE p.wedding_id = $1 AND p.day BETWEEN $2 AND $3
            ORDER BY p.day, p.user_id""",
-        wedding_id, first, last,
-    )  # fmt: skip
+        wedding_id,
+        first,
+        last,
+    )
     return [
         DayMinutes(r["day"], r["user_id"], r["display_name"], r["role"], r["present"], r["active"])
         for r in rows

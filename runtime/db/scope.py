@@ -38,8 +38,10 @@ class Scope:
     @property
     def settings(self) -> tuple[str, str]:
         """(``wedsync.wedding_id``, ``wedsync.scope``) as the policies read them."""
-        return ("" if self.wedding_id is None else str(self.wedding_id),
-                "" if self.system is None else "system")  # fmt: skip
+        return (
+            "" if self.wedding_id is None else str(self.wedding_id),
+            "" if self.system is None else "system",
+        )
 
 
 _current: ContextVar[Scope | None] = ContextVar("wedsync_db_scope", default=None)

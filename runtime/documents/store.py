@@ -28,8 +28,17 @@ class DocumentRow:
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> DocumentRow:
-        return cls(r["id"], r["wedding_id"], r["name"], r["owner_id"], r["shared"],
-                   r["created_by"], r["created_at"], r["head_seq"], r["snapshot_seq"])  # fmt: skip
+        return cls(
+            r["id"],
+            r["wedding_id"],
+            r["name"],
+            r["owner_id"],
+            r["shared"],
+            r["created_by"],
+            r["created_at"],
+            r["head_seq"],
+            r["snapshot_seq"],
+        )
 
 
 _COLUMNS = "id, wedding_id, name, owner_id, shared, created_by, created_at, head_seq, snapshot_seq"
@@ -41,8 +50,12 @@ async def create(conn: Conn, wedding_id: uuid.UUID, name: str, by: str) -> Docum
         f"""INSERT INTO documents (id, wedding_id, name, owner_id, created_by)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (wedding_id, name) DO NOTHING
             RETURNING {_COLUMNS}""",
-        uuid.uuid4(), wedding_id, name, owner_of(name), by,
-    )  # fmt: skip
+        uuid.uuid4(),
+        wedding_id,
+        name,
+        owner_of(name),
+        by,
+    )
     return None if row is None else DocumentRow.from_row(row)
 
 
@@ -82,8 +95,9 @@ async def latest_snapshot(conn: Conn, document_id: uuid.UUID) -> tuple[int, byte
 async def snapshot_at(conn: Conn, document_id: uuid.UUID, seq: int) -> bytes | None:
     state: bytes | None = await conn.fetchval(
         "SELECT state FROM document_snapshots WHERE document_id = $1 AND seq = $2",
-        document_id, seq,
-    )  # fmt: skip
+        document_id,
+        seq,
+    )
     return state
 
 
@@ -99,8 +113,10 @@ async def versions(
            WHERE s.document_id = $1 GROUP BY s.seq, s.created_at ORDER BY s.seq""",
         document_id,
     )
-    return [(int(r["seq"]), r["created_at"], msgspec.json.decode(r["authors"], type=dict[str, int]))
-            for r in rows]  # fmt: skip
+    return [
+        (int(r["seq"]), r["created_at"], msgspec.json.decode(r["authors"], type=dict[str, int]))
+        for r in rows
+    ]
 
 
 # -- GDPR (app/documents/privacy.py) ---------------------------------------------------------
@@ -143,10 +159,10 @@ async def mark_head(conn: Conn, document_id: uuid.UUID, seq: int) -> bool:
     """The worker saw update ``seq`` of the document (idempotent); False: no such document
     (deleted with its wedding)."""
     status: str = await conn.execute(
-        "UPDATE documents SET head_seq = GREATEST(head_seq, $2), updated_at = now() "
-        "WHERE id = $1",
-        document_id, seq,
-    )  # fmt: skip
+        "UPDATE documents SET head_seq = GREATEST(head_seq, $2), updated_at = now() WHERE id = $1",
+        document_id,
+        seq,
+    )
     return status != "UPDATE 0"
 
 
@@ -159,8 +175,10 @@ async def due(conn: Conn, quiet: float, max_behind: int, limit: int) -> list[Doc
               AND (updated_at < now() - make_interval(secs => $1)
                    OR head_seq - snapshot_seq >= $2)
             ORDER BY updated_at LIMIT $3""",
-        quiet, max_behind, limit,
-    )  # fmt: skip
+        quiet,
+        max_behind,
+        limit,
+    )
     return [DocumentRow.from_row(r) for r in rows]
 
 
@@ -171,14 +189,17 @@ async def save_snapshot(
     False: nothing written."""
     moved: str = await conn.execute(
         "UPDATE documents SET snapshot_seq = $2 WHERE id = $1 AND snapshot_seq < $2",
-        document_id, seq,
-    )  # fmt: skip
+        document_id,
+        seq,
+    )
     if moved == "UPDATE 0":
         return False
     await conn.execute(
         "INSERT INTO document_snapshots (document_id, seq, state) VALUES ($1, $2, $3)",
-        document_id, seq, state,
-    )  # fmt: skip
+        document_id,
+        seq,
+        state,
+    )
     await conn.executemany(
         "INSERT INTO document_authors (document_id, seq, user_id, updates) VALUES ($1, $2, $3, $4)",
         [(document_id, seq, user, n) for user, n in authors.items()],

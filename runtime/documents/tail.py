@@ -57,11 +57,14 @@ async def fold(
         return out
     queue: asyncio.Queue[Msg] = asyncio.Queue(_PAGE)
     sub = await js.subscribe(
-        document_subject(row.wedding_id, row.id), stream=DOCUMENTS.name, ordered_consumer=True,
+        document_subject(row.wedding_id, row.id),
+        stream=DOCUMENTS.name,
+        ordered_consumer=True,
         cb=queue.put,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                              opt_start_seq=seq + 1),
-    )  # fmt: skip
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
+        ),
+    )
     try:
         while out.seq < last:
             try:

@@ -23,19 +23,26 @@ def record_key(wedding_id: str, connection_id: str) -> str:
     return f"{wedding_id}.{connection_id}"
 
 
-
 async def publish_log(
     js: JetStreamContext, kind: str, record: Record, revision: int, last_seen: float
 ) -> None:
     """The durable ``presence.joined``/``presence.left`` event (stored once per revision)."""
     event = PresenceLogEvent(
-        type=f"presence.{kind}", wedding_id=record.wedding_id, user_id=record.user_id,
-        role=record.role, connection_id=record.connection_id, at=time.time(),
+        type=f"presence.{kind}",
+        wedding_id=record.wedding_id,
+        user_id=record.user_id,
+        role=record.role,
+        connection_id=record.connection_id,
+        at=time.time(),
         last_seen=last_seen,
-    )  # fmt: skip
+    )
     msg_id = f"{record_key(record.wedding_id, record.connection_id)}:{kind}:{revision}"
-    await js.publish(presence_subject(record.wedding_id, kind), _encode.encode(event),
-                     stream=PRESENCE_LOG.name, headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+    await js.publish(
+        presence_subject(record.wedding_id, kind),
+        _encode.encode(event),
+        stream=PRESENCE_LOG.name,
+        headers={"Nats-Msg-Id": msg_id},
+    )
 
 
 async def expire(js: JetStreamContext, kv: KeyValue, key: str, revision: int) -> bool:

@@ -55,9 +55,17 @@ OUTPUTS: tuple[Any, ...] = (
     Access,
 )
 ENUMS: tuple[Any, ...] = (
-    Role, Channel, WeddingStatus, state.EntityKind, state.Op, presence.Status,
-    notifications.Category, state.VendorStatus, state.Rsvp, protocol.SignalKind,
-)  # fmt: skip
+    Role,
+    Channel,
+    WeddingStatus,
+    state.EntityKind,
+    state.Op,
+    presence.Status,
+    notifications.Category,
+    state.VendorStatus,
+    state.Rsvp,
+    protocol.SignalKind,
+)
 UNIONS = {
     "ClientFrame": [c.__name__ for c in INPUTS[:6]],
     "ServerFrame": [c.__name__ for c in OUTPUTS[:11]],
@@ -109,8 +117,16 @@ def _description(schema: Schema) -> list[str]:
     return [re.sub(r":\w+:`", "`", line.replace("``", "`")) for line in text.splitlines()]
 
 
-_LIMITS = ("minLength", "maxLength", "pattern", "format", "minimum", "maximum", "maxItems",
-           "minItems")  # fmt: skip
+_LIMITS = (
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "maxItems",
+    "minItems",
+)
 
 
 def _limits(schema: Schema) -> list[str]:

@@ -27,11 +27,17 @@ def _event(type_: str, kind: str, eid: str, version: int, fields: dict[str, Any]
         "type": type_,
         "channel": kind,
         "actor": {"user_id": "u1", "role": "planner"},
-        "data": {"entity": kind, "entity_id": eid, "version": version,
-                 "fields": fields, "changed": sorted(fields), "cause": "change",
-                 "change": {"id": f"c{version}", "seq": version, "by": "u1"}},
+        "data": {
+            "entity": kind,
+            "entity_id": eid,
+            "version": version,
+            "fields": fields,
+            "changed": sorted(fields),
+            "cause": "change",
+            "change": {"id": f"c{version}", "seq": version, "by": "u1"},
+        },
         "ts": 1_800_000_000.0 + version,
-    }  # fmt: skip
+    }
 
 
 def created(kind: str, eid: str, version: int, **fields: Any) -> Any:
@@ -47,18 +53,33 @@ def deleted(kind: str, eid: str, version: int) -> Any:
 
 
 def chat(text: str) -> Any:
-    return {"id": f"m-{text}", "type": "message", "channel": "chat",
-            "actor": {"user_id": "u2", "role": "couple"}, "data": {"text": text},
-            "ts": 1_800_000_000.0}  # fmt: skip
+    return {
+        "id": f"m-{text}",
+        "type": "message",
+        "channel": "chat",
+        "actor": {"user_id": "u2", "role": "couple"},
+        "data": {"text": text},
+        "ts": 1_800_000_000.0,
+    }
 
 
 def rejected(kind: str, eid: str) -> Any:
-    return {"id": f"r-{eid}", "type": "conflict.rejected", "channel": kind,
-            "actor": {"user_id": "u1", "role": "planner"},
-            "data": {"entity": kind, "entity_id": eid, "reason": "stale", "message": "stale",
-                     "fields": ["title"], "current": None, "change": {"id": "x", "seq": 1,
-                                                                      "by": "u1"}},
-            "ts": 1_800_000_000.0}  # fmt: skip
+    return {
+        "id": f"r-{eid}",
+        "type": "conflict.rejected",
+        "channel": kind,
+        "actor": {"user_id": "u1", "role": "planner"},
+        "data": {
+            "entity": kind,
+            "entity_id": eid,
+            "reason": "stale",
+            "message": "stale",
+            "fields": ["title"],
+            "current": None,
+            "change": {"id": "x", "seq": 1, "by": "u1"},
+        },
+        "ts": 1_800_000_000.0,
+    }
 
 
 def _task(title: str, done: bool = False) -> dict[str, Any]:
@@ -72,35 +93,97 @@ def _snapshot() -> State:
 def _cases() -> list[tuple[str, State, Tombstones, list[Any]]]:
     t = "tasks"
     return [
-        ("create then update", {}, {}, [
-            created(t, "t1", 1, **_task("a")), updated(t, "t1", 2, **_task("b", True))]),
-        ("a duplicate is skipped", {}, {}, [
-            created(t, "t1", 1, **_task("a")), updated(t, "t1", 2, **_task("b")),
-            updated(t, "t1", 2, **_task("duplicate"))]),
-        ("an older version is skipped", {}, {}, [
-            created(t, "t1", 1, **_task("a")), updated(t, "t1", 3, **_task("c")),
-            updated(t, "t1", 2, **_task("b"))]),
-        ("events in the loaded snapshot are skipped", _snapshot(), {}, [
-            updated(t, "t1", 2, **_task("old")), updated(t, "t1", 3, **_task("same")),
-            updated(t, "t1", 4, **_task("new"))]),
-        ("delete leaves a tombstone", {}, {}, [
-            created(t, "t1", 1, **_task("a")), deleted(t, "t1", 2)]),
-        ("an update at or below the tombstone stays deleted", {}, {}, [
-            created(t, "t1", 1, **_task("a")), deleted(t, "t1", 3),
-            updated(t, "t1", 2, **_task("late")), updated(t, "t1", 3, **_task("late"))]),
-        ("an event above the tombstone brings it back whole", {}, {}, [
-            created(t, "t1", 1, **_task("a")), deleted(t, "t1", 2),
-            updated(t, "t1", 3, **_task("back"))]),
-        ("a known tombstone skips a replayed create", {}, {(t, "t1"): 2}, [
-            created(t, "t1", 1, **_task("a")), created(t, "t1", 3, **_task("b"))]),
+        (
+            "create then update",
+            {},
+            {},
+            [created(t, "t1", 1, **_task("a")), updated(t, "t1", 2, **_task("b", True))],
+        ),
+        (
+            "a duplicate is skipped",
+            {},
+            {},
+            [
+                created(t, "t1", 1, **_task("a")),
+                updated(t, "t1", 2, **_task("b")),
+                updated(t, "t1", 2, **_task("duplicate")),
+            ],
+        ),
+        (
+            "an older version is skipped",
+            {},
+            {},
+            [
+                created(t, "t1", 1, **_task("a")),
+                updated(t, "t1", 3, **_task("c")),
+                updated(t, "t1", 2, **_task("b")),
+            ],
+        ),
+        (
+            "events in the loaded snapshot are skipped",
+            _snapshot(),
+            {},
+            [
+                updated(t, "t1", 2, **_task("old")),
+                updated(t, "t1", 3, **_task("same")),
+                updated(t, "t1", 4, **_task("new")),
+            ],
+        ),
+        (
+            "delete leaves a tombstone",
+            {},
+            {},
+            [created(t, "t1", 1, **_task("a")), deleted(t, "t1", 2)],
+        ),
+        (
+            "an update at or below the tombstone stays deleted",
+            {},
+            {},
+            [
+                created(t, "t1", 1, **_task("a")),
+                deleted(t, "t1", 3),
+                updated(t, "t1", 2, **_task("late")),
+                updated(t, "t1", 3, **_task("late")),
+            ],
+        ),
+        (
+            "an event above the tombstone brings it back whole",
+            {},
+            {},
+            [
+                created(t, "t1", 1, **_task("a")),
+                deleted(t, "t1", 2),
+                updated(t, "t1", 3, **_task("back")),
+            ],
+        ),
+        (
+            "a known tombstone skips a replayed create",
+            {},
+            {(t, "t1"): 2},
+            [created(t, "t1", 1, **_task("a")), created(t, "t1", 3, **_task("b"))],
+        ),
         ("deleting an unknown entity", {}, {}, [deleted("guests", "g9", 4)]),
-        ("other events change nothing, but an entity event creates its kind", {}, {}, [
-            chat("hello"), rejected(t, "t1"), deleted("budget", "b1", 1),
-            updated("budget", "b1", 1, category="x", estimated=1)]),
-        ("fields are replaced, never merged", {}, {}, [
-            created("guests", "g1", 1, name="Ann", rsvp="pending", plus_ones=1),
-            updated("guests", "g1", 2, name="Ann", rsvp="yes")]),
-    ]  # fmt: skip
+        (
+            "other events change nothing, but an entity event creates its kind",
+            {},
+            {},
+            [
+                chat("hello"),
+                rejected(t, "t1"),
+                deleted("budget", "b1", 1),
+                updated("budget", "b1", 1, category="x", estimated=1),
+            ],
+        ),
+        (
+            "fields are replaced, never merged",
+            {},
+            {},
+            [
+                created("guests", "g1", 1, name="Ann", rsvp="pending", plus_ones=1),
+                updated("guests", "g1", 2, name="Ann", rsvp="yes"),
+            ],
+        ),
+    ]
 
 
 def _random_history(rng: random.Random, length: int) -> list[Any]:

@@ -26,9 +26,13 @@ from tests.kits.world import World, connect, recv_type, send
 from workers.notifications import Dispatcher, Escalator, Planner
 from workers.runner import ConsumerRunner
 
-VAPID_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-).decode()
+VAPID_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    .decode()
+)
 
 
 class Clock:
@@ -44,59 +48,90 @@ class Clock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-def notify_settings(settings: Settings, smtp: SmtpServer, http: HttpProviders,
-                    **changes: Any) -> NotifySettings:  # fmt: skip
+def notify_settings(
+    settings: Settings, smtp: SmtpServer, http: HttpProviders, **changes: Any
+) -> NotifySettings:
     return dataclasses.replace(
-        settings.notify, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False,
-        sms_base_url=http.base, sms_account_sid="AC123", sms_auth_token="token",
-        sms_from="+15550000000", vapid_private_key=VAPID_PEM, **changes,
-    )  # fmt: skip
+        settings.notify,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        smtp_starttls=False,
+        sms_base_url=http.base,
+        sms_account_sid="AC123",
+        sms_auth_token="token",
+        sms_from="+15550000000",
+        vapid_private_key=VAPID_PEM,
+        **changes,
+    )
 
 
 @contextlib.asynccontextmanager
 async def notifier(
-    conns: Connections, settings: Settings, n: NotifySettings, wedding: str, clock: Clock,
+    conns: Connections,
+    settings: Settings,
+    n: NotifySettings,
+    wedding: str,
+    clock: Clock,
     presence: PresenceTable | None = None,
-) -> AsyncIterator[Dispatcher]:  # fmt: skip
+) -> AsyncIterator[Dispatcher]:
     """Planner (a consumer of this wedding's events only), dispatcher and escalator."""
-    spec = ConsumerSpec(durable=f"notify-{uuid.uuid4().hex[:10]}", stream=EVENTS.name,
-                        filter_subjects=(wedding_wildcard(wedding),))  # fmt: skip
+    spec = ConsumerSpec(
+        durable=f"notify-{uuid.uuid4().hex[:10]}",
+        stream=EVENTS.name,
+        filter_subjects=(wedding_wildcard(wedding),),
+    )
     assert settings.auth.data_key
-    worker = WorkerSettings(max_deliveries=3, retry_base_delay=0.2, retry_max_delay=2,
-                            ack_wait=10, batch=16)  # fmt: skip
+    worker = WorkerSettings(
+        max_deliveries=3, retry_base_delay=0.2, retry_max_delay=2, ack_wait=10, batch=16
+    )
     try:
         async with (
             ConsumerRunner(conns.js, conns.pool, spec, Planner(n, presence, clock), worker),
-            Dispatcher(conns.pool, conns.nc, conns.js, n, ContactCipher(settings.auth.data_key),
-                       clock, poll=0.05) as dispatcher,
+            Dispatcher(
+                conns.pool,
+                conns.nc,
+                conns.js,
+                n,
+                ContactCipher(settings.auth.data_key),
+                clock,
+                poll=0.05,
+            ) as dispatcher,
             Escalator(conns.pool, n, clock, every=0.05),
-        ):  # fmt: skip
+        ):
             yield dispatcher
     finally:
         with contextlib.suppress(Exception):
             await conns.js.delete_consumer(EVENTS.name, spec.durable)
 
 
-async def add_member(world: World, role: str, *, email: str | None = None,
-                     phone: str | None = None, name: str | None = None) -> str:  # fmt: skip
+async def add_member(
+    world: World,
+    role: str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    name: str | None = None,
+) -> str:
     user = f"{role}-{uuid.uuid4().hex[:8]}"
     body = {"role": role, "email": email, "phone": phone, "display_name": name}
     async with httpx.AsyncClient(base_url=world.base) as c:
-        r = await c.put(f"/api/weddings/{world.wedding}/members/{user}",
-                        headers=world.auth(world.couple),
-                        json={k: v for k, v in body.items() if v is not None})  # fmt: skip
+        r = await c.put(
+            f"/api/weddings/{world.wedding}/members/{user}",
+            headers=world.auth(world.couple),
+            json={k: v for k, v in body.items() if v is not None},
+        )
         assert r.status_code == 200, r.text
     return user
 
 
-async def say(world: World, user: str, channel: str, data: dict[str, Any],
-              base: str | None = None) -> int:  # fmt: skip
+async def say(
+    world: World, user: str, channel: str, data: dict[str, Any], base: str | None = None
+) -> int:
     """``user`` sends one message frame; its seq once acked."""
     token = await world.join(user)
     async with await connect(base or world.base, world.wedding, token) as ws:
         await recv_type(ws, "welcome")
-        await send(ws, type="message", id="m-" + uuid.uuid4().hex[:8], channel=channel,
-                   data=data)  # fmt: skip
+        await send(ws, type="message", id="m-" + uuid.uuid4().hex[:8], channel=channel, data=data)
         ack = await recv_type(ws, "ack")
     seq: int = ack["seq"]
     return seq
@@ -112,7 +147,9 @@ async def deliveries(conns: Connections, wedding: str) -> list[dict[str, Any]]:
         rows = await conn.fetch(
             """SELECT id, key, channel, category, user_id, status, reason, attempts, due_at,
                       webhook_id, event_id
-               FROM deliveries WHERE wedding_id = $1 ORDER BY id""", uuid.UUID(wedding))  # fmt: skip
+               FROM deliveries WHERE wedding_id = $1 ORDER BY id""",
+            uuid.UUID(wedding),
+        )
     return [dict(r) for r in rows]
 
 

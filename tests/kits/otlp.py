@@ -66,15 +66,22 @@ class Collector:
             res = {a.key: _value(a.value) for a in rs.resource.attributes}
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    self.spans.append(ReceivedSpan(
-                        service=str(res.get("service.name", "")),
-                        instance=str(res.get("service.instance.id", "")),
-                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
-                        parent_id=s.parent_span_id.hex(), name=s.name, kind=int(s.kind),
-                        attributes={a.key: _value(a.value) for a in s.attributes},
-                    ))  # fmt: skip
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")  # fmt: skip
+                    self.spans.append(
+                        ReceivedSpan(
+                            service=str(res.get("service.name", "")),
+                            instance=str(res.get("service.instance.id", "")),
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_id=s.parent_span_id.hex(),
+                            name=s.name,
+                            kind=int(s.kind),
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                        )
+                    )
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
 
 
 @contextlib.asynccontextmanager

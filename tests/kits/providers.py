@@ -104,8 +104,9 @@ class HttpProviders:
     async def _sms(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.sms.append(Recorded(request.path, dict(request.headers), b"", form))
-        return web.json_response({"sid": "SM" + os.urandom(8).hex(), "status": "queued"},
-                                 status=201)  # fmt: skip
+        return web.json_response(
+            {"sid": "SM" + os.urandom(8).hex(), "status": "queued"}, status=201
+        )
 
     async def _webhook(self, request: web.Request) -> web.Response:
         self.webhooks.append(Recorded(request.path, dict(request.headers), await request.read()))
@@ -146,16 +147,20 @@ class Browser:
 
     def subscription(self) -> dict[str, Any]:
         public = self._key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)  # fmt: skip
-        return {"endpoint": self.endpoint,
-                "keys": {"p256dh": b64url(public), "auth": b64url(self._auth)}}  # fmt: skip
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return {
+            "endpoint": self.endpoint,
+            "keys": {"p256dh": b64url(public), "auth": b64url(self._auth)},
+        }
 
     def received(self) -> list[dict[str, Any]]:
         out = []
         for r in self.providers.pushes:
             if r.path == f"/push/{self.name}":
-                plain = http_ece.decrypt(r.body, private_key=self._key, auth_secret=self._auth,
-                                         version="aes128gcm")  # fmt: skip
+                plain = http_ece.decrypt(
+                    r.body, private_key=self._key, auth_secret=self._auth, version="aes128gcm"
+                )
                 out.append(json.loads(plain))
         return out
 
@@ -170,8 +175,11 @@ async def providers() -> AsyncIterator[tuple[SmtpServer, HttpProviders]]:
 def provider_env(smtp: SmtpServer, http: HttpProviders) -> dict[str, str]:
     """Environment pointing a worker process at these servers."""
     return {
-        "WEDSYNC_SMTP_HOST": "127.0.0.1", "WEDSYNC_SMTP_PORT": str(smtp.port),
-        "WEDSYNC_SMTP_STARTTLS": "false", "WEDSYNC_SMS_BASE_URL": http.base,
-        "WEDSYNC_SMS_ACCOUNT_SID": "AC123", "WEDSYNC_SMS_AUTH_TOKEN": "token",
+        "WEDSYNC_SMTP_HOST": "127.0.0.1",
+        "WEDSYNC_SMTP_PORT": str(smtp.port),
+        "WEDSYNC_SMTP_STARTTLS": "false",
+        "WEDSYNC_SMS_BASE_URL": http.base,
+        "WEDSYNC_SMS_ACCOUNT_SID": "AC123",
+        "WEDSYNC_SMS_AUTH_TOKEN": "token",
         "WEDSYNC_SMS_FROM": "+15550000000",
-    }  # fmt: skip
+    }

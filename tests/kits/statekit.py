@@ -31,12 +31,24 @@ class Member:
         self.sent: list[str] = []  # client ids of the change frames sent, in order
         self.outcomes: set[tuple[str, str]] = set()  # (author, client id): outcome arrived
 
-    async def change(self, entity: str, entity_id: str, op: str, fields: dict[str, Any] | None = None,
-                     base: int | None = None, cid: str | None = None) -> str:  # fmt: skip
+    async def change(
+        self,
+        entity: str,
+        entity_id: str,
+        op: str,
+        fields: dict[str, Any] | None = None,
+        base: int | None = None,
+        cid: str | None = None,
+    ) -> str:
         """Send a change frame; its client id."""
         cid = cid or uuid.uuid4().hex[:12]
-        frame: dict[str, Any] = {"id": cid, "entity": entity, "entity_id": entity_id, "op": op,
-                                 "base_version": base}  # fmt: skip
+        frame: dict[str, Any] = {
+            "id": cid,
+            "entity": entity,
+            "entity_id": entity_id,
+            "op": op,
+            "base_version": base,
+        }
         if fields:
             frame["fields"] = fields
         await send(self.ws, type="change", **frame)
@@ -86,16 +98,20 @@ class Member:
 
     @staticmethod
     def matches(e: dict[str, Any], type_: str, cid: str | None, data: dict[str, Any]) -> bool:
-        return (e.get("type") == type_ and all(e["data"].get(k) == v for k, v in data.items())
-                and (cid is None or (e["data"].get("change") or {}).get("id") == cid))  # fmt: skip
+        return (
+            e.get("type") == type_
+            and all(e["data"].get(k) == v for k, v in data.items())
+            and (cid is None or (e["data"].get("change") or {}).get("id") == cid)
+        )
 
     def seen(self, type_: str, cid: str | None = None, **data: Any) -> list[dict[str, Any]]:
         """Events received so far of ``type_`` whose data has these values (and, given
         ``cid``, that name the change with that client id)."""
         return [e for e in self.events if self.matches(e, type_, cid, data)]
 
-    async def expect(self, type_: str, cid: str | None = None, timeout: float = 15,
-                     **data: Any) -> dict[str, Any]:  # fmt: skip
+    async def expect(
+        self, type_: str, cid: str | None = None, timeout: float = 15, **data: Any
+    ) -> dict[str, Any]:
         """Like :meth:`event`, but an event received earlier (while waiting for an ack,
         say) counts too."""
         found = self.seen(type_, cid, **data)
@@ -107,8 +123,11 @@ class Member:
         """Read until every change this member sent was refused at the edge, or was acked
         and its outcome (an event naming it) has arrived."""
         deadline = time.monotonic() + timeout
-        while pending := [c for c in self.sent if c not in self.errors and (
-                c not in self.acks or (self.user, c) not in self.outcomes)]:  # fmt: skip
+        while pending := [
+            c
+            for c in self.sent
+            if c not in self.errors and (c not in self.acks or (self.user, c) not in self.outcomes)
+        ]:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{self.user}: no outcome for {pending}")
@@ -152,9 +171,11 @@ async def stored_entities(conns: Connections, wedding: str) -> dict[str, Any]:
             """SELECT kind, entity_id, version, fields::text AS fields FROM entities
                WHERE wedding_id = $1 AND NOT deleted""",
             uuid.UUID(wedding),
-        )  # fmt: skip
+        )
     out: dict[str, Any] = {}
     for r in rows:
         out.setdefault(r["kind"], {})[r["entity_id"]] = {
-            "version": r["version"], "fields": json.loads(r["fields"])}  # fmt: skip
+            "version": r["version"],
+            "fields": json.loads(r["fields"]),
+        }
     return out

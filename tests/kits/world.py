@@ -29,8 +29,11 @@ T = TypeVar("T")
 
 # the suite sends fast from one connection (and reads its acks only afterwards, so queues
 # must absorb a burst on a loaded 2-core machine); modules override what they probe
-FAST_SENDERS = {"WEDSYNC_WS_RATE": "100000", "WEDSYNC_WS_BURST": "100000",
-                "WEDSYNC_WS_QUEUE": "8192"}  # fmt: skip
+FAST_SENDERS = {
+    "WEDSYNC_WS_RATE": "100000",
+    "WEDSYNC_WS_BURST": "100000",
+    "WEDSYNC_WS_QUEUE": "8192",
+}
 
 
 @contextlib.asynccontextmanager
@@ -49,10 +52,19 @@ async def gateway_processes(
     readers = []
     for _ in range(count):
         port = free_port()
-        child_env = {**os.environ, **settings.to_env(), "WEDSYNC_PORT": str(port),
-                     "WEDSYNC_LOG_LEVEL": "WARNING", **FAST_SENDERS, **(env or {})}  # fmt: skip
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wedsync.cli", "api", env=child_env, stdout=out, stderr=err))  # fmt: skip
+        child_env = {
+            **os.environ,
+            **settings.to_env(),
+            "WEDSYNC_PORT": str(port),
+            "WEDSYNC_LOG_LEVEL": "WARNING",
+            **FAST_SENDERS,
+            **(env or {}),
+        }
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "wedsync.cli", "api", env=child_env, stdout=out, stderr=err
+            )
+        )
         urls.append(f"http://127.0.0.1:{port}")
         if output is not None:
             readers.append(asyncio.create_task(_collect(procs[-1], output)))
@@ -105,10 +117,10 @@ async def worker_process(
     settings: Settings, name: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`wedsync worker NAME` on the session's services, stopped afterwards."""
-    child_env = {**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING",
-                 **(env or {})}  # fmt: skip
+    child_env = {**os.environ, **settings.to_env(), "WEDSYNC_LOG_LEVEL": "WARNING", **(env or {})}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wedsync.cli", "worker", name, env=child_env)  # fmt: skip
+        sys.executable, "-m", "wedsync.cli", "worker", name, env=child_env
+    )
     try:
         yield proc
     finally:
@@ -170,15 +182,19 @@ class World:
     async def add(self, role: str) -> str:
         user = f"{role}-{uuid.uuid4().hex[:8]}"
         async with httpx.AsyncClient(base_url=self.base) as c:
-            r = await c.put(f"/api/weddings/{self.wedding}/members/{user}",
-                            headers=self.auth(self.couple), json={"role": role})  # fmt: skip
+            r = await c.put(
+                f"/api/weddings/{self.wedding}/members/{user}",
+                headers=self.auth(self.couple),
+                json={"role": role},
+            )
             assert r.status_code == 200, r.text
         return user
 
     async def remove(self, user: str) -> None:
         async with httpx.AsyncClient(base_url=self.base) as c:
-            r = await c.delete(f"/api/weddings/{self.wedding}/members/{user}",
-                               headers=self.auth(self.couple))  # fmt: skip
+            r = await c.delete(
+                f"/api/weddings/{self.wedding}/members/{user}", headers=self.auth(self.couple)
+            )
             assert r.status_code == 204
 
     async def join(self, user: str) -> str:

@@ -35,8 +35,9 @@ def server_url(base: str, wedding: str) -> str:
 class YClient:
     """``async with YClient(base, wedding, name, token) as c``: synced once entered."""
 
-    def __init__(self, base: str, wedding: str, name: str, token: str,
-                 doc: Doc[Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, base: str, wedding: str, name: str, token: str, doc: Doc[Any] | None = None
+    ) -> None:
         self.url = f"{server_url(base, wedding)}/{name}"
         self.token = token
         self.doc: Doc[Any] = doc if doc is not None else Doc()
@@ -121,6 +122,7 @@ class YClient:
 
     async def until(self, check: Any, timeout: float = 10) -> None:
         """Wait until ``check()`` holds, woken by each message received."""
+
         async def wait() -> None:
             while not check():
                 self.changed.clear()
@@ -134,11 +136,15 @@ class YClient:
 
 async def create_document(world: World, user: str, name: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        return await c.post(f"/api/weddings/{world.wedding}/documents",
-                            headers=world.auth(user), json={"name": name})  # fmt: skip
+        return await c.post(
+            f"/api/weddings/{world.wedding}/documents",
+            headers=world.auth(user),
+            json={"name": name},
+        )
 
 
 async def api(world: World, user: str, method: str, path: str, **kw: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=world.base) as c:
-        return await c.request(method, f"/api/weddings/{world.wedding}/documents{path}",
-                               headers=world.auth(user), **kw)  # fmt: skip
+        return await c.request(
+            method, f"/api/weddings/{world.wedding}/documents{path}", headers=world.auth(user), **kw
+        )

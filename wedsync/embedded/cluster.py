@@ -47,13 +47,17 @@ class NatsCluster:
                     host=host,
                     port=free_port(host),
                     extra_args=[
-                        "--server_name", name,
-                        "--cluster_name", CLUSTER_NAME,
-                        "--cluster", f"nats://{host}:{routes[i]}",
-                        "--routes", others,
+                        "--server_name",
+                        name,
+                        "--cluster_name",
+                        CLUSTER_NAME,
+                        "--cluster",
+                        f"nats://{host}:{routes[i]}",
+                        "--routes",
+                        others,
                     ],
                 )
-            )  # fmt: skip
+            )
 
     @property
     def url(self) -> str:

@@ -63,14 +63,19 @@ class EmbeddedNats(EmbeddedServer):
             self.port = free_port(self.host)
         args = [
             nats_server_binary(),
-            "--addr", self.host,
-            "--port", str(self.port),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
             "--jetstream",
-            "--store_dir", str(self.root / "jetstream"),
-            "--pid", str(pid_file),
-            "--log", str(log),
+            "--store_dir",
+            str(self.root / "jetstream"),
+            "--pid",
+            str(pid_file),
+            "--log",
+            str(log),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
         self._proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.DEVNULL,

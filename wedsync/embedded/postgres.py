@@ -95,14 +95,16 @@ class EmbeddedPostgres(EmbeddedServer):
         try:
             args = [
                 str(postgres_bin_dir() / "initdb"),
-                "-D", str(self.pgdata),
-                "-U", "postgres",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
                 "--auth=scram-sha-256",
                 f"--pwfile={tmp_pw}",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-instructions",
-            ]  # fmt: skip
+            ]
             run_as = self._run_as()
             await asyncio.to_thread(
                 lambda: subprocess.run(args, check=True, capture_output=True, **run_as)
@@ -132,19 +134,25 @@ class EmbeddedPostgres(EmbeddedServer):
         with log.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 str(postgres_bin_dir() / "postgres"),
-                "-D", str(self.pgdata),
-                "-h", self.host,
-                "-p", str(self.port),
-                "-k", "",
-                "-c", "max_connections=300",
-                "-c", "shared_buffers=128MB",
+                "-D",
+                str(self.pgdata),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-k",
+                "",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=128MB",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
                 preexec_fn=die_with_parent(signal.SIGINT),
                 start_new_session=True,
                 **self._run_as(),
-            )  # fmt: skip
+            )
         await wait_for_log(
             self._proc, log, offset, "database system is ready to accept connections", 60
         )
@@ -161,9 +169,12 @@ class EmbeddedPostgres(EmbeddedServer):
 
     async def _ensure_database(self) -> None:
         conn = await asyncpg.connect(
-            host=self.host, port=self.port, user="postgres", password=self._password,
+            host=self.host,
+            port=self.port,
+            user="postgres",
+            password=self._password,
             database="postgres",
-        )  # fmt: skip
+        )
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
             if not exists:

@@ -58,8 +58,10 @@ class Policy(Enum):
 
 def policy(kind: EntityKind, name: str, status: WeddingStatus) -> Policy:
     """The one table of field policies."""
-    if kind is EntityKind.TIMELINE and name in ("start", "end") and (
-        status is WeddingStatus.WEDDING_DAY
+    if (
+        kind is EntityKind.TIMELINE
+        and name in ("start", "end")
+        and (status is WeddingStatus.WEDDING_DAY)
     ):
         return Policy.REJECT  # on the day, nobody silently overwrites a time someone moved
     return Policy.LAST_WRITER_WINS
@@ -72,9 +74,14 @@ class Rules:
 
 
 def apply_change(
-    change: ChangeRequest, seq: int, view: View, status: WeddingStatus, rules: Rules,
-    *, approved: bool = False,
-) -> Outcome:  # fmt: skip
+    change: ChangeRequest,
+    seq: int,
+    view: View,
+    status: WeddingStatus,
+    rules: Rules,
+    *,
+    approved: bool = False,
+) -> Outcome:
     """The outcome of the change stored at ``seq`` of the changes stream."""
     cur = view.get(change.entity, change.entity_id)
     if is_scoped(change.actor.role, change.entity) and (why := _out_of_scope(change, cur)):
@@ -85,8 +92,9 @@ def apply_change(
             why = "deleted" if cur.deleted else "exists"
             return reject(change, seq, why, f"{change.entity_id} {why} already", cur)
     elif cur is None:
-        return reject(change, seq, "not_found", f"no {change.entity.value} {change.entity_id}",
-                       None)  # fmt: skip
+        return reject(
+            change, seq, "not_found", f"no {change.entity.value} {change.entity_id}", None
+        )
     elif cur.deleted:
         return reject(change, seq, "deleted", "it was deleted", cur)
     if change.op is Op.DELETE:
@@ -106,22 +114,37 @@ def apply_change(
 
 
 def _upsert(
-    change: ChangeRequest, seq: int, cur: Entity | None, view: View, status: WeddingStatus,
-    rules: Rules, approved: bool,
-) -> Outcome:  # fmt: skip
+    change: ChangeRequest,
+    seq: int,
+    cur: Entity | None,
+    view: View,
+    status: WeddingStatus,
+    rules: Rules,
+    approved: bool,
+) -> Outcome:
     user = change.actor.user_id
     stale: list[str] = []
     if cur is not None:
         base = change.base_version
         if base is None or base > cur.version:
-            return reject(change, seq, "invalid",
-                           f"base_version must be at most {cur.version}", cur)  # fmt: skip
-        stale = [f for f, v in change.fields.items()
-                 if cur.field_versions.get(f, 0) > base and cur.fields.get(f) != v]  # fmt: skip
+            return reject(
+                change, seq, "invalid", f"base_version must be at most {cur.version}", cur
+            )
+        stale = [
+            f
+            for f, v in change.fields.items()
+            if cur.field_versions.get(f, 0) > base and cur.fields.get(f) != v
+        ]
         refused = [f for f in stale if policy(change.entity, f, status) is Policy.REJECT]
         if refused:
-            return reject(change, seq, "stale", f"{', '.join(refused)} changed meanwhile; "
-                           "rebase on the current version", cur, refused)  # fmt: skip
+            return reject(
+                change,
+                seq,
+                "stale",
+                f"{', '.join(refused)} changed meanwhile; rebase on the current version",
+                cur,
+                refused,
+            )
     before = {} if cur is None else dict(cur.fields)
     fields = {**before, **change.fields}
     if change.entity is EntityKind.TIMELINE:
@@ -136,28 +159,42 @@ def _upsert(
     changed = [f for f in fields if f not in before or before[f] != fields[f]]
     version = 1 if cur is None else cur.version + 1
     new = Entity(
-        change.entity, change.entity_id, version, False, fields,
+        change.entity,
+        change.entity_id,
+        version,
+        False,
+        fields,
         {} if cur is None else dict(cur.field_versions),
         {} if cur is None else dict(cur.field_authors),
-        user if cur is None else cur.created_by, user,
-    )  # fmt: skip
+        user if cur is None else cur.created_by,
+        user,
+    )
     for f in changed:
         new.field_versions[f], new.field_authors[f] = version, user
     out = Outcome()
     out.writes[(new.kind, new.entity_id)] = new
     kind = "entity.created" if cur is None else "entity.updated"
     out.events.append(entity_event(kind, new, change, seq, "change", changed, before))
-    out.audits.append(Audit(new, change.op.value, {f: before.get(f) for f in changed},
-                            {f: fields[f] for f in changed}))  # fmt: skip
+    out.audits.append(
+        Audit(
+            new,
+            change.op.value,
+            {f: before.get(f) for f in changed},
+            {f: fields[f] for f in changed},
+        )
+    )
     scope = scope_data(change.entity, before, fields)
     for f in stale:  # last writer wins: tell the overwritten author
         assert cur is not None
         resolved = {
-            "entity": change.entity.value, "entity_id": change.entity_id, "field": f,
-            "version": version, "winner": {"user_id": user, "value": fields[f]},
+            "entity": change.entity.value,
+            "entity_id": change.entity_id,
+            "field": f,
+            "version": version,
+            "winner": {"user_id": user, "value": fields[f]},
             "overwritten": {"user_id": cur.field_authors.get(f), "value": before.get(f)},
             "change": {"id": change.client_id, "seq": seq, "by": user},
-        }  # fmt: skip
+        }
         if scope is not None:
             resolved["scope"] = scope
         out.events.append(Emit("conflict.resolved", CHANNEL_OF[change.entity], resolved))
@@ -230,19 +267,35 @@ def held_for_approval(change: ChangeRequest, seq: int, rules: Rules, amounts: li
     approval_id = str(uuid.uuid5(APPROVAL_NAMESPACE, f"{change.wedding_id}:{seq}"))
     expires = change.ts + rules.approval_ttl
     data = {
-        "approval_id": approval_id, "entity": change.entity.value,
-        "entity_id": change.entity_id, "op": change.op.value, "fields": change.fields,
-        "amounts": amounts, "requested_by": change.actor.user_id, "expires_at": expires,
+        "approval_id": approval_id,
+        "entity": change.entity.value,
+        "entity_id": change.entity_id,
+        "op": change.op.value,
+        "fields": change.fields,
+        "amounts": amounts,
+        "requested_by": change.actor.user_id,
+        "expires_at": expires,
         "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id},
-    }  # fmt: skip
-    return Outcome(events=[Emit("approval.requested", Channel.BUDGET, data)],
-                   approval=PendingApproval(approval_id, change, expires))  # fmt: skip
+    }
+    return Outcome(
+        events=[Emit("approval.requested", Channel.BUDGET, data)],
+        approval=PendingApproval(approval_id, change, expires),
+    )
 
 
-def _wedding_day_guests(change: ChangeRequest, status: WeddingStatus, out: Outcome,
-                        changed: list[str]) -> None:  # fmt: skip
+def _wedding_day_guests(
+    change: ChangeRequest, status: WeddingStatus, out: Outcome, changed: list[str]
+) -> None:
     if change.entity is EntityKind.GUESTS and status is WeddingStatus.WEDDING_DAY:
-        out.events.append(Emit("guests.changed_on_wedding_day", Channel.GUESTS, {
-            "entity_id": change.entity_id, "op": change.op.value, "changed": changed,
-            "by": change.actor.user_id,
-        }))  # fmt: skip
+        out.events.append(
+            Emit(
+                "guests.changed_on_wedding_day",
+                Channel.GUESTS,
+                {
+                    "entity_id": change.entity_id,
+                    "op": change.op.value,
+                    "changed": changed,
+                    "by": change.actor.user_id,
+                },
+            )
+        )

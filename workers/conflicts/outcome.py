@@ -73,30 +73,50 @@ class View:
         return [e for (k, _), e in self.entities.items() if k is kind and not e.deleted]
 
 
-def entity_event(type_: str, e: Entity, change: ChangeRequest, seq: int, cause: str,
-                  changed: list[str], was: dict[str, Any] | None = None) -> Emit:  # fmt: skip
+def entity_event(
+    type_: str,
+    e: Entity,
+    change: ChangeRequest,
+    seq: int,
+    cause: str,
+    changed: list[str],
+    was: dict[str, Any] | None = None,
+) -> Emit:
     """``was``: the fields before (for the record-level scope of kinds that have one)."""
     data: dict[str, Any] = {
-        "entity": e.kind.value, "entity_id": e.entity_id, "version": e.version,
-        "fields": {} if e.deleted else e.fields, "changed": changed,
-        "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id}, "cause": cause,
-    }  # fmt: skip
+        "entity": e.kind.value,
+        "entity_id": e.entity_id,
+        "version": e.version,
+        "fields": {} if e.deleted else e.fields,
+        "changed": changed,
+        "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id},
+        "cause": cause,
+    }
     scope = scope_data(e.kind, was, None if e.deleted else e.fields)
     if scope is not None:
         data["scope"] = scope
     return Emit(type_, CHANNEL_OF[e.kind], data)
 
 
-def reject(change: ChangeRequest, seq: int, reason: str, message: str,
-            current: Entity | None, fields: list[str] | None = None) -> Outcome:  # fmt: skip
+def reject(
+    change: ChangeRequest,
+    seq: int,
+    reason: str,
+    message: str,
+    current: Entity | None,
+    fields: list[str] | None = None,
+) -> Outcome:
     data: dict[str, Any] = {
-        "entity": change.entity.value, "entity_id": change.entity_id, "reason": reason,
-        "message": message, "change": {"id": change.client_id, "seq": seq,
-                                       "by": change.actor.user_id},
+        "entity": change.entity.value,
+        "entity_id": change.entity_id,
+        "reason": reason,
+        "message": message,
+        "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id},
         "fields": fields or sorted(change.fields),
-        "current": None if current is None or current.deleted
+        "current": None
+        if current is None or current.deleted
         else {"version": current.version, "fields": current.fields},
-    }  # fmt: skip
+    }
     now = None if current is None else current.fields
     scope = scope_data(change.entity, now, now)
     if scope is not None:

@@ -36,9 +36,17 @@ async def lock_wedding(conn: Conn, wedding_id: uuid.UUID) -> WeddingStatus | Non
 
 
 def _entity(r: Any) -> Entity:
-    return Entity(EntityKind(r["kind"]), r["entity_id"], r["version"], r["deleted"],
-                  json.loads(r["fields"]), json.loads(r["field_versions"]),
-                  json.loads(r["field_authors"]), r["created_by"], r["updated_by"])  # fmt: skip
+    return Entity(
+        EntityKind(r["kind"]),
+        r["entity_id"],
+        r["version"],
+        r["deleted"],
+        json.loads(r["fields"]),
+        json.loads(r["field_versions"]),
+        json.loads(r["field_authors"]),
+        r["created_by"],
+        r["updated_by"],
+    )
 
 
 async def load(conn: Conn, wedding_id: uuid.UUID, change: ChangeRequest) -> list[Entity]:
@@ -47,13 +55,16 @@ async def load(conn: Conn, wedding_id: uuid.UUID, change: ChangeRequest) -> list
         # ordered: the outcome (and so each event's dedup id) must not depend on row order
         rows = await conn.fetch(
             "SELECT * FROM entities WHERE wedding_id = $1 AND kind = $2 ORDER BY entity_id",
-            wedding_id, change.entity.value,
-        )  # fmt: skip
+            wedding_id,
+            change.entity.value,
+        )
     else:
         rows = await conn.fetch(
             "SELECT * FROM entities WHERE wedding_id = $1 AND kind = $2 AND entity_id = $3",
-            wedding_id, change.entity.value, change.entity_id,
-        )  # fmt: skip
+            wedding_id,
+            change.entity.value,
+            change.entity_id,
+        )
     return [_entity(r) for r in rows]
 
 
@@ -68,19 +79,45 @@ async def save(conn: Conn, wedding_id: uuid.UUID, out: Outcome, change_seq: int)
                  fields = EXCLUDED.fields, field_versions = EXCLUDED.field_versions,
                  field_authors = EXCLUDED.field_authors, updated_by = EXCLUDED.updated_by,
                  updated_at = now()""",
-            [(wedding_id, e.kind.value, e.entity_id, e.version, e.deleted, json.dumps(e.fields),
-              json.dumps(e.field_versions), json.dumps(e.field_authors), e.created_by,
-              e.updated_by) for e in out.writes.values()],
-        )  # fmt: skip
+            [
+                (
+                    wedding_id,
+                    e.kind.value,
+                    e.entity_id,
+                    e.version,
+                    e.deleted,
+                    json.dumps(e.fields),
+                    json.dumps(e.field_versions),
+                    json.dumps(e.field_authors),
+                    e.created_by,
+                    e.updated_by,
+                )
+                for e in out.writes.values()
+            ],
+        )
     if out.audits:
         await conn.executemany(
             """INSERT INTO audit_log (wedding_id, actor, action, details)
                VALUES ($1, $2, 'entity_changed', $3)""",
-            [(wedding_id, a.entity.updated_by, json.dumps({
-                "entity": a.entity.kind.value, "entity_id": a.entity.entity_id, "op": a.op,
-                "version": a.entity.version, "before": a.before, "after": a.after,
-                "change_seq": change_seq})) for a in out.audits],
-        )  # fmt: skip
+            [
+                (
+                    wedding_id,
+                    a.entity.updated_by,
+                    json.dumps(
+                        {
+                            "entity": a.entity.kind.value,
+                            "entity_id": a.entity.entity_id,
+                            "op": a.op,
+                            "version": a.entity.version,
+                            "before": a.before,
+                            "after": a.after,
+                            "change_seq": change_seq,
+                        }
+                    ),
+                )
+                for a in out.audits
+            ],
+        )
     if out.approval is not None:
         await _save_approval(conn, wedding_id, out.approval)
 
@@ -89,14 +126,18 @@ async def _save_approval(conn: Conn, wedding_id: uuid.UUID, a: PendingApproval) 
     await conn.execute(
         """INSERT INTO approvals (id, wedding_id, change, requested_by, requested_at, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        uuid.UUID(a.id), wedding_id, msgspec.json.encode(a.change).decode(),
-        a.change.actor.user_id, dt.datetime.fromtimestamp(a.change.ts, dt.UTC),
+        uuid.UUID(a.id),
+        wedding_id,
+        msgspec.json.encode(a.change).decode(),
+        a.change.actor.user_id,
+        dt.datetime.fromtimestamp(a.change.ts, dt.UTC),
         dt.datetime.fromtimestamp(a.expires_at, dt.UTC),
-    )  # fmt: skip
+    )
 
 
-async def pending_approval(conn: Conn, wedding_id: uuid.UUID,
-                           approval_id: str) -> ChangeRequest | None:  # fmt: skip
+async def pending_approval(
+    conn: Conn, wedding_id: uuid.UUID, approval_id: str
+) -> ChangeRequest | None:
     """The held change of a still-pending approval, locked until commit."""
     try:
         key = uuid.UUID(approval_id)
@@ -105,16 +146,20 @@ async def pending_approval(conn: Conn, wedding_id: uuid.UUID,
     raw = await conn.fetchval(
         """SELECT change FROM approvals WHERE id = $1 AND wedding_id = $2 AND status = 'pending'
            FOR UPDATE""",
-        key, wedding_id,
-    )  # fmt: skip
+        key,
+        wedding_id,
+    )
     return None if raw is None else msgspec.json.decode(raw, type=ChangeRequest)
 
 
 async def decide(conn: Conn, approval_id: str, status: str, by: str, at: float) -> None:
     await conn.execute(
         "UPDATE approvals SET status = $2, decided_by = $3, decided_at = $4 WHERE id = $1",
-        uuid.UUID(approval_id), status, by, dt.datetime.fromtimestamp(at, dt.UTC),
-    )  # fmt: skip
+        uuid.UUID(approval_id),
+        status,
+        by,
+        dt.datetime.fromtimestamp(at, dt.UTC),
+    )
 
 
 async def due_approvals(conn: Conn, now: dt.datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:

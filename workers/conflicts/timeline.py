@@ -53,8 +53,9 @@ def after_timeline_change(
     if "depends_on" in change.fields:
         graph = {i: list(e.fields.get("depends_on") or []) for i, e in items.items()}
         if _cycle(new.entity_id, graph):
-            return reject(change, seq, "cycle", "depends_on would make a cycle", cur,
-                           ["depends_on"])  # fmt: skip
+            return reject(
+                change, seq, "cycle", "depends_on would make a cycle", cur, ["depends_on"]
+            )
     touched = [new]
     if cur is not None and new.fields["start"] != cur.fields["start"]:
         delta = parse_time(new.fields["start"]) - parse_time(cur.fields["start"])
@@ -73,17 +74,25 @@ def after_timeline_change(
                 touched.append(_shift(items, i, delta, change, seq, out))
                 shifted.append(i)
         if shifted:
-            out.events.append(Emit("timeline.cascaded", Channel.TIMELINE, {
-                "entity_id": new.entity_id, "delta_seconds": delta.total_seconds(),
-                "shifted": shifted, "change": {"id": change.client_id, "seq": seq,
-                                               "by": change.actor.user_id},
-            }))  # fmt: skip
+            out.events.append(
+                Emit(
+                    "timeline.cascaded",
+                    Channel.TIMELINE,
+                    {
+                        "entity_id": new.entity_id,
+                        "delta_seconds": delta.total_seconds(),
+                        "shifted": shifted,
+                        "change": {"id": change.client_id, "seq": seq, "by": change.actor.user_id},
+                    },
+                )
+            )
     _double_bookings(touched, items, out)
     return None
 
 
-def _shift(items: dict[str, Entity], i: str, delta: Any, change: ChangeRequest, seq: int,
-           out: Outcome) -> Entity:  # fmt: skip
+def _shift(
+    items: dict[str, Entity], i: str, delta: Any, change: ChangeRequest, seq: int, out: Outcome
+) -> Entity:
     old = items[i]
     e = copy.deepcopy(old)
     e.version += 1
@@ -94,8 +103,14 @@ def _shift(items: dict[str, Entity], i: str, delta: Any, change: ChangeRequest, 
     items[i] = e
     out.writes[(TL, i)] = e
     out.events.append(entity_event("entity.updated", e, change, seq, "cascade", ["start", "end"]))
-    out.audits.append(Audit(e, "cascade", {f: old.fields[f] for f in ("start", "end")},
-                            {f: e.fields[f] for f in ("start", "end")}))  # fmt: skip
+    out.audits.append(
+        Audit(
+            e,
+            "cascade",
+            {f: old.fields[f] for f in ("start", "end")},
+            {f: e.fields[f] for f in ("start", "end")},
+        )
+    )
     return e
 
 
@@ -116,7 +131,14 @@ def _double_bookings(touched: list[Entity], items: dict[str, Entity], out: Outco
                 if (x, y, what) in reported:
                     continue
                 reported.add((x, y, what))
-                out.events.append(Emit("timeline.conflict.detected", Channel.TIMELINE, {
-                    "items": [x, y], "reason": "vendor" if what == "vendor_id" else "location",
-                    what: value,
-                }))  # fmt: skip
+                out.events.append(
+                    Emit(
+                        "timeline.conflict.detected",
+                        Channel.TIMELINE,
+                        {
+                            "items": [x, y],
+                            "reason": "vendor" if what == "vendor_id" else "location",
+                            what: value,
+                        },
+                    )
+                )

@@ -167,8 +167,13 @@ class ApprovalExpiry(Periodic):
     """Publishes an ``expire`` decision for each overdue approval, into the same ordered
     stream as the changes (stored once however many workers notice)."""
 
-    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, settings: ConflictSettings,
-                 every: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        settings: ConflictSettings,
+        every: float = 30.0,
+    ) -> None:
         self.js, self.pool, self.settings, self.every = js, pool, settings, every
         self.name = "approval expiry"
 
@@ -188,7 +193,8 @@ class ApprovalExpiry(Periodic):
             )
             await self.js.publish(
                 change_subject(str(wedding_id), self.settings.partitions),
-                _encode.encode(decision), stream=CHANGES.name,
+                _encode.encode(decision),
+                stream=CHANGES.name,
                 headers={"Nats-Msg-Id": f"expire:{approval_id}"},
-            )  # fmt: skip
+            )
         return len(due)

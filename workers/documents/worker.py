@@ -44,9 +44,15 @@ class HeadHandler:
 
 class Compactor(Periodic):
     def __init__(
-        self, js: JetStreamContext, pool: asyncpg.Pool, *, every: float = 1.0,
-        quiet: float = 1.0, max_behind: int = 200, per_tick: int = 50,
-    ) -> None:  # fmt: skip
+        self,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        *,
+        every: float = 1.0,
+        quiet: float = 1.0,
+        max_behind: int = 200,
+        per_tick: int = 50,
+    ) -> None:
         self.js, self.pool = js, pool
         self.every, self.quiet, self.max_behind, self.per_tick = every, quiet, max_behind, per_tick
         self.name = "document compaction"

@@ -6,5 +6,13 @@ from workers.notifications.escalation import Escalator
 from workers.notifications.planner import Planner, notification_id
 from workers.notifications.rules import RULES, Notice, WeddingContext, notices
 
-__all__ = ["RULES", "Dispatcher", "Escalator", "Notice", "Planner",
-           "WeddingContext", "notices", "notification_id"]  # fmt: skip
+__all__ = [
+    "RULES",
+    "Dispatcher",
+    "Escalator",
+    "Notice",
+    "Planner",
+    "WeddingContext",
+    "notices",
+    "notification_id",
+]

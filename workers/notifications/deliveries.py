@@ -75,20 +75,20 @@ async def release_claims(conn: Conn, owner: int, now: dt.datetime) -> list[async
         """UPDATE deliveries SET status = 'pending', due_at = $2, claimed_by = NULL
            WHERE status = 'sending' AND claimed_by = $1
            RETURNING id, attempts""",
-        owner, now,
-    )  # fmt: skip
+        owner,
+        now,
+    )
 
 
-async def log_attempts(
-    conn: Conn, entries: list[tuple[int, dt.datetime, str, str | None]]
-) -> None:
+async def log_attempts(conn: Conn, entries: list[tuple[int, dt.datetime, str, str | None]]) -> None:
     """Append to each delivery's attempt log, numbered on their own (a replay restarts the
     retry count, never the log)."""
     await conn.executemany(
         """INSERT INTO delivery_attempts (delivery_id, attempt, at, result, error)
            SELECT $1, coalesce(max(attempt), 0) + 1, $2, $3, $4
            FROM delivery_attempts WHERE delivery_id = $1""",
-        entries)  # fmt: skip
+        entries,
+    )
 
 
 async def attempts_logged(conn: Conn, delivery_id: int) -> int:
@@ -103,16 +103,21 @@ async def sent(conn: Conn, ids: list[int], owner: int, at: dt.datetime, ref: str
         """UPDATE deliveries SET status = 'sent', sent_at = $2, provider_ref = $3,
                                  last_error = NULL
            WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-        ids, at, ref, owner,
-    )  # fmt: skip
+        ids,
+        at,
+        ref,
+        owner,
+    )
 
 
 async def skipped(conn: Conn, ids: list[int], owner: int, reason: str | None) -> None:
     await conn.execute(
         """UPDATE deliveries SET status = 'skipped', reason = $2
            WHERE id = ANY($1::bigint[]) AND claimed_by = $3""",
-        ids, reason, owner,
-    )  # fmt: skip
+        ids,
+        reason,
+        owner,
+    )
 
 
 async def retry_at(
@@ -121,8 +126,11 @@ async def retry_at(
     await conn.execute(
         """UPDATE deliveries SET status = 'pending', due_at = $2, last_error = $3
            WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-        ids, due, error, owner,
-    )  # fmt: skip
+        ids,
+        due,
+        error,
+        owner,
+    )
 
 
 async def given_up(conn: Conn, ids: list[int], owner: int, status: str, error: str | None) -> None:
@@ -130,18 +138,21 @@ async def given_up(conn: Conn, ids: list[int], owner: int, status: str, error: s
     await conn.execute(
         """UPDATE deliveries SET status = $2, last_error = $3
            WHERE id = ANY($1::bigint[]) AND claimed_by = $4""",
-        ids, status, error, owner,
-    )  # fmt: skip
+        ids,
+        status,
+        error,
+        owner,
+    )
 
 
-async def disable_webhook(
-    conn: Conn, webhook_id: uuid.UUID, at: dt.datetime, reason: str
-) -> None:
+async def disable_webhook(conn: Conn, webhook_id: uuid.UUID, at: dt.datetime, reason: str) -> None:
     await conn.execute(
         """UPDATE webhooks SET enabled = false, disabled_at = $2, disabled_reason = $3
            WHERE id = $1 AND enabled""",
-        webhook_id, at, reason,
-    )  # fmt: skip
+        webhook_id,
+        at,
+        reason,
+    )
 
 
 async def push_subscriptions(conn: Conn, user_id: str) -> list[asyncpg.Record]:

@@ -60,12 +60,14 @@ from workers.periodic import Periodic
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 SENDS = metrics.get_meter(__name__).create_counter(
-    "wedsync.notification.sends", unit="{delivery}",
+    "wedsync.notification.sends",
+    unit="{delivery}",
     description="Notification deliveries attempted, by channel and result",
-)  # fmt: skip
+)
 
 DEAD_LETTERS = dead_letter_subject("notifications")
 RECOVER_EVERY = 1.0  # seconds between scans for claims of dead dispatchers
+
 
 def _queued_by(r: asyncpg.Record) -> Any:
     """The trace context the planner stored with the delivery (none: a new trace)."""
@@ -74,8 +76,9 @@ def _queued_by(r: asyncpg.Record) -> Any:
 
 def _calling(provider: str) -> Any:
     """A CLIENT span around one provider call (its HTTP request spans nest inside)."""
-    return tracer.start_as_current_span(f"{provider} send", kind=SpanKind.CLIENT,
-                                        attributes={"wedsync.provider": provider})  # fmt: skip
+    return tracer.start_as_current_span(
+        f"{provider} send", kind=SpanKind.CLIENT, attributes={"wedsync.provider": provider}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +102,15 @@ class Dispatcher(Periodic):
     name = "notifications-dispatcher"
 
     def __init__(
-        self, pool: asyncpg.Pool, nc: NATS, js: JetStreamContext, settings: NotifySettings,
-        cipher: ContactCipher, clock: Clock = utcnow, poll: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        pool: asyncpg.Pool,
+        nc: NATS,
+        js: JetStreamContext,
+        settings: NotifySettings,
+        cipher: ContactCipher,
+        clock: Clock = utcnow,
+        poll: float = 1.0,
+    ) -> None:
         self.pool, self.nc, self.js = pool, nc, js
         self.settings, self.cipher, self.clock, self.every = settings, cipher, clock, poll
         self.contacts = GuestContacts(cipher)  # a guest's contact opens for the receiver
@@ -188,8 +197,13 @@ class Dispatcher(Periodic):
                     async with conn.transaction():
                         now = self.clock()
                         back = await store.release_claims(conn, owner, now)
-                        await store.log_attempts(conn, [(r["id"], now, "interrupted",
-                                                   "sender stopped mid-send") for r in back])
+                        await store.log_attempts(
+                            conn,
+                            [
+                                (r["id"], now, "interrupted", "sender stopped mid-send")
+                                for r in back
+                            ],
+                        )
                         count += len(back)
                 finally:
                     await store.unlock(conn, owner)
@@ -202,9 +216,11 @@ class Dispatcher(Periodic):
     async def _one(self, r: asyncpg.Record) -> None:
         # the send continues the trace of the event that queued it (deliveries.traceparent)
         with tracer.start_as_current_span(
-            f"deliver {r['channel']}", context=_queued_by(r), kind=SpanKind.INTERNAL,
+            f"deliver {r['channel']}",
+            context=_queued_by(r),
+            kind=SpanKind.INTERNAL,
             attributes={"wedsync.delivery_id": r["id"], "wedsync.attempt": r["attempts"]},
-        ) as span:  # fmt: skip
+        ) as span:
             try:
                 outcome = await self._send(r)
             except SendError as exc:
@@ -237,8 +253,7 @@ class Dispatcher(Periodic):
                 self.contacts.open_event(event)
             body = json.dumps(payload, separators=(",", ":"))
             with _calling("webhook"):
-                ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret,
-                                              body=body)  # fmt: skip
+                ref = await self.webhook.send(key=r["key"], url=r["url"], secret=secret, body=body)
             return Outcome("sent", ref)
         title, text = r["title"], r["body"]
         if channel is Medium.EMAIL:
@@ -268,15 +283,24 @@ class Dispatcher(Periodic):
             subs = await store.push_subscriptions(conn, r["user_id"])
         if not subs:
             return _skip("no_subscription")
-        payload = {"id": str(r["nid"]), "wedding_id": str(r["wedding_id"]),
-                   "category": r["category"], "title": r["title"], "body": r["body"]}  # fmt: skip
+        payload = {
+            "id": str(r["nid"]),
+            "wedding_id": str(r["wedding_id"]),
+            "category": r["category"],
+            "title": r["title"],
+            "body": r["body"],
+        }
         accepted, errors, retryable = 0, [], False
         for s in subs:
             try:
                 with _calling("push"):
-                    await self.push.send(key=r["key"], endpoint=s["endpoint"],
-                                         p256dh=s["p256dh"], auth=s["auth"],
-                                         payload=payload)  # fmt: skip
+                    await self.push.send(
+                        key=r["key"],
+                        endpoint=s["endpoint"],
+                        p256dh=s["p256dh"],
+                        auth=s["auth"],
+                        payload=payload,
+                    )
                 accepted += 1
             except SendError as exc:
                 errors.append(str(exc))
@@ -290,11 +314,18 @@ class Dispatcher(Periodic):
 
     async def _in_app(self, r: asyncpg.Record) -> None:
         note = Notification(
-            id=r["nid"], wedding_id=r["wedding_id"], category=Category(r["category"]),
-            title=r["title"], body=r["body"], event_id=r["event_id"],
-            event_type=r["event_type"], event_seq=r["event_seq"], data=json.loads(r["data"]),
-            created_at=r["n_created"], read_at=r["read_at"],
-        )  # fmt: skip
+            id=r["nid"],
+            wedding_id=r["wedding_id"],
+            category=Category(r["category"]),
+            title=r["title"],
+            body=r["body"],
+            event_id=r["event_id"],
+            event_type=r["event_type"],
+            event_seq=r["event_seq"],
+            data=json.loads(r["data"]),
+            created_at=r["n_created"],
+            read_at=r["read_at"],
+        )
         ctl = NotificationSent(user_id=r["user_id"], notification=note)
         await self.nc.publish(control_subject(r["wedding_id"]), msgspec.json.encode(ctl))
 
@@ -314,9 +345,11 @@ class Dispatcher(Periodic):
                 text = "\n\n".join(f"{r['title']}\n{r['body']}" for r in rows)
                 with _calling("smtp"):
                     ref = await self.email.send(
-                        key=min(r["key"] for r in rows), to=to,
-                        subject=f"WedSync: {len(rows)} update(s) today", text=text,
-                    )  # fmt: skip
+                        key=min(r["key"] for r in rows),
+                        to=to,
+                        subject=f"WedSync: {len(rows)} update(s) today",
+                        text=text,
+                    )
                 outcome = Outcome("sent", ref)
         except SendError as exc:
             outcome = Outcome("failed", str(exc), permanent=exc.permanent)
@@ -336,9 +369,13 @@ class Dispatcher(Periodic):
                 await store.skipped(conn, ids, self.owner, o.detail)
             else:
                 await self._failed(conn, rows, o, now)
-            await store.log_attempts(conn, [(r["id"], now, attempt_result,
-                                       o.detail if o.result != "sent" else None)
-                                      for r in rows])  # fmt: skip
+            await store.log_attempts(
+                conn,
+                [
+                    (r["id"], now, attempt_result, o.detail if o.result != "sent" else None)
+                    for r in rows
+                ],
+            )
 
     async def _failed(
         self, conn: Any, rows: list[asyncpg.Record], o: Outcome, now: dt.datetime
@@ -356,14 +393,20 @@ class Dispatcher(Periodic):
         if status != "dead":
             return
         for r in rows:
-            body = {"delivery_id": r["id"], "key": r["key"], "channel": r["channel"],
-                    "category": r["category"], "attempts": r["attempts"],
-                    "error": o.detail}  # fmt: skip
+            body = {
+                "delivery_id": r["id"],
+                "key": r["key"],
+                "channel": r["channel"],
+                "category": r["category"],
+                "attempts": r["attempts"],
+                "error": o.detail,
+            }
             # once per death: a replayed delivery that dies again is a new dead letter
             logged = await store.attempts_logged(conn, r["id"])
             msg_id = f"delivery:{r['id']}:{logged}"
-            await self.js.publish(DEAD_LETTERS, json.dumps(body).encode(),
-                                  headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+            await self.js.publish(
+                DEAD_LETTERS, json.dumps(body).encode(), headers={"Nats-Msg-Id": msg_id}
+            )
         if webhook:
             why = f"a delivery failed {rows[0]['attempts']} times: {o.detail}"
             await store.disable_webhook(conn, rows[0]["webhook_id"], now, why)

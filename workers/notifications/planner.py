@@ -65,9 +65,11 @@ class Planner:
     """The handler of the ``notifications`` consumer."""
 
     def __init__(
-        self, settings: NotifySettings, presence: PresenceTable | None = None,
+        self,
+        settings: NotifySettings,
+        presence: PresenceTable | None = None,
         clock: Clock = utcnow,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings
         self.presence = presence
         self.clock = clock
@@ -76,8 +78,10 @@ class Planner:
         if self.presence is None:
             return False
         # a device within its reconnect grace is not looking at the app
-        return any(r.user_id == user_id and r.status in ACTIVE and r.disconnected_at is None
-                   for r in self.presence.room(str(wedding_id)))  # fmt: skip
+        return any(
+            r.user_id == user_id and r.status in ACTIVE and r.disconnected_at is None
+            for r in self.presence.room(str(wedding_id))
+        )
 
     async def __call__(self, d: Delivery, conn: Conn) -> None:
         wedding_id = uuid.UUID(d.subject.split(".")[2])
@@ -94,8 +98,11 @@ class Planner:
             return
         now = self.clock()
         told = notices(event, wedding.context)
-        hooks = [h for h in await store.webhooks_for(conn, wedding_id)
-                 if matches(list(h["events"]), event.type)]  # fmt: skip
+        hooks = [
+            h
+            for h in await store.webhooks_for(conn, wedding_id)
+            if matches(list(h["events"]), event.type)
+        ]
         if not told and not hooks:
             return
         prefs = await store.preferences(conn, wedding_id, [n.user_id for n in told])
@@ -103,10 +110,19 @@ class Planner:
         for n in told:
             nid = notification_id(event.id, n.user_id)
             await store.add_notification(
-                conn, id=nid, wedding_id=wedding_id, user_id=n.user_id, event_id=event.id,
-                event_seq=d.stream_seq, event_type=event.type, category=n.category,
-                title=n.title, body=n.body, data=n.data, at=now,
-            )  # fmt: skip
+                conn,
+                id=nid,
+                wedding_id=wedding_id,
+                user_id=n.user_id,
+                event_id=event.id,
+                event_seq=d.stream_seq,
+                event_type=event.type,
+                category=n.category,
+                title=n.title,
+                body=n.body,
+                data=n.data,
+                at=now,
+            )
             p = prefs.get(n.user_id) or Preferences()
             out += self._deliveries(n, p, wedding_id, wedding.timezone, event.id, nid, now)
         if any(n.escalate for n in told):
@@ -114,17 +130,30 @@ class Planner:
             await store.start_escalation(conn, event.id, wedding_id, now + every)
         body = webhook_body(wedding_id, d.stream_seq, event)
         for h in hooks:
-            out.append(store.Outgoing(
-                key=f"{event.id}:webhook:{h['id']}", wedding_id=wedding_id,
-                channel=Medium.WEBHOOK, category="webhook", due_at=now,
-                event_id=event.id, webhook_id=h["id"], payload=body,
-            ))  # fmt: skip
+            out.append(
+                store.Outgoing(
+                    key=f"{event.id}:webhook:{h['id']}",
+                    wedding_id=wedding_id,
+                    channel=Medium.WEBHOOK,
+                    category="webhook",
+                    due_at=now,
+                    event_id=event.id,
+                    webhook_id=h["id"],
+                    payload=body,
+                )
+            )
         await store.queue(conn, out, now)
 
     def _deliveries(
-        self, n: Notice, p: Preferences, wedding_id: uuid.UUID, tz: str, event_id: str,
-        nid: uuid.UUID, now: dt.datetime,
-    ) -> list[store.Outgoing]:  # fmt: skip
+        self,
+        n: Notice,
+        p: Preferences,
+        wedding_id: uuid.UUID,
+        tz: str,
+        event_id: str,
+        nid: uuid.UUID,
+        now: dt.datetime,
+    ) -> list[store.Outgoing]:
         urgent = n.category is Category.EMERGENCY
         active = not urgent and self.active_now(wedding_id, n.user_id)
         quiet = None if urgent else quiet_until(now, tz, p.quiet_hours)
@@ -140,11 +169,19 @@ class Planner:
                 if medium is Medium.EMAIL and p.digest:
                     due = max(due, next_digest(now, tz, self.settings.digest_hour))
                     reason, digest = "digest", True
-            out.append(store.Outgoing(
-                key=f"{event_id}:{n.user_id}:{medium.value}", wedding_id=wedding_id,
-                channel=medium, category=n.category.value, due_at=due, event_id=event_id,
-                notification_id=nid, user_id=n.user_id, reason=reason,
-                unless_read=unless_read, digest=digest,
-            ))  # fmt: skip
+            out.append(
+                store.Outgoing(
+                    key=f"{event_id}:{n.user_id}:{medium.value}",
+                    wedding_id=wedding_id,
+                    channel=medium,
+                    category=n.category.value,
+                    due_at=due,
+                    event_id=event_id,
+                    notification_id=nid,
+                    user_id=n.user_id,
+                    reason=reason,
+                    unless_read=unless_read,
+                    digest=digest,
+                )
+            )
         return out
-

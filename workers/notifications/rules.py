@@ -138,8 +138,11 @@ def _approval(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
     data = {"approval_id": d.get("approval_id"), "entity_id": d.get("entity_id")}
     if e.type == "approval.requested":
         who = ctx.name(str(d.get("requested_by") or e.actor.user_id))
-        return ("Approval needed", f"{who} asks to {d.get('op', 'change')} budget item {item}",
-                {**data, "expires_at": d.get("expires_at")})  # fmt: skip
+        return (
+            "Approval needed",
+            f"{who} asks to {d.get('op', 'change')} budget item {item}",
+            {**data, "expires_at": d.get("expires_at")},
+        )
     outcome = e.type.rsplit(".", 1)[1]
     return f"Budget change {outcome}", f"Your change to budget item {item} was {outcome}", data
 
@@ -156,17 +159,21 @@ def _timeline(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
 def _vendor_status(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
     f = e.data.get("fields") or {}
     name = _clip(f.get("name") or e.data.get("entity_id"))
-    return (f"Vendor {f.get('status')}: {name}",
-            f"{ctx.name(e.actor.user_id)} set {name} to {f.get('status')}",
-            {"entity_id": e.data.get("entity_id"), "status": f.get("status")})  # fmt: skip
+    return (
+        f"Vendor {f.get('status')}: {name}",
+        f"{ctx.name(e.actor.user_id)} set {name} to {f.get('status')}",
+        {"entity_id": e.data.get("entity_id"), "status": f.get("status")},
+    )
 
 
 def _guests_day(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
     changed = [str(c) for c in e.data.get("changed") or []]
     what = f" ({', '.join(changed)})" if changed else ""
-    return ("Guest list changed on the wedding day",
-            f"A guest was {_DONE.get(str(e.data.get('op')), 'changed')}{what}",
-            {"op": e.data.get("op"), "changed": changed})  # fmt: skip
+    return (
+        "Guest list changed on the wedding day",
+        f"A guest was {_DONE.get(str(e.data.get('op')), 'changed')}{what}",
+        {"op": e.data.get("op"), "changed": changed},
+    )
 
 
 def _mention(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
@@ -179,43 +186,94 @@ def _conflict(e: Event, ctx: WeddingContext) -> tuple[str, str, dict[str, Any]]:
     item = f"{d.get('entity')} {d.get('entity_id')}"
     if e.type == "conflict.resolved":
         winner = (d.get("winner") or {}).get("user_id")
-        return ("Your change was overwritten",
-                f"{ctx.name(str(winner))} changed {d.get('field')} of {item} after you",
-                {"entity": d.get("entity"), "entity_id": d.get("entity_id")})  # fmt: skip
-    return ("Your change was not applied", f"{item}: {d.get('reason')}",
-            {"entity": d.get("entity"), "entity_id": d.get("entity_id"),
-             "reason": d.get("reason")})  # fmt: skip
+        return (
+            "Your change was overwritten",
+            f"{ctx.name(str(winner))} changed {d.get('field')} of {item} after you",
+            {"entity": d.get("entity"), "entity_id": d.get("entity_id")},
+        )
+    return (
+        "Your change was not applied",
+        f"{item}: {d.get('reason')}",
+        {"entity": d.get("entity"), "entity_id": d.get("entity_id"), "reason": d.get("reason")},
+    )
 
 
 def _status_changed(e: Event) -> bool:
     # an update that moved the status (a new vendor is not news to the couple yet)
-    return _is_entity("vendors")(e) and e.type == "entity.updated" and (
-        "status" in (e.data.get("changed") or [])
+    return (
+        _is_entity("vendors")(e)
+        and e.type == "entity.updated"
+        and ("status" in (e.data.get("changed") or []))
     )
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("emergency message: everyone, every channel, escalated", Category.EMERGENCY,
-         lambda e: e.type == "message" and e.channel == "emergency", _everyone, _emergency),
-    Rule("budget approval requested: the couple", Category.APPROVALS,
-         lambda e: e.type == "approval.requested", _roles(Role.COUPLE), _approval),
-    Rule("budget approval decided: the requester", Category.APPROVALS,
-         lambda e: e.type in ("approval.granted", "approval.denied", "approval.expired"),
-         _requester, _approval),
-    Rule("timeline item of a vendor changed: that vendor", Category.TIMELINE,
-         lambda e: _is_entity("timeline")(e) and e.type != "entity.deleted",
-         _item_vendor, _timeline),
-    Rule("vendor status changed: planner and couple", Category.VENDORS,
-         _status_changed, _roles(Role.PLANNER, Role.COUPLE), _vendor_status),
-    Rule("guests changed on the wedding day: planner and caterer", Category.GUESTS,
-         lambda e: e.type == "guests.changed_on_wedding_day", _planner_and_caterers, _guests_day),
-    Rule("@mention in chat: the mentioned member", Category.MENTIONS,
-         lambda e: e.type == "message" and e.channel == "chat", mentioned, _mention),
-    Rule("change overwritten: its author", Category.CONFLICTS,
-         lambda e: e.type == "conflict.resolved", _overwritten, _conflict, include_actor=True),
-    Rule("change rejected: its author", Category.CONFLICTS,
-         lambda e: e.type == "conflict.rejected", _author, _conflict, include_actor=True),
-)  # fmt: skip
+    Rule(
+        "emergency message: everyone, every channel, escalated",
+        Category.EMERGENCY,
+        lambda e: e.type == "message" and e.channel == "emergency",
+        _everyone,
+        _emergency,
+    ),
+    Rule(
+        "budget approval requested: the couple",
+        Category.APPROVALS,
+        lambda e: e.type == "approval.requested",
+        _roles(Role.COUPLE),
+        _approval,
+    ),
+    Rule(
+        "budget approval decided: the requester",
+        Category.APPROVALS,
+        lambda e: e.type in ("approval.granted", "approval.denied", "approval.expired"),
+        _requester,
+        _approval,
+    ),
+    Rule(
+        "timeline item of a vendor changed: that vendor",
+        Category.TIMELINE,
+        lambda e: _is_entity("timeline")(e) and e.type != "entity.deleted",
+        _item_vendor,
+        _timeline,
+    ),
+    Rule(
+        "vendor status changed: planner and couple",
+        Category.VENDORS,
+        _status_changed,
+        _roles(Role.PLANNER, Role.COUPLE),
+        _vendor_status,
+    ),
+    Rule(
+        "guests changed on the wedding day: planner and caterer",
+        Category.GUESTS,
+        lambda e: e.type == "guests.changed_on_wedding_day",
+        _planner_and_caterers,
+        _guests_day,
+    ),
+    Rule(
+        "@mention in chat: the mentioned member",
+        Category.MENTIONS,
+        lambda e: e.type == "message" and e.channel == "chat",
+        mentioned,
+        _mention,
+    ),
+    Rule(
+        "change overwritten: its author",
+        Category.CONFLICTS,
+        lambda e: e.type == "conflict.resolved",
+        _overwritten,
+        _conflict,
+        include_actor=True,
+    ),
+    Rule(
+        "change rejected: its author",
+        Category.CONFLICTS,
+        lambda e: e.type == "conflict.rejected",
+        _author,
+        _conflict,
+        include_actor=True,
+    ),
+)
 
 
 def notices(event: Event, ctx: WeddingContext) -> list[Notice]:
@@ -231,6 +289,7 @@ def notices(event: Event, ctx: WeddingContext) -> list[Notice]:
         for user in targets:
             if user in out or (user == event.actor.user_id and not rule.include_actor):
                 continue
-            out[user] = Notice(user, rule.category, title, body, data,
-                               escalate=rule.category is Category.EMERGENCY)  # fmt: skip
+            out[user] = Notice(
+                user, rule.category, title, body, data, escalate=rule.category is Category.EMERGENCY
+            )
     return list(out.values())

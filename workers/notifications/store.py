@@ -56,8 +56,9 @@ async def preferences(
     rows = await conn.fetch(
         """SELECT user_id, prefs FROM notification_preferences
            WHERE wedding_id = $1 AND user_id = ANY($2::text[])""",
-        wedding_id, users,
-    )  # fmt: skip
+        wedding_id,
+        users,
+    )
     return {r["user_id"]: _prefs.decode(r["prefs"]) for r in rows}
 
 
@@ -67,18 +68,37 @@ async def webhooks_for(conn: Conn, wedding_id: uuid.UUID) -> list[asyncpg.Record
 
 
 async def add_notification(
-    conn: Conn, *, id: uuid.UUID, wedding_id: uuid.UUID, user_id: str, event_id: str,
-    event_seq: int, event_type: str, category: Category, title: str, body: str,
-    data: dict[str, Any], at: dt.datetime,
-) -> None:  # fmt: skip
+    conn: Conn,
+    *,
+    id: uuid.UUID,
+    wedding_id: uuid.UUID,
+    user_id: str,
+    event_id: str,
+    event_seq: int,
+    event_type: str,
+    category: Category,
+    title: str,
+    body: str,
+    data: dict[str, Any],
+    at: dt.datetime,
+) -> None:
     await conn.execute(
         """INSERT INTO notifications (id, wedding_id, user_id, event_id, event_seq, event_type,
                                       category, title, body, data, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
            ON CONFLICT (event_id, user_id) DO NOTHING""",
-        id, wedding_id, user_id, event_id, event_seq, event_type, category.value, title, body,
-        json.dumps(data), at,
-    )  # fmt: skip
+        id,
+        wedding_id,
+        user_id,
+        event_id,
+        event_seq,
+        event_type,
+        category.value,
+        title,
+        body,
+        json.dumps(data),
+        at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +131,27 @@ async def queue(conn: Conn, items: list[Outgoing], now: dt.datetime) -> None:
                                    payload, due_at, created_at, traceparent)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15)
            ON CONFLICT (key) DO NOTHING""",
-        [(o.key, o.wedding_id, o.notification_id, o.event_id, o.user_id, o.webhook_id,
-          o.channel.value, o.category, o.reason, o.unless_read, o.digest,
-          json.dumps(o.payload or {}), o.due_at, now, trace) for o in items],
-    )  # fmt: skip
+        [
+            (
+                o.key,
+                o.wedding_id,
+                o.notification_id,
+                o.event_id,
+                o.user_id,
+                o.webhook_id,
+                o.channel.value,
+                o.category,
+                o.reason,
+                o.unless_read,
+                o.digest,
+                json.dumps(o.payload or {}),
+                o.due_at,
+                now,
+                trace,
+            )
+            for o in items
+        ],
+    )
     await conn.execute(f"NOTIFY {WAKE}")
 
 
@@ -124,5 +161,7 @@ async def start_escalation(
     await conn.execute(
         """INSERT INTO escalations (event_id, wedding_id, next_at) VALUES ($1, $2, $3)
            ON CONFLICT DO NOTHING""",
-        event_id, wedding_id, next_at,
-    )  # fmt: skip
+        event_id,
+        wedding_id,
+        next_at,
+    )

@@ -40,9 +40,13 @@ class PresenceExpiry(Periodic):
     """
 
     def __init__(
-        self, js: JetStreamContext, kv: KeyValue, mirror: Mirror, settings: PresenceSettings,
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        mirror: Mirror,
+        settings: PresenceSettings,
         every: float = 1.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.js, self.kv, self.settings, self.every = js, kv, settings, every
         self.name = "presence expiry"
         self.mirror = mirror

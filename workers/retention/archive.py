@@ -55,9 +55,11 @@ class Batch:
 
 
 def cutoff(
-    settings: RetentionSettings, now: dt.datetime, hot_days: int | None,
+    settings: RetentionSettings,
+    now: dt.datetime,
+    hot_days: int | None,
     completed_at: dt.datetime | None,
-) -> dt.datetime:  # fmt: skip
+) -> dt.datetime:
     """Events stored before this instant are archived."""
     if completed_at is not None and now >= completed_at + dt.timedelta(
         days=settings.after_completed_days
@@ -70,10 +72,16 @@ class ArchiveJob:
     name = "archive"
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, settings: RetentionSettings,
-        *, consumers: tuple[str, ...] = (), clock: Clock = utcnow,
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        settings: RetentionSettings,
+        *,
+        consumers: tuple[str, ...] = (),
+        clock: Clock = utcnow,
         only: Collection[uuid.UUID] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.nc, self.js, self.pool = nc, js, pool
         self.settings = settings
         self.consumers = consumers  # durables of WEDSYNC_EVENTS: nothing they still need goes
@@ -105,8 +113,10 @@ class ArchiveJob:
             log.warning(
                 "archive: %d weddings have expired events a consumer of %s (%s) has not "
                 "processed yet; they stay in JetStream until it catches up",
-                len(self.held_back), EVENTS.name, ", ".join(self.consumers),
-            )  # fmt: skip
+                len(self.held_back),
+                EVENTS.name,
+                ", ".join(self.consumers),
+            )
         return counts
 
     async def wedding(
@@ -127,15 +137,26 @@ class ArchiveJob:
                     held = await archive.count_held(conn, wedding_id, seqs)
                     if held != len(seqs):
                         raise InvariantError(
-                            f"wedding {wedding_id}: archive holds {held} of {len(seqs)} events")
-                    await archive.advance(conn, wedding_id, purged_upto=batch.keep_from - 1,
-                                          last_seq=seqs[-1], moved=new)  # fmt: skip
-                removed = await purge(self.nc, EVENTS.name, below=batch.keep_from,
-                                      subject=wedding_wildcard(wedding_id))  # fmt: skip
+                            f"wedding {wedding_id}: archive holds {held} of {len(seqs)} events"
+                        )
+                    await archive.advance(
+                        conn,
+                        wedding_id,
+                        purged_upto=batch.keep_from - 1,
+                        last_seq=seqs[-1],
+                        moved=new,
+                    )
+                removed = await purge(
+                    self.nc,
+                    EVENTS.name,
+                    below=batch.keep_from,
+                    subject=wedding_wildcard(wedding_id),
+                )
                 if removed != len(seqs):
                     raise InvariantError(
                         f"wedding {wedding_id}: archived {len(seqs)} events but JetStream "
-                        f"removed {removed} below seq {batch.keep_from}")
+                        f"removed {removed} below seq {batch.keep_from}"
+                    )
                 archived += new
                 purged += removed
                 if len(batch.rows) < self.settings.archive_batch:
@@ -146,10 +167,13 @@ class ArchiveJob:
         if start is None:
             return Batch([], 0)
         sub = await self.js.subscribe(
-            wedding_wildcard(wedding_id), stream=EVENTS.name, ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=start),
-        )  # fmt: skip
+            wedding_wildcard(wedding_id),
+            stream=EVENTS.name,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            ),
+        )
         rows: list[Archived] = []
         try:
             while len(rows) < self.settings.archive_batch:
@@ -163,8 +187,9 @@ class ArchiveJob:
                     return Batch(rows, seq)  # still hot
                 if floor is not None and seq > floor:
                     return Batch(rows, seq, held_back=True)  # a worker has yet to see it
-                rows.append(Archived(wedding_id, seq, msg.subject.rsplit(".", 1)[1],
-                                     md.timestamp, msg.data))  # fmt: skip
+                rows.append(
+                    Archived(wedding_id, seq, msg.subject.rsplit(".", 1)[1], md.timestamp, msg.data)
+                )
                 if md.num_pending == 0:
                     break
         finally:

@@ -41,9 +41,14 @@ class CleanupJob:
     name = "cleanup"
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, settings: RetentionSettings,
-        *, clock: Clock = utcnow,
-    ) -> None:  # fmt: skip
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        settings: RetentionSettings,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
         self.nc, self.js, self.pool = nc, js, pool
         self.settings = settings
         self.clock = clock
@@ -54,21 +59,31 @@ class CleanupJob:
         progress.total(5, "steps")
         counts: Counts = {}
         async with self.pool.acquire() as conn:
-            counts["sessions"] = _n(await conn.execute(
-                "DELETE FROM sessions WHERE least(expires_at, coalesce(ended_at, expires_at)) < $1",
-                now - dt.timedelta(days=s.session_grace_days)))  # fmt: skip
+            counts["sessions"] = _n(
+                await conn.execute(
+                    """DELETE FROM sessions
+                       WHERE least(expires_at, coalesce(ended_at, expires_at)) < $1""",
+                    now - dt.timedelta(days=s.session_grace_days),
+                )
+            )
             progress.advance(sessions=counts["sessions"])
             # the day is the wedding's local day: a UTC date a day earlier is safely past
             oldest = (now - dt.timedelta(days=s.presence_detail_days + 1)).date()
             counts["presence_days"] = _n(await conn.execute(_ROLL_UP, oldest))
             progress.advance(presence_days=counts["presence_days"])
-            counts["deliveries"] = _n(await conn.execute(
-                "DELETE FROM deliveries WHERE status IN ('sent', 'dead', 'skipped') "
-                "AND coalesce(sent_at, due_at, created_at) < $1",
-                now - dt.timedelta(days=s.delivery_log_days)))  # fmt: skip
+            counts["deliveries"] = _n(
+                await conn.execute(
+                    "DELETE FROM deliveries WHERE status IN ('sent', 'dead', 'skipped') "
+                    "AND coalesce(sent_at, due_at, created_at) < $1",
+                    now - dt.timedelta(days=s.delivery_log_days),
+                )
+            )
             progress.advance(deliveries=counts["deliveries"])
-            counts["consumed_marks"] = _n(await conn.execute(
-                "DELETE FROM worker_consumed WHERE consumed_at < $1", now - CONSUMED_KEEP))
+            counts["consumed_marks"] = _n(
+                await conn.execute(
+                    "DELETE FROM worker_consumed WHERE consumed_at < $1", now - CONSUMED_KEEP
+                )
+            )
             progress.advance(consumed_marks=counts["consumed_marks"])
         dlq_before = now - dt.timedelta(days=s.dead_letter_days)
         counts["dead_letters"] = await self._dead_letters(dlq_before)
@@ -81,10 +96,13 @@ class CleanupJob:
         if not info.state.messages:
             return 0
         sub = await self.js.subscribe(
-            f"{DEAD_LETTER_ROOT}.>", stream=DEAD_LETTERS.name, ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                  opt_start_time=before),
-        )  # fmt: skip
+            f"{DEAD_LETTER_ROOT}.>",
+            stream=DEAD_LETTERS.name,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=before
+            ),
+        )
         try:
             keep_from = (await sub.next_msg(timeout=2)).metadata.sequence.stream
         except NatsTimeoutError:

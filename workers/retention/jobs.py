@@ -93,8 +93,11 @@ async def _finish(conn: Conn, run_id: int, *, ok: bool, counts: Counts, error: s
     await conn.execute(
         "UPDATE retention_runs SET finished_at = now(), ok = $2, counts = $3::jsonb, error = $4 "
         "WHERE id = $1",
-        run_id, ok, json.dumps(counts), error,
-    )  # fmt: skip
+        run_id,
+        ok,
+        json.dumps(counts),
+        error,
+    )
 
 
 class _PurgeReply(msgspec.Struct):

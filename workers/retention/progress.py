@@ -17,10 +17,14 @@ class Bar:
         self.job = job
         self.counts: dict[str, int] = {}
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"), TimeElapsedColumn(),
-            TextColumn("{task.fields[counts]}"), console=Console(stderr=True),
-        )  # fmt: skip
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[counts]}"),
+            console=Console(stderr=True),
+        )
         self._task = self._bar.add_task(job, total=None, unit="", counts="")
 
     def __enter__(self) -> Self:

@@ -47,9 +47,15 @@ class RetentionScheduler:
     async def __aenter__(self) -> Self:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         for job, crontab in self.jobs:
-            scheduler.add_job(self._run, CronTrigger.from_crontab(crontab, timezone=dt.UTC),
-                              args=[job], id=job.name, max_instances=1, coalesce=True,
-                              misfire_grace_time=3600)  # fmt: skip
+            scheduler.add_job(
+                self._run,
+                CronTrigger.from_crontab(crontab, timezone=dt.UTC),
+                args=[job],
+                id=job.name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
         scheduler.start()
         self._scheduler = scheduler
         for j in scheduler.get_jobs():

@@ -8,7 +8,15 @@ from workers.notifications.channels.sms import SmsChannel
 from workers.notifications.channels.webhook import WebhookChannel, signed_headers, webhook_client
 
 __all__ = [
-    "DestinationRefused", "EmailChannel", "NotConfigured", "PushChannel", "SendError", "SmsChannel",
-    "WebhookChannel", "check_url", "message_id", "signed_headers",
+    "DestinationRefused",
+    "EmailChannel",
+    "NotConfigured",
+    "PushChannel",
+    "SendError",
+    "SmsChannel",
+    "WebhookChannel",
+    "check_url",
+    "message_id",
+    "signed_headers",
     "webhook_client",
-]  # fmt: skip
+]

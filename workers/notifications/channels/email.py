@@ -39,9 +39,14 @@ class EmailChannel:
         msg.set_content(text)
         try:
             await aiosmtplib.send(
-                msg, hostname=s.smtp_host, port=s.smtp_port, start_tls=s.smtp_starttls,
-                username=s.smtp_username, password=s.smtp_password, timeout=s.send_timeout,
-            )  # fmt: skip
+                msg,
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                start_tls=s.smtp_starttls,
+                username=s.smtp_username,
+                password=s.smtp_password,
+                timeout=s.send_timeout,
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise SendError(f"recipient refused: {_codes(exc)}", permanent=True) from None
         except aiosmtplib.SMTPResponseException as exc:

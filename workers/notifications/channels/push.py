@@ -55,7 +55,7 @@ class PushChannel:
                 headers={"Topic": topic(key), "Urgency": "high"},
                 timeout=aiohttp.ClientTimeout(total=self.settings.send_timeout),
                 aiohttp_session=self._session,
-            )  # fmt: skip
+            )
         except WebPushException as exc:
             status = exc.response.status if exc.response is not None else 0
             raise http_error(int(status or 502), "push service") from None

@@ -28,10 +28,12 @@ class SmsChannel:
         url = f"{s.sms_base_url.rstrip('/')}/2010-04-01/Accounts/{s.sms_account_sid}/Messages.json"
         try:
             r = await self.client.post(
-                url, data={"To": to, "From": s.sms_from, "Body": text[:1600]},
-                auth=(s.sms_account_sid, s.sms_auth_token), timeout=s.send_timeout,
+                url,
+                data={"To": to, "From": s.sms_from, "Body": text[:1600]},
+                auth=(s.sms_account_sid, s.sms_auth_token),
+                timeout=s.send_timeout,
                 headers={"I-Twilio-Idempotency-Token": key, "Idempotency-Key": key},
-            )  # fmt: skip
+            )
         except httpx.HTTPError as exc:
             raise SendError(f"SMS provider unavailable: {type(exc).__name__}") from None
         if r.status_code >= 300:

@@ -43,9 +43,11 @@ class WebhookChannel:
         at = dt.datetime.now(dt.UTC)
         try:
             r = await self.client.post(
-                url, content=body.encode(), timeout=self.settings.send_timeout,
+                url,
+                content=body.encode(),
+                timeout=self.settings.send_timeout,
                 headers=signed_headers(secret, key, at, body),
-            )  # fmt: skip
+            )
         except httpx.HTTPError as exc:
             if refused(exc):  # the same words whatever the address and whatever listens
                 raise SendError(REFUSED, permanent=True) from None
