@@ -8,7 +8,9 @@ of one Python process on the same NATS (bench/ceiling.py), then drives the load 
 ``--loaders`` processes (bench/loadgen.py). Reports events accepted (acks: durable in
 JetStream) per second, deliveries per second, send -> every receiver latency and send ->
 ack latency, and ingest / ceiling. After the sending phase it waits (``--drain``) until
-every acked message has reached every member of its room.
+every acked message has reached every member of its room. A frame the gateway sheds
+(``overloaded``) is sent again after its ``retry_after``, same id, as the SDK does; its
+latency counts from the first send (``--no-resend``: counted as refused instead).
 
 `drive` is the part `peers` reuses against other servers: same generator, same shape.
 """
@@ -46,6 +48,12 @@ def load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad", type=int, default=32, help="bytes of text per message")
     p.add_argument(
         "--drain", type=float, default=15.0, help="most seconds to wait for the last deliveries"
+    )
+    p.add_argument(
+        "--no-resend",
+        dest="resend",
+        action="store_false",
+        help="count `overloaded` refusals instead of sending them again after retry_after",
     )
 
 
@@ -96,6 +104,7 @@ async def drive(
             rate=args.rate,
             duration=args.duration,
             pad=args.pad,
+            resend=args.resend,
         )
         for part in split(seats, args.loaders)
     ]
@@ -123,6 +132,9 @@ async def drive(
         "sent": c["sent"],
         "acked": c["acked"],
         "errors": c["errors"],
+        # `overloaded` refusals: sent again after retry_after (acked later), or with
+        # --no-resend counted in errors
+        "shed": c["shed"],
         "send_failures": c["send_failures"],
         "dropped_sockets": c["dropped"],
         "delivered": c["delivered"],

@@ -40,6 +40,7 @@ COUNTERS = (
     "acked",
     "delivered",
     "errors",
+    "shed",
     "pings",
     "pongs",
     "dropped",
@@ -57,6 +58,7 @@ class LoadSpec:
     rate: float = 0.0  # chat messages per second per socket
     duration: float = 0.0  # seconds of sending after "go"
     heartbeat: float = 0.0  # seconds between pings on each socket (0: none)
+    resend: bool = True  # send an `overloaded` frame again after retry_after, as the SDK does
     pad: int = 32  # bytes of text per message (on top of the timestamp)
     connect_concurrency: int = 100
     connect_timeout: float = 60.0
@@ -89,6 +91,7 @@ class Loader:
         self.id_base = (int(spec.epoch * 1000) % 10**7) * 10**8 + index * 10**7
         self.sockets: list[_Socket] = []
         self.readers: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
+        self.resends: set[asyncio.Task[None]] = set()  # shed frames waiting for retry_after
         self.failures: list[str] = []  # a sample, for the report
         self.stopping = self.sending_done = False
         self.connect_s = 0.0
@@ -176,6 +179,17 @@ class Loader:
                         counts["pongs"] += 1
                     elif kind is Kind.SERVER_PING:
                         await sock.ws.send(wire.pong_reply)
+                    elif kind is Kind.SHED and not self.spec.resend:
+                        counts["shed"] += 1
+                        counts["errors"] += 1
+                        self.pending.pop(int(value), None)
+                    elif kind is Kind.SHED:
+                        counts["shed"] += 1
+                        resend = asyncio.create_task(
+                            self._resend(sock, int(value), wire.retry_after(raw))
+                        )
+                        self.resends.add(resend)
+                        resend.add_done_callback(self.resends.discard)
                     elif kind is Kind.ERROR:
                         counts["errors"] += 1
         except ConnectionClosed:
@@ -211,6 +225,18 @@ class Loader:
                 self.timeline.add("sent", now=sent_at)
                 self.first_sent = self.first_sent or sent_at
             await asyncio.sleep(max(0.0, n / total - (clock() - t0)))
+
+    async def _resend(self, sock: _Socket, ack_id: int, wait: float) -> None:
+        """A shed frame again, same id and send time (its latency includes the wait)."""
+        sent_at = self.pending.get(ack_id)
+        if sent_at is None:
+            return
+        await asyncio.sleep(wait)
+        try:
+            await sock.ws.send(self.wire.message(ack_id, sent_at, "x" * self.spec.pad))
+        except ConnectionClosed:
+            self.pending.pop(ack_id, None)
+            self.counts["send_failures"] += 1
 
     async def _heartbeat(self) -> None:
         """One ping per socket every ``heartbeat`` seconds, spread over the interval."""
@@ -274,6 +300,8 @@ class Loader:
         self.sending_done = True
         await loop.run_in_executor(None, _wait_for, stop)
         self.stopping = True
+        for resend in list(self.resends):
+            resend.cancel()
         heartbeat.cancel()
         ticker.cancel()
         self.reports.put(("done", self.index, self.final()))

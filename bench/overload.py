@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _level(args: argparse.Namespace, level: float) -> argparse.Namespace:
     out = copy.copy(args)
+    out.resend = False  # what is refused per second, not how clients back off
     out.rate = level * args.capacity / (args.rooms * args.members)
     return out
 
@@ -54,7 +55,7 @@ def _summary(level: float, r: dict[str, Any], duration: float) -> dict[str, Any]
         "level": level,
         "offered_per_s": r["offered_per_s"],
         "accepted_per_s": r["accepted_per_s"],
-        "refused_per_s": round(r["errors"] / duration),
+        "refused_per_s": round(r["shed"] / duration),
         "p50_ms": round(r["latency_us"]["p50_us"] / 1000, 1),
         "p99_ms": round(r["latency_us"]["p99_us"] / 1000, 1),
         "worst_second_p99_ms": max(per_second, default=0.0),

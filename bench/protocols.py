@@ -29,6 +29,9 @@ class Kind(enum.Enum):
     PONG = 3  # answer to our heartbeat
     SERVER_PING = 4  # the server's heartbeat: answer with ``Wire.pong_reply``
     ERROR = 5  # the server refused a frame (rate_limited, unavailable, ...)
+    # the server shed a frame (``overloaded``): value the ack id; send it again, same id,
+    # after ``Wire.retry_after`` seconds, as the SDK does (not stored, so no duplicate)
+    SHED = 6
 
 
 class Wire(Protocol):
@@ -46,6 +49,10 @@ class Wire(Protocol):
         """An application heartbeat frame, if the protocol has client-driven ones."""
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]: ...
+
+    def retry_after(self, raw: str | bytes) -> float:
+        """For a ``SHED`` frame: the seconds to wait before sending it again."""
+        ...
 
     def split(self, raw: str | bytes) -> Sequence[str | bytes]:
         """The frames of one WebSocket message."""
@@ -65,6 +72,8 @@ class _Frame(msgspec.Struct):
     type: str
     id: str | None = None
     event: _Event | None = None
+    code: str | None = None
+    retry_after: float = 0.0
 
 
 _frame = msgspec.json.Decoder(_Frame)
@@ -117,8 +126,13 @@ class WedSync:
         if frame.type == "pong":
             return Kind.PONG, 0.0
         if frame.type == "error":
+            if frame.code == "overloaded" and frame.id is not None:
+                return Kind.SHED, float(frame.id)
             return Kind.ERROR, 0.0
         return Kind.OTHER, 0.0
+
+    def retry_after(self, raw: str | bytes) -> float:
+        return _frame.decode(raw).retry_after
 
 
 class SocketIO:
@@ -157,6 +171,9 @@ class SocketIO:
 
     def split(self, raw: str | bytes) -> Sequence[str | bytes]:
         return [raw]  # engine.io over a websocket: one packet per message
+
+    def retry_after(self, raw: str | bytes) -> float:
+        return 0.0  # socket.io servers do not shed
 
     def parse(self, raw: str | bytes) -> tuple[Kind, float]:
         if isinstance(raw, bytes):

@@ -216,12 +216,9 @@ async def test_awareness_follows_presence_visibility(world: World, gateways: lis
         await c.until(lambda: g.doc.client_id in c.awareness)
         await v.until(lambda: c.doc.client_id in v.awareness)
         await c.announce({"user": {"name": "Couple"}, "cursor": 1}, clock=2)
-        await v.until(
-            lambda: (
-                c.awareness.get(c.doc.client_id, {}).get("cursor") == 1
-                and v.awareness[c.doc.client_id].get("cursor") == 1
-            )
-        )
+        # each waits on its own socket: ``until`` wakes only on what that client receives
+        await c.until(lambda: c.awareness.get(c.doc.client_id, {}).get("cursor") == 1)
+        await v.until(lambda: v.awareness[c.doc.client_id].get("cursor") == 1)
         assert g.doc.client_id not in v.awareness
 
 
