@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, RePublish, StorageType
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from streams.definitions import StreamConfigError
 from streams.presence import BUCKET
+from streams.subjects import PRESENCE_LIVE_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,20 @@ class BucketSpec:
     name: str
     description: str
     history: int = 1  # values kept per key (1: only the current one)
+    # core NATS subject prefix JetStream republishes every stored change under
+    # (``<prefix>.<key>``, with Nats-Sequence headers), for readers that want only some keys
+    # live without a consumer each
+    republish: str | None = None
 
     @property
     def stream(self) -> str:
         return f"KV_{self.name}"
+
+    @property
+    def republished(self) -> RePublish | None:
+        if self.republish is None:
+            return None
+        return RePublish(src=f"$KV.{self.name}.>", dest=f"{self.republish}.>")
 
     def config(self, replicas: int) -> KeyValueConfig:
         return KeyValueConfig(
@@ -43,6 +54,7 @@ class BucketSpec:
             history=self.history,
             storage=StorageType.FILE,
             replicas=replicas,
+            republish=self.republished,
         )
 
 
@@ -50,6 +62,7 @@ class BucketSpec:
 PRESENCE_BUCKET = BucketSpec(
     name=BUCKET,
     description="Who is connected to which wedding right now (one key per device)",
+    republish=PRESENCE_LIVE_ROOT,  # gateways follow only their rooms' keys (app/gateway/hub.py)
 )
 
 
@@ -73,12 +86,23 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int
         "num_replicas": replicas,
         "description": spec.description,
         "max_msgs_per_subject": spec.history,
+        "republish": spec.republished,
     }
-    drift = {k: (getattr(have, k), v) for k, v in wanted.items() if getattr(have, k) != v}
+    drift = {k: (getattr(have, k), v) for k, v in wanted.items() if _differs(getattr(have, k), v)}
     if drift:
         await js.update_stream(dataclasses.replace(have, **wanted))
         log.info("updated bucket %s: %s", spec.name, drift)
     return await js.key_value(spec.name)
+
+
+def _differs(have: Any, want: Any) -> bool:
+    if isinstance(want, RePublish) or isinstance(have, RePublish):
+        # the server fills in the default headers_only; compare what is declared
+        def shape(r: Any) -> Any:
+            return None if r is None else (r.src, r.dest, bool(r.headers_only))
+
+        return bool(shape(have) != shape(want))
+    return bool(have != want)
 
 
 async def existing_bucket(js: JetStreamContext, spec: BucketSpec) -> KeyValue | None:

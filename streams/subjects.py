@@ -15,6 +15,9 @@ CONTROL_ROOT = f"{ROOT}.control"
 PRESENCE_ROOT = f"{ROOT}.presence"
 SIGNAL_ROOT = f"{ROOT}.signal"
 CHANGES_ROOT = f"{ROOT}.changes"
+# the presence bucket's changes, republished by JetStream once stored (core NATS, not
+# captured by any stream): ``wedsync.live.presence.<key>``, the key ``<wedding>.<session>``
+PRESENCE_LIVE_ROOT = f"{ROOT}.live.presence"
 
 
 def _token(value: str) -> str:
@@ -46,6 +49,11 @@ def control_subject(wedding_id: uuid.UUID | str) -> str:
 def presence_subject(wedding_id: uuid.UUID | str, kind: str) -> str:
     """Durable presence log: ``wedsync.presence.<id>.<joined|left>``."""
     return f"{PRESENCE_ROOT}.{_token(str(wedding_id))}.{_token(kind)}"
+
+
+def presence_live_subject(wedding_id: uuid.UUID | str) -> str:
+    """Every presence record change of one wedding, as JetStream republishes it."""
+    return f"{PRESENCE_LIVE_ROOT}.{_token(str(wedding_id))}.*"
 
 
 def signal_subject(wedding_id: uuid.UUID | str) -> str:

@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
 from app.gateway.diffs import DiffBatcher, coalesce
@@ -19,7 +20,7 @@ from runtime.connections import Connections
 from runtime.presence import Change, Kind
 from streams.permissions import Role
 from streams.presence import Record, Status
-from tests.kits.world import World, connect, recv, recv_type, send
+from tests.kits.world import World, connect, eventually, recv, recv_type, send
 
 GRACE = 1.0
 
@@ -79,6 +80,40 @@ async def test_join_update_and_leave_reach_the_other_process(
         assert time.monotonic() - closed_at >= GRACE * 0.8  # only after the grace
     finally:
         await a.close()
+
+
+async def test_a_process_holds_only_the_presence_of_its_rooms(
+    world: World, gateways: list[str]
+) -> None:
+    """Scoped presence: a gateway process keeps (and applies) only the records of weddings
+    it has sockets in; asked about another wedding over HTTP, it reads the bucket."""
+    other = World(world.settings, gateways[1])
+    await other.create()
+    a = await connect(gateways[0], world.wedding, await world.join(world.couple))
+    b = await connect(gateways[1], other.wedding, await other.join(other.couple))
+    try:
+        await recv(a)
+        await recv(b)
+
+        async def held() -> list[float] | None:
+            async with httpx.AsyncClient(base_url=gateways[0]) as c:
+                scraper = {"Authorization": f"Bearer {world.settings.auth.metrics_token}"}
+                r = await c.get("/metrics", headers=scraper)
+            fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+            family = fams.get("wedsync_presence_entries")
+            values = sorted(s.value for s in family.samples) if family else []
+            return values if values == [1.0, 1.0] else None  # one per process, not two each
+
+        await eventually(held, timeout=15)
+        async with httpx.AsyncClient(base_url=gateways[1]) as c:  # no room of it there
+            r = await c.get(
+                f"/api/weddings/{world.wedding}/presence", headers=world.auth(world.couple)
+            )
+        assert r.status_code == 200, r.text
+        assert list(connection_ids(r.json()["users"])) == [world.couple]
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_reconnect_within_the_grace_neither_leaves_nor_joins(

@@ -226,8 +226,7 @@ class AdminController(Controller):
 
     @get("/rooms", summary="Active rooms of every gateway process, with connection counts")
     async def rooms(self, hub: Hub) -> RoomList:
-        assert hub.mirror is not None
-        table = hub.mirror.table
+        table = await hub.presence_everywhere()
         rooms: list[RoomInfo] = []
         for wedding_id, room in list(table.weddings.items()):
             records = [s.record for s in room.values()]
@@ -251,8 +250,7 @@ class AdminController(Controller):
 
     @get("/stats", summary="Connections, rooms, streams, consumer lag, sessions, outbox")
     async def stats(self, conns: Connections, hub: Hub) -> Stats:
-        assert hub.mirror is not None
-        table = hub.mirror.table
+        table = await hub.presence_everywhere()
         records = [s.record for s in table]
         live = _live(records)
         streams: list[StreamStats] = []

@@ -5,8 +5,9 @@ Every event of a wedding reaches this process once (an ordered JetStream consume
 once, and is offered to each local socket of that wedding. Control messages on
 ``wedsync.control.>`` (sessions ended, roles and statuses changed) reach every process at
 once.
-Presence changes come from one watch of the presence bucket per process (app/presence),
-batched per room and encoded once per viewer role.
+Presence is scoped per room (app/gateway/roster.py): a process reads and follows only the
+presence records of the weddings it has sockets in; changes are batched per room and
+encoded once per viewer role.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -37,13 +39,13 @@ from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.diffs import DiffBatcher, diff_frame
 from app.gateway.limits import ReplayBudgets
+from app.gateway.roster import Gateways, Roster
 from app.gateway.tracker import PresenceTracker
 from config.settings import Settings
 from runtime.crypto import ContactCipher
 from runtime.eventlog import last_seq, stream_epoch
 from runtime.guest_contacts import GuestContacts
-from runtime.presence import Change, Kind, Mirror
-from runtime.presence.table import presence_bucket
+from runtime.presence import Change, Kind, PresenceTable, presence_bucket, read_table, record_key
 from streams.definitions import EVENTS
 from streams.notifications import NotificationFrame
 from streams.permissions import Channel
@@ -143,15 +145,20 @@ def _observe(hub: Hub) -> None:
     )
     meter.create_observable_gauge(
         "wedsync.presence.entries",
-        [lambda _: [Observation(len(hub.mirror.table) if hub.mirror else 0)]],
+        [lambda _: [Observation(len(hub.table))]],
         unit="{connection}",
-        description="Presence records (all processes) in this mirror",
+        description="Presence records of the weddings with sockets in this process",
     )
 
 
 GUESTS = Channel.GUESTS.value
 #: rooms a process opens at the same time (more wait their turn)
 OPEN_AT_ONCE = 8
+#: seconds past its due time before a record still shown is checked against the bucket
+#: (the owning gateway and the expiry worker remove it well before)
+GHOST_AFTER = 10.0
+#: a key checked is not checked again for this long (the bucket may really still hold it)
+GHOST_RECHECK = 30.0
 
 
 async def _on_signal(room: Room, msg: Msg) -> None:
@@ -171,6 +178,7 @@ class Room:
         self.contacts = contacts
         self.connections: set[Connection] = set()
         self.sub: JetStreamContext.PushSubscription | None = None
+        self.roster: Roster | None = None  # its presence records (app/gateway/roster.py)
         self.signals: Subscription | None = None  # core NATS: typing... (app/gateway/signals.py)
         self.presence = DiffBatcher(batch_window, self.on_presence)
         # the wedding's newest event seq: looked up once when the room opens, then
@@ -232,7 +240,10 @@ class Hub:
         self._open_slots = asyncio.Semaphore(OPEN_AT_ONCE)
         self._control: Subscription | None = None
         self._stack = contextlib.AsyncExitStack()
-        self.mirror: Mirror | None = None
+        self.table = PresenceTable()  # presence of the weddings with rooms here only
+        self._kv: KeyValue | None = None
+        self._gateways: Gateways | None = None
+        self._checked: dict[str, float] = {}  # presence key -> when last checked (ghosts)
         self._tracker: PresenceTracker | None = None
         self.tally = Tally()
         g = settings.gateway
@@ -244,13 +255,15 @@ class Hub:
 
     async def __aenter__(self) -> Hub:
         self.epoch = await stream_epoch(self.js)
-        kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
+        self._kv = kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.admission)
-            self.mirror = await stack.enter_async_context(Mirror(kv, self._on_presence))
+            self._gateways = await stack.enter_async_context(Gateways(self.nc))
             self._tracker = await stack.enter_async_context(
-                PresenceTracker(self.js, kv, self.mirror.table, self.settings.presence)
+                PresenceTracker(self.js, kv, self.table, self.settings.presence)
             )
+            ghosts = asyncio.create_task(self._ghost_checks(), name="presence ghost checks")
+            stack.push_async_callback(_cancel, ghosts)
             self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
             self._stack = stack.pop_all()
         return self
@@ -279,9 +292,25 @@ class Hub:
         """The newest event seq of a wedding with local sockets (joined rooms only)."""
         return self.rooms[wedding_id].head
 
+    @property
+    def kv(self) -> KeyValue:
+        assert self._kv is not None, "Hub not entered"
+        return self._kv
+
     def presence_of(self, wedding_id: uuid.UUID) -> list[Record]:
-        assert self.mirror is not None, "Hub not entered"
-        return self.mirror.table.room(str(wedding_id))
+        """The presence records of a wedding with a room in this process."""
+        return self.table.room(str(wedding_id))
+
+    async def presence_now(self, wedding_id: uuid.UUID) -> list[Record]:
+        """A wedding's presence records, read from the bucket if no room has them here."""
+        if wedding_id in self.rooms:
+            return self.presence_of(wedding_id)
+        w = str(wedding_id)
+        return (await read_table(self.kv, f"{w}.*")).room(w)
+
+    async def presence_everywhere(self) -> PresenceTable:
+        """Every wedding's presence and every gateway's heartbeat (one pass, for admin)."""
+        return await read_table(self.kv)
 
     def _on_presence(self, change: Change) -> None:
         room = self.rooms.get(uuid.UUID(change.record.wedding_id))
@@ -362,6 +391,8 @@ class Hub:
         room.sub = await self._subscribe(room, None)
         # after subscribing: older events are in the lookup, newer reach on_event
         try:
+            room.roster = Roster(self.nc, self.kv, self.table, str(wedding_id), self._on_presence)
+            await room.roster.open()
             room.signals = await self.nc.subscribe(
                 signal_subject(wedding_id), cb=partial(_on_signal, room)
             )
@@ -442,12 +473,20 @@ class Hub:
                 if old is not None:
                     with contextlib.suppress(Exception):
                         await old.unsubscribe()
+                if room.roster is not None:  # what changed while the connection was down
+                    try:
+                        await room.roster.reload()
+                    except Exception as exc:
+                        log.info("room %s presence not reloaded: %r", room.wedding_id, exc)
                 delay = 0.25
                 continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     async def _drop(self, room: Room) -> None:
+        if room.roster is not None:
+            await room.roster.close()
+            room.roster = None
         if room.sub is not None:
             with contextlib.suppress(Exception):
                 await room.sub.unsubscribe()
@@ -456,6 +495,35 @@ class Hub:
             with contextlib.suppress(Exception):
                 await room.signals.unsubscribe()
             room.signals = None
+
+    async def _ghost_checks(self) -> None:
+        """Records still shown past their due time are checked against the bucket."""
+        p = self.settings.presence
+        every = max(1.0, min(p.grace, p.ttl) / 2)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._check_ghosts()
+            except Exception as exc:  # NATS away: the next round
+                log.info("presence ghost check failed: %r", exc)
+
+    async def _check_ghosts(self) -> None:
+        p, gateways = self.settings.presence, self._gateways
+        assert gateways is not None and self._tracker is not None
+        now, wall, own = time.monotonic(), time.time(), self._tracker.gateway
+        self._checked = {k: t for k, t in self._checked.items() if now - t < GHOST_RECHECK}
+        for room in list(self.rooms.values()):
+            if room.roster is None:
+                continue
+            for r in room.roster.records():
+                if r.disconnected_at is not None:
+                    due = wall - r.disconnected_at > p.grace + GHOST_AFTER
+                else:
+                    due = r.gateway != own and gateways.quiet_for(r.gateway) > p.ttl + GHOST_AFTER
+                key = record_key(r.wedding_id, r.connection_id)
+                if due and key not in self._checked:
+                    self._checked[key] = now
+                    await room.roster.verify(key)
 
     async def _on_control(self, msg: Msg) -> None:
         try:
@@ -496,3 +564,9 @@ class Hub:
                         conn.request_close(code, reason or "disconnected by an operator")
             case _:
                 assert_never(ctl)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from config.settings import PresenceSettings
@@ -35,6 +36,7 @@ from streams.presence import GATEWAY_PREFIX, Editing, Record, Status
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder(Record)
 
 
 def auto_status(quiet: float, settings: PresenceSettings) -> Status:
@@ -179,13 +181,27 @@ class PresenceTracker:
         await self.change(p, editing=editing)
 
     async def disconnect(self, p: Presence, *, expire_later: bool = True) -> None:
+        """Mark the record disconnected, if this socket still owns it in the bucket (the
+        bucket, not the table: this process may no longer follow the room)."""
         self.local.discard(p)
-        stored = self.table.record(p.wedding_id, p.connection_id)
-        if p.record is None or (stored is not None and stored.record.owner != p.socket):
-            return  # another socket of this session owns the record now
-        gone = msgspec.structs.replace(p.record, disconnected_at=time.time())
+        if p.record is None:
+            return
+        gone = _encode.encode(msgspec.structs.replace(p.record, disconnected_at=time.time()))
         p.record = None
-        revision = await self.kv.put(p.key, _encode.encode(gone))
+        for _ in range(3):  # a write of this socket's still landing: read again
+            try:
+                entry = await self.kv.get(p.key)
+            except (KeyNotFoundError, KeyDeletedError):
+                return  # expired meanwhile: nothing left to mark
+            if entry.value is None or _decode.decode(entry.value).owner != p.socket:
+                return  # another socket of this session owns the record now
+            try:
+                revision = await self.kv.update(p.key, gone, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            break
+        else:
+            return
         if expire_later:
             task = asyncio.create_task(self._expire_after_grace(p.key, revision))
             self._tasks.add(task)

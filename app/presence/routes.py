@@ -74,7 +74,7 @@ class PresenceController(Controller):
         self, wedding_id: uuid.UUID, member: Membership, hub: Hub
     ) -> PresenceSnapshot:
         # a device within its reconnect grace still counts as here, as in the welcome
-        records = hub.presence_of(wedding_id)
+        records = await hub.presence_now(wedding_id)
         users = group_by_user(records, member.role)
         return PresenceSnapshot(wedding_id=str(wedding_id), users=users)
 

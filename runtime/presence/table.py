@@ -1,9 +1,14 @@
-"""An in-memory mirror of the presence bucket, fed by one KV watch per process.
+"""The presence bucket in memory: a table of records by wedding, and two ways to fill it.
 
-Every gateway process and the expiry worker hold the whole table (one small record per
-connected device): a welcome's snapshot needs no round trip, and a change costs one KV
-put whichever process the other members are on. ``apply`` turns each bucket update into
-the change members see: a join, a leave, an update of public fields, or nothing.
+- ``Mirror``: one KV watch of the whole bucket, for the processes that need every wedding
+  (the expiry worker, the notifications planner);
+- ``read_keys`` / ``read_table``: one pass over some keys (a wedding's, or all), for a
+  gateway opening a room (it then follows that room's keys live, app/gateway/roster.py)
+  and for the admin API's global views.
+
+``apply`` turns each bucket update into the change members see: a join, a leave, an update
+of public fields, or nothing; an update older than the one held (by revision) is ignored,
+so two sources of the same changes can be merged.
 """
 
 from __future__ import annotations
@@ -66,8 +71,14 @@ class PresenceTable:
     def __len__(self) -> int:
         return sum(len(room) for room in self.weddings.values())
 
+    def drop(self, wedding_id: str) -> None:
+        """Forget a wedding's records (its room closed in this process)."""
+        self.weddings.pop(wedding_id, None)
+
     def apply(self, key: str, value: bytes | None, revision: int) -> Change | None:
-        """Apply one bucket update (``value`` None: deleted); the visible change, if any."""
+        """Apply one bucket update (``value`` None: deleted); the visible change, if any.
+        ``revision`` 0 means "now, whatever is held"; else an update at or below the held
+        record's revision is an old one and changes nothing."""
         head, _, rest = key.partition(".")
         if head == GATEWAY_PREFIX:
             if value is None:
@@ -77,6 +88,8 @@ class PresenceTable:
             return None
         room = self.weddings.setdefault(head, {})
         old = room.get(rest)
+        if old is not None and revision and revision <= old.revision:
+            return None
         if value is None:
             if old is None:
                 return None
@@ -95,6 +108,41 @@ class PresenceTable:
         if old.record.public() != new.public() or old.record.display_name != new.display_name:
             return Change(Kind.UPDATE, new, old.record)
         return None  # only ownership or disconnect bookkeeping changed: nothing to show
+
+
+@dataclass(frozen=True, slots=True)
+class Stamped:
+    """A key's newest state as read: ``value`` None once deleted."""
+
+    value: bytes | None
+    revision: int
+
+
+async def read_keys(kv: KeyValue, pattern: str = ">") -> dict[str, Stamped]:
+    """Every key matching ``pattern`` with its newest state, in one pass (a short-lived
+    ordered consumer): deleted keys are there with ``value`` None."""
+    watcher = await kv.watch(pattern)
+    out: dict[str, Stamped] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=30)  # type: ignore[no-untyped-call]
+            if entry is None:  # initial values done
+                break
+            deleted = entry.operation in ("DEL", "PURGE")
+            out[entry.key] = Stamped(None if deleted else entry.value, entry.revision or 0)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    return out
+
+
+async def read_table(kv: KeyValue, pattern: str = ">") -> PresenceTable:
+    """A table of the keys matching ``pattern`` as they are now (not followed)."""
+    table = PresenceTable()
+    for key, state in (await read_keys(kv, pattern)).items():
+        if state.value is not None:
+            table.apply(key, state.value, state.revision)
+    return table
 
 
 async def presence_bucket(js: JetStreamContext, *, replicas: int) -> KeyValue:
