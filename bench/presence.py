@@ -37,7 +37,9 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(1, 60_000_000, 3)  # microseconds, up to a minute
 
 
-async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: float) -> None:
+async def _load(
+    seats: list[Seat], pipe: Connection, rate: float, duration: float, pick: str
+) -> None:
     import websockets
 
     hist = new_histogram()
@@ -45,6 +47,7 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     sockets: list[Any] = []
     sem = asyncio.Semaphore(64)
     received = 0
+    by_second: dict[int, HdrHistogram] = {}  # latency per second since "go"
     failures: list[str] = []
 
     async def open_one(seat: Seat) -> None:
@@ -78,7 +81,12 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
                     for c in user["connections"]:
                         loc = c.get("location") or ""
                         if loc.startswith("t:"):
-                            hist.record_value(max(1, int((now - float(loc[2:])) * 1e6)))
+                            us = max(1, int((now - float(loc[2:])) * 1e6))
+                            hist.record_value(us)
+                            second = int(now - timeline.epoch)
+                            if second not in by_second:
+                                by_second[second] = new_histogram()
+                            by_second[second].record_value(us)
                             received += 1
                             timeline.add("diffs received", now=now)
         except Exception:
@@ -96,8 +104,14 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     interval = 1.0 / rate if rate > 0 else duration
     t0 = time.perf_counter()
     next_at = t0
+    order: list[Any] = []
     while time.perf_counter() - t0 < duration:
-        ws = random.choice(sockets)
+        if pick == "random":  # ~5% of updates then wait out a write window, by design
+            ws = random.choice(sockets)
+        else:  # every socket once per round, in a new order each round
+            if not order:
+                order = random.sample(sockets, len(sockets))
+            ws = order.pop()
         frame = json.dumps({"type": "presence", "location": f"t:{time.time():.6f}"})
         try:
             await ws.send(frame)
@@ -110,14 +124,17 @@ async def _load(seats: list[Seat], pipe: Connection, rate: float, duration: floa
     await asyncio.sleep(1.0)  # in-flight diffs
     for t in readers:
         t.cancel()
-    pipe.send(("done", sent, received, hist.encode(), timeline.series))
+    seconds = {k: h.encode() for k, h in by_second.items() if k >= 0}
+    pipe.send(("done", sent, received, hist.encode(), timeline.series, seconds))
     for ws in sockets:
         await ws.close()
 
 
-def loader_main(seats: list[Seat], pipe: Connection, rate: float, duration: float) -> None:
+def loader_main(
+    seats: list[Seat], pipe: Connection, rate: float, duration: float, pick: str
+) -> None:
     raise_fd_limit()
-    asyncio.run(_load(seats, pipe, rate, duration))
+    asyncio.run(_load(seats, pipe, rate, duration, pick))
 
 
 def percentiles(hist: HdrHistogram) -> dict[str, float]:
@@ -141,7 +158,13 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
             proc = ctx.Process(
                 target=loader_main,
                 daemon=True,
-                args=(seats[i :: args.loaders], child, args.rate / args.loaders, args.duration),
+                args=(
+                    seats[i :: args.loaders],
+                    child,
+                    args.rate / args.loaders,
+                    args.duration,
+                    args.pick,
+                ),
             )
             proc.start()
             pipes.append(parent)
@@ -166,12 +189,15 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
         hist = new_histogram()
         timeline = Timeline(0.0)
         sent = received = 0
+        by_second: dict[int, HdrHistogram] = {}
         for pipe in pipes:
-            _, s, r, encoded, series = await loop.run_in_executor(None, pipe.recv)
+            _, s, r, encoded, series, seconds = await loop.run_in_executor(None, pipe.recv)
             sent += s
             received += r
             hist.decode_and_add(encoded)
             timeline.merge(series)
+            for k, blob in seconds.items():
+                by_second.setdefault(k, new_histogram()).decode_and_add(blob)
         for proc in procs:
             proc.join(30)
     result = {
@@ -191,7 +217,13 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], Figure]:
         "connect_retries": retries,
         "gateway_rss_mib_idle_before": rss_before / 2**20,
         "gateway_rss_mib_connected": rss_connected / 2**20,
+        "pick": args.pick,
         "latency": percentiles(hist),
+        # the tails second by second (a transient shows here, not in the run's p99)
+        "p99_per_second_ms": [
+            round(by_second[k].get_value_at_percentile(99) / 1000, 1) if k in by_second else 0.0
+            for k in range(max(by_second, default=-1) + 1)
+        ],
         "per_second": timeline.series,
     }
     figure = Figure(
@@ -212,6 +244,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=200, help="presence updates per second")
     ap.add_argument("--duration", type=float, default=20)
     ap.add_argument("--batch", type=float, default=0.05, help="WEDSYNC_PRESENCE_BATCH")
+    ap.add_argument(
+        "--pick",
+        choices=("round", "random"),
+        default="round",
+        help="who sends each update: every member once per round (default: propagation "
+        "alone), or a random member (two updates of one member within "
+        "WEDSYNC_PRESENCE_WRITE_EVERY coalesce into one write at the window's end)",
+    )
     ap.add_argument(
         "--out",
         type=Path,
