@@ -12,6 +12,7 @@ import ipaddress
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -26,11 +27,25 @@ def _setting(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": PREFIX + env, "help": help})
 
 
+class WebSocketImpl(StrEnum):
+    """uvicorn's WebSocket protocol implementations (all speak the same ASGI)."""
+
+    WEBSOCKETS = "websockets"  # the websockets library's asyncio protocol (legacy)
+    SANSIO = "websockets-sansio"  # the same library's sans-I/O core, timers not tasks
+    WSPROTO = "wsproto"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = _setting("127.0.0.1", "HOST", "Interface the HTTP/WebSocket API binds to.")
     port: int = _setting(8000, "PORT", "Port of the HTTP/WebSocket API (0 picks a free one).")
     processes: int = _setting(1, "API_PROCESSES", "API server processes sharing the port.")
+    ws_impl: WebSocketImpl = _setting(
+        WebSocketImpl.WEBSOCKETS,
+        "WS_IMPL",
+        "uvicorn's WebSocket implementation: `websockets`, `websockets-sansio` or `wsproto` "
+        "(docs/benchmarks.md compares them).",
+    )
     trusted_proxies: str = _setting(
         "",
         "TRUSTED_PROXIES",

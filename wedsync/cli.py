@@ -119,6 +119,7 @@ def _api(settings: Settings) -> int:
         "log_config": None,
         "access_log": False,
         "log_level": max(logging.INFO, logging.getLevelName(settings.log.level.upper())),
+        "ws": settings.server.ws_impl.value,
         "ws_per_message_deflate": False,  # ~90 KB per idle connection otherwise
         "ws_max_size": 1024 * 1024,  # larger frames close the socket (1009)
         "ws_ping_interval": 15.0,  # protocol pings: a dead peer is dropped within ~30 s
