@@ -1,6 +1,6 @@
 """The HTTP and WebSocket edge's database scope: a request for ``/.../{wedding_id}/...``
 runs in that wedding's scope (runtime/db/scope.py), so every connection it (and every task it
-starts: a socket's readers, its session watch) acquires sees that wedding's rows only.
+starts: a socket's readers, its session check at expiry) acquires sees that wedding's rows only.
 
 A route without a wedding in its path gets no scope and sees no wedding-scoped row, unless
 its handler opens a named system scope (docs/security.md lists them)."""

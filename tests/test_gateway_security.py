@@ -611,5 +611,5 @@ async def test_failures_close_with_4002_are_logged_and_leave_no_gap(
             await b.close()
     log = "".join(output)
     assert "websocket resume failed" in log
-    assert re.search(r"websocket (reader|session watch) failed", log), log[-2000:]
+    assert re.search(r"websocket (reader|session check) failed", log), log[-2000:]
     assert "Traceback" in log

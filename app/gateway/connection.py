@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -72,12 +73,13 @@ class Connection:
     # role and status changes applied from control messages (the handshake's re-read of
     # the membership must not overwrite one that arrived while it ran)
     changes: int = 0
+    # called once when a close is requested (the endpoint stops the socket's reader)
+    on_close: Callable[[], object] | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
         self.readable = self._readable()
         self.scope, self.scoped = self._scope()
-        self.close_requested = asyncio.Event()
 
     @property
     def closed(self) -> bool:
@@ -108,7 +110,8 @@ class Connection:
         if not self.closed:
             self.state = Lifecycle.CLOSED
             self.close_code, self.close_reason = code, reason
-            self.close_requested.set()
+            if self.on_close is not None:
+                self.on_close()
             # wake the writer if it waits on an empty queue (a full one: it is not waiting)
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(WAKE)

@@ -1,5 +1,5 @@
 """What one open socket's tasks share: the socket, its connection, the process's hub and
-connections, and the tasks it spawned (the reader, the session watch, resumes)."""
+connections, and the tasks it spawned (the reader, the session check at expiry, resumes)."""
 
 from __future__ import annotations
 

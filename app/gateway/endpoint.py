@@ -71,6 +71,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
     hub = ctx.hub
     writer = asyncio.create_task(guarded(conn, "writer", _write(socket, conn, hub)))
     reader: asyncio.Task[None] | None = None
+    expiry: session.Expiry | None = None
     tracker = hub.tracker
     try:
         await tracker.connect(conn.presence)
@@ -90,7 +91,8 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
             )
         )
         conn.welcome_sent()
-        ctx.spawn("session watch", session.watch(ctx.conns.pool, conn))
+        expiry = session.Expiry(ctx.conns.pool, conn, ctx.spawn)
+        expiry.start()
         after = socket.query_params.get("after_seq")
         if after is not None and after.isascii() and after.isdigit():  # not "²"
             epoch = socket.query_params.get("epoch")
@@ -98,15 +100,16 @@ async def _serve(socket: WebSocket[Any, Any, Any], wedding_id: uuid.UUID) -> Non
         else:
             conn.finish_replay()  # live from the welcome's last_seq on
         reader = asyncio.create_task(guarded(conn, "reader", read(ctx)))
-        closing = asyncio.ensure_future(conn.close_requested.wait())
-        try:
-            await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
+        conn.on_close = reader.cancel  # a close requested stops reading (no task waits for it)
+        if conn.closed:  # requested before it started
+            reader.cancel()
+        await asyncio.wait({reader})
     except Exception:
         log.exception("websocket session failed")
         conn.request_close(Close.SERVER_ERROR, SERVER_ERROR)
     finally:
+        if expiry is not None:
+            expiry.stop()
         for t in (*ctx.tasks, *([reader] if reader else [])):
             t.cancel()
         try:

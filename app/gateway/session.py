@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import asyncpg
 
@@ -57,17 +59,46 @@ async def use(pool: asyncpg.Pool, conn: Connection, ttl: float) -> None:
         conn.expires_at = expires.timestamp()
 
 
-async def watch(pool: asyncpg.Pool, conn: Connection) -> None:
-    """Runs for the socket's life: at its session's expiry asks the database whether it was
-    extended meanwhile (another socket, ``GET /api/collaboration/join``), else closes."""
-    while not conn.closed:
-        await asyncio.sleep(max(conn.expires_at - time.time(), 0.0))
-        if time.time() < conn.expires_at:
-            continue  # extended by this socket's own use meanwhile
-        async with pool.acquire() as db:
-            expires = await session_store.expiry(db, conn.session_id)
+class Expiry:
+    """Closes a socket when its session expires: one timer per socket, not a task (an idle
+    socket should cost almost nothing). At the expiry the database is asked whether the
+    session was extended meanwhile (another socket, ``GET /api/collaboration/join``); the
+    question runs as one of the socket's tasks (``spawn``), so a failure closes with 4002."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        conn: Connection,
+        spawn: Callable[[str, Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.pool, self.conn, self._spawn = pool, conn, spawn
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        delay = max(self.conn.expires_at - time.time(), 0.0)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _due(self) -> None:
+        self._timer = None
+        if self.conn.closed:
+            return
+        if time.time() < self.conn.expires_at:
+            self.start()  # extended by this socket's own use meanwhile
+        else:
+            self._spawn("session check", self._ask())
+
+    async def _ask(self) -> None:
+        async with self.pool.acquire() as db:
+            expires = await session_store.expiry(db, self.conn.session_id)
         if expires is None:
-            conn.request_close(Close.INVALID_SESSION, EXPIRED)
+            self.conn.request_close(Close.INVALID_SESSION, EXPIRED)
             return
         # this host's clock and the database's may differ a little: no tight loop
-        conn.expires_at = max(expires.timestamp(), time.time() + 1.0)
+        self.conn.expires_at = max(expires.timestamp(), time.time() + 1.0)
+        if not self.conn.closed:
+            self.start()
