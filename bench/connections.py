@@ -68,7 +68,9 @@ async def run(args: argparse.Namespace) -> Path:
             f"populated {len(seats)} members in {time.perf_counter() - started:.1f} s", flush=True
         )
         gateway_pids = [p.pid for p in system.procs]
+        nats_pids = service_pids()["nats-server"]
         rss_before = rss_bytes(gateway_pids)
+        nats_before = rss_bytes(nats_pids)
         epoch = time.time()
         specs = [
             LoadSpec(
@@ -99,6 +101,7 @@ async def run(args: argparse.Namespace) -> Path:
                 memory.append(round(rss_bytes(gateway_pids) / 2**20, 1))
             cpu = meter.stop()
             rss_after = rss_bytes(gateway_pids)
+            nats_after = rss_bytes(nats_pids)
             held = pool.totals()
         finally:
             res = await pool.finish()
@@ -130,6 +133,10 @@ async def run(args: argparse.Namespace) -> Path:
         "gateway_rss_mib_after": round(rss_after / 2**20, 1),
         "gateway_rss_mib_per_second": memory,
         "memory_per_connection_kib": round(per_conn / 1024, 2),
+        # the rooms' consumers and subscriptions (one room per wedding and gateway process)
+        "rooms": math.ceil(opened / args.room),
+        "nats_rss_mib_before": round(nats_before / 2**20, 1),
+        "nats_rss_mib_after": round(nats_after / 2**20, 1),
         "connect_latency_us": percentiles_us(res.connect),
         "ping_rtt_us": percentiles_us(res.rtt),
         "cpu_percent_holding": cpu,

@@ -36,6 +36,9 @@ class BucketSpec:
     # (``<prefix>.<key>``, with Nats-Sequence headers), for readers that want only some keys
     # live without a consumer each
     republish: str | None = None
+    # the stream's consumer cap (nats-server 2.15 caps a stream that says nothing at 1000;
+    # streams/definitions.py): watches of the admin API and the workers
+    max_consumers: int = 1_000_000
 
     @property
     def stream(self) -> str:
@@ -55,6 +58,7 @@ class BucketSpec:
             storage=StorageType.FILE,
             replicas=replicas,
             republish=self.republished,
+            direct=True,  # reads of some keys without a consumer (batch direct get)
         )
 
 
@@ -71,9 +75,9 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int
     try:
         info = await js.stream_info(spec.stream)
     except NotFoundError:
-        kv = await js.create_key_value(spec.config(replicas))
+        await js.create_key_value(spec.config(replicas))
         log.info("created bucket %s (replicas %d)", spec.name, replicas)
-        return kv
+        info = await js.stream_info(spec.stream)  # what KeyValueConfig cannot say: below
     have = info.config
     if have.storage != StorageType.FILE:
         raise StreamConfigError(f"bucket {spec.name}: storage is {have.storage}, declared file")
@@ -87,6 +91,8 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int
         "description": spec.description,
         "max_msgs_per_subject": spec.history,
         "republish": spec.republished,
+        "allow_direct": True,
+        "max_consumers": spec.max_consumers,
     }
     drift = {k: (getattr(have, k), v) for k, v in wanted.items() if _differs(getattr(have, k), v)}
     if drift:

@@ -80,6 +80,7 @@ async def test_a_bucket_is_created_then_reconciled_with_a_log_line(
             kv = await ensure_bucket(conns.js, b, replicas=1)
         info = await conns.js.stream_info(b.stream)
         assert info.config.description == "declared" and info.config.max_msgs_per_subject == 2
+        assert info.config.allow_direct and info.config.max_consumers == b.max_consumers
         assert f"updated bucket {b.name}" in caplog.text
         assert (await kv.get("k")).value == b"v"  # nothing stored was lost
         caplog.clear()

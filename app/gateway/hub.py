@@ -306,7 +306,7 @@ class Hub:
         if wedding_id in self.rooms:
             return self.presence_of(wedding_id)
         w = str(wedding_id)
-        return (await read_table(self.kv, f"{w}.*")).room(w)
+        return (await read_table(self.kv, f"{w}.*", self.js)).room(w)
 
     async def presence_everywhere(self) -> PresenceTable:
         """Every wedding's presence and every gateway's heartbeat (one pass, for admin)."""
@@ -391,7 +391,9 @@ class Hub:
         room.sub = await self._subscribe(room, None)
         # after subscribing: older events are in the lookup, newer reach on_event
         try:
-            room.roster = Roster(self.nc, self.kv, self.table, str(wedding_id), self._on_presence)
+            room.roster = Roster(
+                self.nc, self.js, self.kv, self.table, str(wedding_id), self._on_presence
+            )
             await room.roster.open()
             room.signals = await self.nc.subscribe(
                 signal_subject(wedding_id), cb=partial(_on_signal, room)

@@ -5,7 +5,7 @@ changes: what it costs grows with its own rooms, not with every connection of th
 
 - **Opening a room** subscribes (core NATS, no consumer on the server) to the wedding's
   keys as JetStream republishes them once stored (``wedsync.live.presence.<wedding>.*``,
-  streams/buckets.py), then reads the wedding's keys once (a short-lived ordered consumer)
+  streams/buckets.py), then reads the wedding's keys once (one batch direct get: no consumer)
   and merges both by revision: what arrived while reading is newer or older than what was
   read, never lost in between.
 - **Live**, each republished change (its ``Nats-Sequence`` is the KV revision) is applied
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -61,12 +62,14 @@ class Roster:
     def __init__(
         self,
         nc: NATS,
+        js: JetStreamContext,
         kv: KeyValue,
         table: PresenceTable,
         wedding_id: str,
         on_change: Callable[[Change], None],
     ) -> None:
-        self.nc, self.kv, self.table, self.wedding_id = nc, kv, table, wedding_id
+        self.nc, self.js, self.kv, self.table = nc, js, kv, table
+        self.wedding_id = wedding_id
         self._on_change = on_change
         self._sub: Subscription | None = None
         # live changes that arrive while the keys are being read: merged after
@@ -95,7 +98,7 @@ class Roster:
         async with self._reading:
             self._held = []
             try:
-                read = await read_keys(self.kv, f"{self.wedding_id}.*")
+                read = await read_keys(self.kv, f"{self.wedding_id}.*", self.js)
             except BaseException:
                 self._release(self._held)
                 raise

@@ -2,9 +2,9 @@
 
 - ``Mirror``: one KV watch of the whole bucket, for the processes that need every wedding
   (the expiry worker, the notifications planner);
-- ``read_keys`` / ``read_table``: one pass over some keys (a wedding's, or all), for a
-  gateway opening a room (it then follows that room's keys live, app/gateway/roster.py)
-  and for the admin API's global views.
+- ``read_keys`` / ``read_table``: one pass over some keys (a wedding's: one batch direct
+  get; or all: a short-lived consumer), for a gateway opening a room (it then follows
+  that room's keys live, app/gateway/roster.py) and for the admin API's global views.
 
 ``apply`` turns each bucket update into the change members see: a join, a leave, an update
 of public fields, or nothing; an update older than the one held (by revision) is ignored,
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+import jetstreamext
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -118,9 +119,49 @@ class Stamped:
     revision: int
 
 
-async def read_keys(kv: KeyValue, pattern: str = ">") -> dict[str, Stamped]:
-    """Every key matching ``pattern`` with its newest state, in one pass (a short-lived
-    ordered consumer): deleted keys are there with ``value`` None."""
+#: keys one batch direct get answers (more: read through a consumer instead)
+DIRECT_BATCH = 1000
+_KV_SUBJECT = f"$KV.{PRESENCE_BUCKET.name}."
+
+
+async def read_keys(
+    kv: KeyValue, pattern: str = ">", js: JetStreamContext | None = None
+) -> dict[str, Stamped]:
+    """Every key matching ``pattern`` with its newest state, in one pass: deleted keys are
+    there with ``value`` None.
+
+    With ``js``, one batch direct get (ADR-31, nats-server >= 2.11: the last message of
+    every matching key in one request, served by any replica, no consumer created), as a
+    gateway opening a room does; otherwise, or when the server cannot answer so (older
+    server, more keys than :data:`DIRECT_BATCH`), a short-lived ordered consumer."""
+    if js is not None:
+        direct = await _read_direct(js, pattern)
+        if direct is not None:
+            return direct
+    return await _read_watched(kv, pattern)
+
+
+async def _read_direct(js: JetStreamContext, pattern: str) -> dict[str, Stamped] | None:
+    out: dict[str, Stamped] = {}
+    pending = 0
+    try:
+        async for msg in jetstreamext.get_last_msgs_for(
+            js, PRESENCE_BUCKET.stream, [_KV_SUBJECT + pattern], batch=DIRECT_BATCH
+        ):
+            headers = msg.headers or {}
+            deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
+            key = (msg.subject or "")[len(_KV_SUBJECT) :]
+            out[key] = Stamped(None if deleted else msg.data, msg.seq or 0)
+            pending = int(headers.get("Nats-Num-Pending", 0))
+    except jetstreamext.NoMessagesError:
+        return {}
+    except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+        log.debug("presence keys %s not read directly: %r", pattern, exc)
+        return None
+    return None if pending else out  # more than one batch: through a consumer
+
+
+async def _read_watched(kv: KeyValue, pattern: str) -> dict[str, Stamped]:
     watcher = await kv.watch(pattern)
     out: dict[str, Stamped] = {}
     try:
@@ -136,10 +177,12 @@ async def read_keys(kv: KeyValue, pattern: str = ">") -> dict[str, Stamped]:
     return out
 
 
-async def read_table(kv: KeyValue, pattern: str = ">") -> PresenceTable:
+async def read_table(
+    kv: KeyValue, pattern: str = ">", js: JetStreamContext | None = None
+) -> PresenceTable:
     """A table of the keys matching ``pattern`` as they are now (not followed)."""
     table = PresenceTable()
-    for key, state in (await read_keys(kv, pattern)).items():
+    for key, state in (await read_keys(kv, pattern, js)).items():
         if state.value is not None:
             table.apply(key, state.value, state.revision)
     return table
