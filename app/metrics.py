@@ -43,6 +43,7 @@ from app.errors import Unauthorized
 from app.services import Services
 from config.settings import AuthSettings, Settings
 from config.telemetry import Telemetry
+from runtime import tasks
 from runtime.connections import Connections
 from streams.definitions import (
     DOCUMENTS_CONSUMER,
@@ -235,6 +236,4 @@ class ConsumerLag:
 
     async def __aexit__(self, *exc: Any) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)

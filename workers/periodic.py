@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 from typing import Self
 
+from runtime import tasks
 from workers.outage import OUTAGES, is_infrastructure
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ class Periodic:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
 
     async def wait(self) -> None:
         assert self._task is not None, "not started: use `async with`"

@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from config.settings import WorkerSettings
 from config.telemetry import extract
+from runtime import tasks
 from runtime.db.types import Conn
 from streams.definitions import ConsumerSpec
 from streams.subjects import dead_letter_subject
@@ -154,9 +155,7 @@ class ConsumerRunner:
                     self.spec.durable,
                     STOP_GRACE,
                 )
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await tasks.stop(self._task)
             elif not self._task.cancelled() and (exc := self._task.exception()) is not None:
                 raise exc
             self._task = None

@@ -22,12 +22,13 @@ per room member, which is why shedding at the edge restores the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from types import TracebackType
 from typing import Self
+
+from runtime import tasks
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,7 @@ class Admission:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
 
     def refuse(self) -> float | None:
         """None to admit the frame; else the seconds the client should wait (retry_after)."""

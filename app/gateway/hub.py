@@ -42,6 +42,7 @@ from app.gateway.limits import ReplayBudgets
 from app.gateway.roster import Gateways, Roster
 from app.gateway.tracker import PresenceTracker
 from config.settings import Settings
+from runtime import tasks
 from runtime.crypto import ContactCipher
 from runtime.eventlog import last_seq, stream_epoch
 from runtime.guest_contacts import GuestContacts
@@ -263,7 +264,7 @@ class Hub:
                 PresenceTracker(self.js, kv, self.table, self.settings.presence)
             )
             ghosts = asyncio.create_task(self._ghost_checks(), name="presence ghost checks")
-            stack.push_async_callback(_cancel, ghosts)
+            stack.push_async_callback(tasks.stop, ghosts)
             self._control = await self.nc.subscribe(f"{CONTROL_ROOT}.*", cb=self._on_control)
             self._stack = stack.pop_all()
         return self
@@ -566,9 +567,3 @@ class Hub:
                         conn.request_close(code, reason or "disconnected by an operator")
             case _:
                 assert_never(ctl)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -27,6 +27,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from runtime import tasks
 from streams.buckets import PRESENCE_BUCKET, ensure_bucket
 from streams.presence import GATEWAY_PREFIX, Record
 
@@ -223,9 +224,7 @@ class Mirror:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()  # type: ignore[no-untyped-call]
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
 
     async def _follow(self) -> None:
         assert self._watcher is not None
