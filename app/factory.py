@@ -48,6 +48,7 @@ from config.logging import configure_logging
 from config.secrets import require_secrets
 from config.settings import Settings
 from config.telemetry import Telemetry
+from runtime import gc_pauses
 from runtime.connections import connect, prepare
 
 
@@ -77,8 +78,11 @@ def create_app(settings: Settings) -> Litestar:
             await prepare(conns, settings)
             services.conns = conns
             watch_pool(conns.pool)
+            gc_pauses.watch()
+            server = settings.server
             lag = ConsumerLag(conns.js, worker_consumers(settings), settings.telemetry.lag_every)
             async with (
+                gc_pauses.Freezer(server.gc_freeze_every, server.gc_reclaim_every),
                 MetricsResponder(conns.nc, telemetry),
                 lag,
                 Hub(conns.nc, conns.js, conns.pool, settings) as hub,

@@ -46,6 +46,19 @@ class ServerSettings:
         "uvicorn's WebSocket implementation: `websockets`, `websockets-sansio` or `wsproto` "
         "(docs/benchmarks.md compares them).",
     )
+    gc_freeze_every: float = _setting(
+        5.0,
+        "GC_FREEZE_EVERY",
+        "Seconds between two `gc.freeze()` of an API process: what is alive then is no longer "
+        "walked by the garbage collector, whose full pause otherwise grows with every socket "
+        'held (0: never; docs/operations.md, "Garbage collector").',
+    )
+    gc_reclaim_every: float = _setting(
+        3600.0,
+        "GC_RECLAIM_EVERY",
+        "Seconds between two full collections of everything frozen (one logged pause; frees "
+        "reference cycles of objects that died after they were frozen; 0: never).",
+    )
     trusted_proxies: str = _setting(
         "",
         "TRUSTED_PROXIES",
