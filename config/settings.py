@@ -44,7 +44,7 @@ class ServerSettings:
         WebSocketImpl.WEBSOCKETS,
         "WS_IMPL",
         "uvicorn's WebSocket implementation: `websockets`, `websockets-sansio` or `wsproto` "
-        "(docs/benchmarks.md compares them).",
+        "(docs/benchmarks.md compares the first two).",
     )
     gc_freeze_every: float = _setting(
         5.0,
