@@ -182,7 +182,7 @@ def worker_consumers(settings: Settings) -> list[tuple[str, str]]:
     return [(s.stream, s.durable) for s in specs]
 
 
-class ConsumerLag:
+class ConsumerLag(tasks.Background):
     """Reads every worker consumer's backlog from JetStream every ``every`` seconds:
     ``wedsync.consumer.lag`` (not yet delivered) and ``.ack_pending`` (delivered, unacked)."""
 
@@ -191,7 +191,6 @@ class ConsumerLag:
         self.consumers = consumers
         self.every = every
         self.readings: dict[tuple[str, str], tuple[int, int]] = {}
-        self._task: asyncio.Task[None] | None = None
         meter.create_observable_gauge(
             "wedsync.consumer.lag",
             [self._lag],
@@ -222,18 +221,12 @@ class ConsumerLag:
                 continue
             self.readings[(stream, durable)] = (info.num_pending or 0, info.num_ack_pending or 0)
 
-    async def _loop(self) -> None:
+    name = "consumer-lag"
+
+    async def run(self) -> None:
         while True:
             try:
                 await self.read()
             except Exception as exc:  # NATS trouble: keep the last readings
                 log.warning("consumer lag not read: %r", exc)
             await asyncio.sleep(self.every)
-
-    async def __aenter__(self) -> ConsumerLag:
-        self._task = asyncio.create_task(self._loop(), name="consumer-lag")
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._task is not None:
-            await tasks.stop(self._task)

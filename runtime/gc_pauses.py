@@ -22,8 +22,7 @@ import asyncio
 import gc
 import logging
 import time
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from opentelemetry import metrics
 
@@ -64,31 +63,28 @@ def watch() -> None:
         gc.callbacks.append(_callback)
 
 
-class Freezer:
+class Freezer(tasks.Background):
     """``async with Freezer(freeze_every, reclaim_every):`` for a process's life (0: off)."""
 
     def __init__(self, freeze_every: float, reclaim_every: float) -> None:
         self.freeze_every, self.reclaim_every = freeze_every, reclaim_every
-        self._task: asyncio.Task[None] | None = None
         self._round = asyncio.Event()  # set when a round is over, then replaced
 
     async def next_round(self) -> None:
         """Wait until the round in progress (freeze, or reclaim and freeze) is over."""
         await self._round.wait()
 
-    async def __aenter__(self) -> Freezer:
-        if self.freeze_every > 0:
+    name = "gc freezer"
+
+    def enabled(self) -> bool:
+        return self.freeze_every > 0
+
+    async def __aenter__(self) -> Self:
+        if self.enabled():
             gc.freeze()  # what starting up allocated (modules, the app) first
-            self._task = asyncio.create_task(self._run(), name="gc freezer")
-        return self
+        return await super().__aenter__()
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            await tasks.stop(self._task)
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         reclaimed = time.monotonic()
         while True:
             await asyncio.sleep(self.freeze_every)

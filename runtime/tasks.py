@@ -10,7 +10,8 @@ consumer-lag loop lost the cancel in a ``consumer_info`` request and slept on.
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -26,3 +27,31 @@ async def stop(task: asyncio.Task[T]) -> None:
         await asyncio.wait({task}, timeout=AGAIN_AFTER)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
+
+
+class Background:
+    """An async context manager owning one background task: ``run()`` from ``async with``
+    until its exit, then stopped by :func:`stop` (its failure, if any, raised there).
+    Subclasses set ``name`` and implement ``run``; ``enabled()`` False starts nothing."""
+
+    name: str = "background"
+
+    _task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def enabled(self) -> bool:
+        return True
+
+    async def __aenter__(self) -> Self:
+        if self.enabled():
+            self._task = asyncio.create_task(self.run(), name=self.name)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            await stop(task)

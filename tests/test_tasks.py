@@ -35,3 +35,39 @@ async def test_a_task_that_failed_raises_its_failure() -> None:
     await asyncio.wait({task})
     with pytest.raises(RuntimeError, match="boom"):
         await tasks.stop(task)
+
+
+async def test_a_background_service_runs_inside_its_block_only() -> None:
+    class Ticker(tasks.Background):
+        name = "ticker"
+
+        def __init__(self) -> None:
+            self.ticks = 0
+            self.ticked = asyncio.Event()
+
+        async def run(self) -> None:
+            while True:
+                self.ticks += 1
+                self.ticked.set()
+                await asyncio.sleep(0)
+
+    ticker = Ticker()
+    async with asyncio.timeout(10):
+        async with ticker:
+            await ticker.ticked.wait()
+        after = ticker.ticks
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert after > 0 and ticker.ticks == after  # nothing ticks after the block
+
+
+async def test_a_disabled_background_service_starts_nothing() -> None:
+    class Off(tasks.Background):
+        async def run(self) -> None:
+            raise AssertionError("must not run")
+
+        def enabled(self) -> bool:
+            return False
+
+    async with Off():
+        await asyncio.sleep(0)

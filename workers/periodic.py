@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
-from typing import Self
 
 from runtime import tasks
 from workers.outage import OUTAGES, is_infrastructure
@@ -13,7 +11,7 @@ from workers.outage import OUTAGES, is_infrastructure
 log = logging.getLogger(__name__)
 
 
-class Periodic:
+class Periodic(tasks.Background):
     """``async with Sub(...) as s: await s.wait()`` runs ``s.tick()`` every ``s.every``
     seconds; a failing tick is logged and the next one runs as usual. A tick failing
     because NATS or PostgreSQL is unreachable is an outage: reported once per process
@@ -22,20 +20,8 @@ class Periodic:
     every: float = 1.0
     name: str = "periodic"
 
-    _task: asyncio.Task[None] | None = None
-
     async def tick(self) -> object:
         raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._loop(), name=self.name)
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            await tasks.stop(self._task)
 
     async def wait(self) -> None:
         assert self._task is not None, "not started: use `async with`"
@@ -46,7 +32,7 @@ class Periodic:
         A subclass may wake earlier (a notification) or not pause while there is work."""
         await asyncio.sleep(self.every)
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         backoff = 0.0
         while True:
             try:

@@ -25,8 +25,6 @@ import asyncio
 import logging
 import random
 import time
-from types import TracebackType
-from typing import Self
 
 from runtime import tasks
 
@@ -38,7 +36,7 @@ INCREASE = 0.05  # added per tick while not lagging
 FLOOR = 0.02  # never refuse everything: a trickle keeps measuring
 
 
-class Admission:
+class Admission(tasks.Background):
     """``async with Admission(max_lag, max_inflight) as a``; ``a.refuse()`` per frame."""
 
     def __init__(self, max_lag: float, max_inflight: int) -> None:
@@ -47,20 +45,13 @@ class Admission:
         self.lag = 0.0  # seconds, the last sample
         self.inflight = 0
         self.refused = 0
-        self._task: asyncio.Task[None] | None = None
         self._random = random.Random()
         self._overloaded_since: float | None = None
 
-    async def __aenter__(self) -> Self:
-        if self.max_lag > 0:
-            self._task = asyncio.create_task(self._watch(), name="admission")
-        return self
+    name = "admission"
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._task is not None:
-            await tasks.stop(self._task)
+    def enabled(self) -> bool:
+        return self.max_lag > 0
 
     def refuse(self) -> float | None:
         """None to admit the frame; else the seconds the client should wait (retry_after)."""
@@ -73,7 +64,7 @@ class Admission:
         # the deeper the overload, the longer the wait asked for (0.5 s .. 5 s)
         return round(min(5.0, 0.5 / max(self.share, 0.1)), 2)
 
-    async def _watch(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         expected = loop.time() + TICK
         while True:
