@@ -1,7 +1,8 @@
 """`python -m bench SCENARIO [options]`: one command per benchmark, JSON + PNG results.
 
-Scenarios: connections, fanout, overload, peers, faults (bench/connections.py,
-bench/fanout.py, bench/overload.py, bench/peers/, bench/faults/: the outage drill), and the
+Scenarios: connections, fanout, overload, peers, faults, storm (bench/connections.py,
+bench/fanout.py, bench/overload.py, bench/peers/, bench/faults/: the outage drill,
+bench/storm.py: a reconnect storm), and the
 standalone scripts presence, resume, signals and documents (bench/presence.py,
 bench/resume.py, bench/signals.py, bench/documents.py; their own
 options, ``--out DIR`` here). ``python -m bench SCENARIO -h`` lists a scenario's options.
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import connections, fanout, overload
+from bench import connections, fanout, overload, storm
 from bench.faults import scenario as faults
 from bench.peers import scenario as peers
 from bench.report import DEFAULT_OUT
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "overload": overload,
     "peers": peers,
     "faults": faults,
+    "storm": storm,
 }
 # keep their own CLIs; only --out DIR is translated
 SCRIPTS = ("presence", "resume", "signals", "documents")

@@ -18,9 +18,11 @@ latency counts from the first send (``--no-resend``: counted as refused instead)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +94,12 @@ async def drive(
     seats: list[Seat],
     args: argparse.Namespace,
     server_pids: dict[str, list[int]],
+    event: tuple[float, Callable[[], Awaitable[dict[str, Any]]]] | None = None,
+    **spec_options: Any,
 ) -> tuple[dict[str, Any], PoolResult]:
-    """Open every seat's socket, send for ``args.duration``, drain; the run's numbers."""
+    """Open every seat's socket, send for ``args.duration``, drain; the run's numbers.
+    ``event``: (seconds after the start of sending, what happens then), its report under
+    "event"; ``spec_options``: more `LoadSpec` fields (reconnecting, gateways)."""
     epoch = time.time()
     specs = [
         LoadSpec(
@@ -105,6 +111,7 @@ async def drive(
             duration=args.duration,
             pad=args.pad,
             resend=args.resend,
+            **spec_options,
         )
         for part in split(seats, args.loaders)
     ]
@@ -116,7 +123,17 @@ async def drive(
         meter.start()
         go_at = time.time() - epoch
         pool.go()
+        happening = None
+        if event is not None:
+            at, action = event
+
+            async def later() -> dict[str, Any]:
+                await asyncio.sleep(at)
+                return {"at_s": round(time.time() - epoch, 2), **await action()}
+
+            happening = asyncio.create_task(later())
         await pool.watch(args.duration)
+        happened = None if happening is None else await happening
         cpu = meter.stop()  # the sending phase only: drain and teardown would dilute it
         drained = await pool.watch(0, everything_delivered(args.members), timeout=args.drain)
         rss = {name: round(rss_bytes(pids) / 2**20, 1) for name, pids in server_pids.items()}
@@ -159,7 +176,11 @@ async def drive(
         "go_at_s": round(go_at, 2),
         "per_second": res.timeline,
         "p99_per_second_ms": res.p99_per_second_ms(),
+        # the second of the epoch the per-second p99 list starts at
+        "p99_first_second": min(res.by_second, default=0),
     }
+    if happened is not None:
+        result["event"] = happened
     return result, res
 
 

@@ -19,7 +19,7 @@ import queue
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ COUNTERS = (
     "pings",
     "pongs",
     "dropped",
+    "reconnects",  # sockets opened again after a drop (--reconnect)
+    "resumed",  # of those, the replay asked for came back complete
+    "duplicates",  # events at or below the socket's last seq: seen twice, not counted
 )
 
 
@@ -63,14 +66,26 @@ class LoadSpec:
     connect_concurrency: int = 100
     connect_timeout: float = 60.0
     retries: int = 3
+    # a dropped socket connects again and resumes after the last seq it saw, with the SDK's
+    # full-jitter backoff (sdk/js/src/backoff.ts), on its own gateway or the next of these
+    reconnect: bool = False
+    gateways: tuple[str, ...] = ()
+    backoff_base: float = 0.25
+    backoff_cap: float = 15.0
+
+
+class _Gone(Exception):
+    """A reconnecting socket that could not open again before the run stopped."""
 
 
 class _Socket:
-    __slots__ = ("ping_at", "seat", "ws")
+    __slots__ = ("dropped_at", "epoch", "ping_at", "seat", "seq", "ws")
 
-    def __init__(self, seat: Seat, ws: Any) -> None:
-        self.seat, self.ws = seat, ws
+    def __init__(self, seat: Seat, ws: Any, epoch: str | None) -> None:
+        self.seat, self.ws, self.epoch = seat, ws, epoch
         self.ping_at = 0.0  # send time of the unanswered ping, if any
+        self.seq = 0  # the last event's stream sequence seen (resume after it)
+        self.dropped_at = 0.0  # when a reconnecting socket lost its connection
 
 
 class Loader:
@@ -82,6 +97,7 @@ class Loader:
         self.timeline = Timeline(spec.epoch)
         self.delivery, self.ack = new_histogram(), new_histogram()
         self.connect, self.rtt = new_histogram(), new_histogram()
+        self.recovery = new_histogram()  # drop -> `resumed` of a reconnecting socket
         self.window = new_histogram()  # delivery latency since the last tick
         self.by_second: dict[int, HdrHistogram] = {}  # delivery latency per wall second
         self.counts = dict.fromkeys(COUNTERS, 0)
@@ -120,17 +136,17 @@ class Loader:
                     self._failed(exc)
                 else:
                     try:
-                        await self.wire.handshake(ws, seat, self.spec.connect_timeout)
+                        opened = await self.wire.handshake(ws, seat, self.spec.connect_timeout)
                     except Exception as exc:
                         self._failed(exc)
                         await ws.close()
                     else:
                         record_seconds(self.connect, time.perf_counter() - started)
-                        sock = _Socket(seat, ws)
+                        sock = _Socket(seat, ws, opened.epoch)
                         self.sockets.append(sock)
                         self.counts["opened"] += 1
                         self.timeline.add("opened")
-                        reader = asyncio.create_task(self._read(sock))
+                        reader = asyncio.create_task(self._read(sock, opened.rest))
                         self.readers.add(reader)
                         reader.add_done_callback(self.readers.discard)
                         return
@@ -151,51 +167,108 @@ class Loader:
             self.failures.append(repr(exc)[:200])
 
     # -- receiving ----------------------------------------------------------------------
-    async def _read(self, sock: _Socket) -> None:
+    async def _read(self, sock: _Socket, first: Sequence[str | bytes]) -> None:
+        while True:
+            try:
+                await self._frames(sock, first)
+                async for message in sock.ws:
+                    await self._frames(sock, self.wire.split(message))
+            except ConnectionClosed:
+                pass
+            if self.stopping:
+                return
+            self.counts["dropped"] += 1
+            if not self.spec.reconnect:
+                return
+            try:
+                first = await self._reopen(sock)
+            except _Gone:
+                return
+
+    async def _reopen(self, sock: _Socket) -> Sequence[str | bytes]:
+        """Connect again (own gateway first, then the others) and ask for what was missed."""
+        spec, wire = self.spec, self.wire
+        sock.dropped_at = time.time()
+        bases = [sock.seat.url, *(g for g in spec.gateways if g != sock.seat.url)]
+        attempt = 0
+        while not self.stopping:
+            cap = min(spec.backoff_cap, spec.backoff_base * 2**attempt)
+            await asyncio.sleep(random.uniform(0, cap))
+            base = bases[attempt % len(bases)]
+            attempt += 1
+            try:
+                ws = await websockets.connect(
+                    wire.url(sock.seat, base, sock.seq, sock.epoch),
+                    compression=None,
+                    ping_interval=None,
+                    max_size=2**22,
+                    open_timeout=spec.connect_timeout,
+                    close_timeout=1,
+                    proxy=None,
+                    local_addr=(spec.sources[attempt % len(spec.sources)], 0),
+                )
+            except Exception as exc:
+                self._failed(exc)
+                continue
+            try:
+                opened = await wire.handshake(ws, sock.seat, spec.connect_timeout)
+            except Exception as exc:
+                self._failed(exc)
+                await ws.close()
+                continue
+            sock.ws = ws
+            sock.epoch = opened.epoch or sock.epoch
+            self.counts["reconnects"] += 1
+            self.timeline.add("reconnects")
+            return opened.rest
+        raise _Gone
+
+    async def _frames(self, sock: _Socket, frames: Sequence[str | bytes]) -> None:
         wire, counts, now = self.wire, self.counts, time.time
-        try:
-            async for message in sock.ws:
-                for raw in wire.split(message):
-                    kind, value = wire.parse(raw)
-                    if kind is Kind.DELIVERY:
-                        t = now()
-                        record_seconds(self.delivery, t - value)
-                        record_seconds(self.window, t - value)
-                        record_seconds(self._second(t), t - value)
-                        counts["delivered"] += 1
-                        self.timeline.add("delivered", now=t)
-                        self.last_delivery = t
-                    elif kind is Kind.ACK:
-                        sent_at = self.pending.pop(int(value), None)
-                        if sent_at is not None:
-                            t = now()
-                            record_seconds(self.ack, t - sent_at)
-                            counts["acked"] += 1
-                            self.timeline.add("acked", now=t)
-                            self.last_ack = t
-                    elif kind is Kind.PONG and sock.ping_at:
-                        record_seconds(self.rtt, now() - sock.ping_at)
-                        sock.ping_at = 0.0
-                        counts["pongs"] += 1
-                    elif kind is Kind.SERVER_PING:
-                        await sock.ws.send(wire.pong_reply)
-                    elif kind is Kind.SHED and not self.spec.resend:
-                        counts["shed"] += 1
-                        counts["errors"] += 1
-                        self.pending.pop(int(value), None)
-                    elif kind is Kind.SHED:
-                        counts["shed"] += 1
-                        resend = asyncio.create_task(
-                            self._resend(sock, int(value), wire.retry_after(raw))
-                        )
-                        self.resends.add(resend)
-                        resend.add_done_callback(self.resends.discard)
-                    elif kind is Kind.ERROR:
-                        counts["errors"] += 1
-        except ConnectionClosed:
-            pass
-        if not self.stopping:
-            counts["dropped"] += 1
+        for raw in frames:
+            kind, value, seq = wire.parse(raw)
+            if kind is Kind.DELIVERY:
+                if seq:
+                    if seq <= sock.seq:
+                        counts["duplicates"] += 1
+                        continue
+                    sock.seq = seq
+                t = now()
+                record_seconds(self.delivery, t - value)
+                record_seconds(self.window, t - value)
+                record_seconds(self._second(t), t - value)
+                counts["delivered"] += 1
+                self.timeline.add("delivered", now=t)
+                self.last_delivery = t
+            elif kind is Kind.ACK:
+                sent_at = self.pending.pop(int(value), None)
+                if sent_at is not None:
+                    t = now()
+                    record_seconds(self.ack, t - sent_at)
+                    counts["acked"] += 1
+                    self.timeline.add("acked", now=t)
+                    self.last_ack = t
+            elif kind is Kind.PONG and sock.ping_at:
+                record_seconds(self.rtt, now() - sock.ping_at)
+                sock.ping_at = 0.0
+                counts["pongs"] += 1
+            elif kind is Kind.SERVER_PING:
+                await sock.ws.send(wire.pong_reply)
+            elif kind is Kind.SHED and not self.spec.resend:
+                counts["shed"] += 1
+                counts["errors"] += 1
+                self.pending.pop(int(value), None)
+            elif kind is Kind.SHED:
+                counts["shed"] += 1
+                resend = asyncio.create_task(self._resend(sock, int(value), wire.retry_after(raw)))
+                self.resends.add(resend)
+                resend.add_done_callback(self.resends.discard)
+            elif kind is Kind.RESUMED and sock.dropped_at:
+                record_seconds(self.recovery, now() - sock.dropped_at)
+                sock.dropped_at = 0.0
+                counts["resumed"] += 1
+            elif kind is Kind.ERROR:
+                counts["errors"] += 1
 
     # -- sending ------------------------------------------------------------------------
     async def _send(self) -> None:
@@ -278,6 +351,7 @@ class Loader:
             "ack": self.ack.encode(),
             "connect": self.connect.encode(),
             "rtt": self.rtt.encode(),
+            "recovery": self.recovery.encode(),
             "timeline": self.timeline.series,
             "pid": os.getpid(),
             "by_second": {s: h.encode() for s, h in self.by_second.items()},
@@ -342,6 +416,7 @@ class PoolResult:
     ack: HdrHistogram
     connect: HdrHistogram
     rtt: HdrHistogram
+    recovery: HdrHistogram  # drop -> resumed, per reconnecting socket
     timeline: dict[str, list[int]]
     connect_s: float
     traffic_span: dict[str, float]  # "acked"/"delivered": seconds from first send to last one
@@ -431,12 +506,19 @@ class LoaderPool:
             return
         totals = self.totals()
         span = now - self._printed_at if self._printed_at else 1.0
-        parts = [f"open {int(totals['opened'] - totals['dropped'])}"]
+        parts = [f"open {int(totals['opened'] + totals['reconnects'] - totals['dropped'])}"]
         for key in ("sent", "acked", "delivered", "pongs"):
             delta = totals[key] - self._printed.get(key, 0)
             if totals[key]:
                 parts.append(f"{key} {delta / span:,.0f}/s")
-        for key in ("connect_failures", "gave_up", "errors", "dropped", "send_failures"):
+        for key in (
+            "connect_failures",
+            "gave_up",
+            "errors",
+            "dropped",
+            "reconnects",
+            "send_failures",
+        ):
             if totals[key]:
                 parts.append(f"{key} {int(totals[key])}")
         if totals["window_p99_us"]:
@@ -506,6 +588,7 @@ class LoaderPool:
             ack=merged([f["ack"] for f in values]),
             connect=merged([f["connect"] for f in values]),
             rtt=merged([f["rtt"] for f in values]),
+            recovery=merged([f["recovery"] for f in values]),
             timeline=timeline.series,
             connect_s=max(f["connect_s"] for f in values),
             traffic_span=_spans(values),

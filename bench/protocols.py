@@ -32,23 +32,40 @@ class Kind(enum.Enum):
     # the server shed a frame (``overloaded``): value the ack id; send it again, same id,
     # after ``Wire.retry_after`` seconds, as the SDK does (not stored, so no duplicate)
     SHED = 6
+    RESUMED = 7  # the replay a resuming socket asked for is complete
+
+
+class Opened(msgspec.Struct):
+    """What a handshake leaves: frames that came with the last handshake message (they
+    are the socket's first traffic) and the stream's epoch, for a resume."""
+
+    rest: Sequence[str | bytes] = ()
+    epoch: str | None = None
 
 
 class Wire(Protocol):
     name: str
     pong_reply: str
 
-    def url(self, seat: Seat) -> str: ...
+    def url(
+        self, seat: Seat, base: str | None = None, after: int = 0, epoch: str | None = None
+    ) -> str:
+        """The seat's socket address (on gateway ``base`` instead of its own if given);
+        ``after`` > 0: resume after that sequence (``epoch``: the one it came from)."""
+        ...
 
-    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> Opened:
         """Everything between the WebSocket opening and the socket being in its room."""
+        ...
 
     def message(self, ack_id: int, sent_at: float, pad: str) -> str: ...
 
     def ping(self) -> str | None:
         """An application heartbeat frame, if the protocol has client-driven ones."""
 
-    def parse(self, raw: str | bytes) -> tuple[Kind, float]: ...
+    def parse(self, raw: str | bytes) -> tuple[Kind, float, int]:
+        """The frame's kind, its value (see Kind) and its stream sequence (0: none)."""
+        ...
 
     def retry_after(self, raw: str | bytes) -> float:
         """For a ``SHED`` frame: the seconds to wait before sending it again."""
@@ -71,9 +88,18 @@ class _Event(msgspec.Struct):
 class _Frame(msgspec.Struct):
     type: str
     id: str | None = None
+    seq: int = 0
     event: _Event | None = None
     code: str | None = None
     retry_after: float = 0.0
+
+
+class _Welcome(msgspec.Struct):
+    type: str
+    epoch: str | None = None
+
+
+_welcome = msgspec.json.Decoder(_Welcome)
 
 
 _frame = msgspec.json.Decoder(_Frame)
@@ -84,17 +110,27 @@ class WedSync:
     name = "wedsync"
     pong_reply = ""
 
-    def url(self, seat: Seat) -> str:
+    def url(
+        self, seat: Seat, base: str | None = None, after: int = 0, epoch: str | None = None
+    ) -> str:
         # batch=1: frames queued at the server come as one message (newline-separated)
-        return seat.ws_url + "?batch=1"
+        url = seat.ws_url if base is None else seat.on(base).ws_url
+        url += "?batch=1"
+        if after > 0:
+            url += f"&after_seq={after}" + (f"&epoch={epoch}" if epoch else "")
+        return url
 
-    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> Opened:
         await ws.send(seat.auth_frame)  # the token never goes in the URL
-        # with batch=1 the welcome may share its message with the first presence diffs
-        first = await asyncio.wait_for(ws.recv(), timeout)
-        welcome = json.loads(self.split(first)[0])
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"expected welcome, got {str(welcome)[:200]}")
+        # with batch=1 the welcome may share its message with the first frames after it
+        frames = self.split(await asyncio.wait_for(ws.recv(), timeout))
+        try:
+            welcome = _welcome.decode(frames[0])
+        except msgspec.DecodeError:
+            welcome = _Welcome(type="?")
+        if welcome.type != "welcome":
+            raise RuntimeError(f"expected welcome, got {str(frames[0])[:200]}")
+        return Opened(rest=frames[1:], epoch=welcome.epoch)
 
     def message(self, ack_id: int, sent_at: float, pad: str) -> str:
         return _encode.encode(
@@ -114,22 +150,24 @@ class WedSync:
             return raw.split("\n") if "\n" in raw else [raw]
         return raw.split(b"\n") if b"\n" in raw else [raw]
 
-    def parse(self, raw: str | bytes) -> tuple[Kind, float]:
+    def parse(self, raw: str | bytes) -> tuple[Kind, float, int]:
         try:
             frame = _frame.decode(raw)
         except msgspec.DecodeError:
-            return Kind.OTHER, 0.0
+            return Kind.OTHER, 0.0, 0
         if frame.type == "event" and frame.event is not None and frame.event.data.t:
-            return Kind.DELIVERY, frame.event.data.t
+            return Kind.DELIVERY, frame.event.data.t, frame.seq
         if frame.type == "ack" and frame.id is not None:
-            return Kind.ACK, float(frame.id)
+            return Kind.ACK, float(frame.id), frame.seq
         if frame.type == "pong":
-            return Kind.PONG, 0.0
+            return Kind.PONG, 0.0, 0
+        if frame.type == "resumed":
+            return Kind.RESUMED, 0.0, 0
         if frame.type == "error":
             if frame.code == "overloaded" and frame.id is not None:
-                return Kind.SHED, float(frame.id)
-            return Kind.ERROR, 0.0
-        return Kind.OTHER, 0.0
+                return Kind.SHED, float(frame.id), 0
+            return Kind.ERROR, 0.0, 0
+        return Kind.OTHER, 0.0, 0
 
     def retry_after(self, raw: str | bytes) -> float:
         return _frame.decode(raw).retry_after
@@ -143,10 +181,14 @@ class SocketIO:
     name = "socketio"
     pong_reply = "3"
 
-    def url(self, seat: Seat) -> str:
-        return seat.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+    def url(
+        self, seat: Seat, base: str | None = None, after: int = 0, epoch: str | None = None
+    ) -> str:
+        # socket.io keeps no history: nothing to resume, a reconnect just joins again
+        url = seat.url if base is None else base
+        return url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
 
-    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> None:
+    async def handshake(self, ws: Any, seat: Seat, timeout: float) -> Opened:
         async with asyncio.timeout(timeout):
             opened = await ws.recv()
             if not opened.startswith("0"):
@@ -161,7 +203,7 @@ class SocketIO:
                 if raw == "2":
                     await ws.send("3")
                 elif raw.startswith("430"):
-                    return
+                    return Opened()
 
     def message(self, ack_id: int, sent_at: float, pad: str) -> str:
         return f"42{ack_id}" + _encode.encode(["msg", {"t": sent_at, "text": pad}]).decode()
@@ -175,17 +217,17 @@ class SocketIO:
     def retry_after(self, raw: str | bytes) -> float:
         return 0.0  # socket.io servers do not shed
 
-    def parse(self, raw: str | bytes) -> tuple[Kind, float]:
+    def parse(self, raw: str | bytes) -> tuple[Kind, float, int]:
         if isinstance(raw, bytes):
-            return Kind.OTHER, 0.0
+            return Kind.OTHER, 0.0, 0
         if raw.startswith('42["msg"'):
             _, data = msgspec.json.decode(raw[2:])
-            return Kind.DELIVERY, float(data["t"])
+            return Kind.DELIVERY, float(data["t"]), 0
         if raw.startswith("43"):
-            return Kind.ACK, float(raw[2 : raw.index("[")])
+            return Kind.ACK, float(raw[2 : raw.index("[")]), 0
         if raw == "2":
-            return Kind.SERVER_PING, 0.0
-        return Kind.OTHER, 0.0
+            return Kind.SERVER_PING, 0.0, 0
+        return Kind.OTHER, 0.0, 0
 
 
 WIRES: dict[str, Wire] = {"wedsync": WedSync(), "socketio": SocketIO()}

@@ -4,7 +4,7 @@ spawned fresh, and importing the whole app in each would only slow their start."
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from websockets.typing import Subprotocol
 
@@ -25,6 +25,10 @@ class Seat:
     wedding: str
     user: str
     token: str
+
+    def on(self, url: str) -> Seat:
+        """The same seat through another gateway (sessions are not bound to one)."""
+        return replace(self, url=url)
 
     @property
     def ws_url(self) -> str:

@@ -12,8 +12,9 @@ import os
 import secrets
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,19 @@ class System:
     settings: Settings
     urls: list[str]
     procs: list[asyncio.subprocess.Process]
+    spawn: Callable[[str], Awaitable[asyncio.subprocess.Process]]
+
+    async def restart(self, i: int) -> float:
+        """Stop gateway ``i`` as a deploy does (SIGTERM: it closes its sockets with 1012)
+        and start a new one on the same port; the seconds until it answers /ready."""
+        old = self.procs[i]
+        if old.returncode is None:
+            old.terminate()
+        await old.wait()
+        started = time.perf_counter()
+        self.procs[i] = await self.spawn(self.urls[i])
+        await asyncio.wait_for(wait_ready(self.urls[i], self.procs), 60)
+        return time.perf_counter() - started
 
     def gateway_rss(self) -> int:
         total = 0
@@ -80,36 +94,36 @@ async def running_system(gateways: int, env: dict[str, str] | None = None) -> As
         async with embedded_services(base) as live:
             async with connect(live, name="bench") as conns:
                 await prepare(conns, live)
-            procs, urls = [], []
-            for _ in range(gateways):
-                port = free_port()
+
+            async def spawn(url: str) -> asyncio.subprocess.Process:
                 child_env = {
                     **os.environ,
                     **live.to_env(),
-                    "WEDSYNC_PORT": str(port),
+                    "WEDSYNC_PORT": url.rsplit(":", 1)[1],
                     **OPEN_LIMITS,
                     **(env or {}),
                 }
-                procs.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "wedsync.cli",
-                        "api",
-                        env=child_env,
-                        preexec_fn=raise_fd_limit,
-                    )
+                return await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "wedsync.cli",
+                    "api",
+                    env=child_env,
+                    preexec_fn=raise_fd_limit,
                 )
-                urls.append(f"http://127.0.0.1:{port}")
+
+            urls = [f"http://127.0.0.1:{free_port()}" for _ in range(gateways)]
+            procs = [await spawn(url) for url in urls]
+            system = System(live, urls, procs, spawn)
             try:
                 for url in urls:
                     await asyncio.wait_for(wait_ready(url, procs), 60)
-                yield System(live, urls, procs)
+                yield system
             finally:
-                for p in procs:
+                for p in system.procs:
                     if p.returncode is None:  # one that died early must not hide why
                         p.terminate()
-                for p in procs:
+                for p in system.procs:
                     await p.wait()
 
 
