@@ -41,10 +41,10 @@ class ServerSettings:
     port: int = _setting(8000, "PORT", "Port of the HTTP/WebSocket API (0 picks a free one).")
     processes: int = _setting(1, "API_PROCESSES", "API server processes sharing the port.")
     ws_impl: WebSocketImpl = _setting(
-        WebSocketImpl.WEBSOCKETS,
+        WebSocketImpl.SANSIO,
         "WS_IMPL",
-        "uvicorn's WebSocket implementation: `websockets`, `websockets-sansio` or `wsproto` "
-        "(docs/benchmarks.md compares the first two).",
+        "uvicorn's WebSocket implementation: `websockets-sansio` (uvicorn's own default), "
+        "`websockets` (deprecated by uvicorn; slower, docs/benchmarks.md) or `wsproto`.",
     )
     gc_freeze_every: float = _setting(
         5.0,
