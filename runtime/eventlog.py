@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncGenerator
 
 import asyncpg
+import jetstreamext
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -20,8 +22,11 @@ from streams.definitions import EVENTS, stream_epoch_of
 from streams.permissions import Channel
 from streams.subjects import wedding_subject, wedding_wildcard
 
+log = logging.getLogger(__name__)
+
 Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
 _PAGE = 500
+DIRECT_PAGE = 100  # events a replay reads in one batch direct get before a consumer
 
 
 async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
@@ -36,6 +41,44 @@ async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int)
 
 
 async def _stored(
+    js: JetStreamContext, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[Stored, None]:
+    """A short replay — the common one, thousands of sockets resuming at once after a
+    gateway restart — is one batch direct get (ADR-31: one request, no consumer); a longer
+    one goes on through an ordered consumer, which delivers 2.5x faster per event
+    (bench/resume.py: 10 000 events in 0.5 s vs 1.3 s in direct pages). A server without
+    batch gets (nats-server < 2.11) is read through the consumer from the start."""
+    more = True
+    try:
+        async for seq, channel, data, pending in _stored_direct(js, wedding_id, after_seq, upto):
+            yield seq, channel, data
+            after_seq, more = seq, pending > 0
+    except jetstreamext.NoMessagesError:
+        return  # nothing in range is held
+    except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+        log.debug("events of %s not read directly: %r", wedding_id, exc)
+    if more and after_seq < upto:
+        async with contextlib.aclosing(_stored_consumed(js, wedding_id, after_seq, upto)) as rest:
+            async for item in rest:
+                yield item
+
+
+async def _stored_direct(
+    js: JetStreamContext, wedding_id: uuid.UUID, after_seq: int, upto: int
+) -> AsyncGenerator[tuple[int, str, bytes, int], None]:
+    """Up to :data:`DIRECT_PAGE` events after ``after_seq``, each with how many of the
+    wedding's events come after it (Nats-Num-Pending)."""
+    async for msg in jetstreamext.get_batch(
+        js, EVENTS.name, batch=DIRECT_PAGE, seq=after_seq + 1, subject=wedding_wildcard(wedding_id)
+    ):
+        seq = msg.seq or 0
+        if seq > upto:
+            return
+        pending = int((msg.headers or {}).get("Nats-Num-Pending", 0))
+        yield seq, (msg.subject or "").rsplit(".", 1)[1], msg.data or b"", pending
+
+
+async def _stored_consumed(
     js: JetStreamContext, wedding_id: uuid.UUID, after_seq: int, upto: int
 ) -> AsyncGenerator[Stored, None]:
     start = await first_held(js, wedding_id, after_seq + 1)
@@ -153,7 +196,26 @@ async def fully_held(
 
 
 async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UUID) -> int:
-    """The stream sequence of the wedding's newest event (0 if none)."""
+    """The stream sequence of the wedding's newest event (0 if none): the last message of
+    each of its channels in one batch direct get (or one request per channel on a server
+    without batch gets), and the archive's mark."""
+
+    async def held() -> int:
+        try:
+            return max(
+                [
+                    msg.seq or 0
+                    async for msg in jetstreamext.get_last_msgs_for(
+                        js, EVENTS.name, [wedding_wildcard(wedding_id)]
+                    )
+                ],
+                default=0,
+            )
+        except jetstreamext.NoMessagesError:
+            return 0
+        except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+            log.debug("last events of %s not read directly: %r", wedding_id, exc)
+        return max(await asyncio.gather(*(one(c) for c in Channel)))
 
     async def one(channel: Channel) -> int:
         try:
@@ -166,4 +228,4 @@ async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UU
         async with pool.acquire() as conn:
             return (await archive.marks(conn, wedding_id)).last_seq
 
-    return max(await asyncio.gather(archived(), *(one(c) for c in Channel)))
+    return max(await asyncio.gather(archived(), held()))
