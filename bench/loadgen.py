@@ -98,6 +98,7 @@ class Loader:
         self.delivery, self.ack = new_histogram(), new_histogram()
         self.connect, self.rtt = new_histogram(), new_histogram()
         self.recovery = new_histogram()  # drop -> `resumed` of a reconnecting socket
+        self.rehandshake = new_histogram()  # connect -> welcome of a reconnect that worked
         self.window = new_histogram()  # delivery latency since the last tick
         self.by_second: dict[int, HdrHistogram] = {}  # delivery latency per wall second
         self.counts = dict.fromkeys(COUNTERS, 0)
@@ -196,6 +197,7 @@ class Loader:
             await asyncio.sleep(random.uniform(0, cap))
             base = bases[attempt % len(bases)]
             attempt += 1
+            started = time.perf_counter()
             try:
                 ws = await websockets.connect(
                     wire.url(sock.seat, base, sock.seq, sock.epoch),
@@ -216,6 +218,7 @@ class Loader:
                 self._failed(exc)
                 await ws.close()
                 continue
+            record_seconds(self.rehandshake, time.perf_counter() - started)
             sock.ws = ws
             sock.epoch = opened.epoch or sock.epoch
             self.counts["reconnects"] += 1
@@ -352,6 +355,7 @@ class Loader:
             "connect": self.connect.encode(),
             "rtt": self.rtt.encode(),
             "recovery": self.recovery.encode(),
+            "rehandshake": self.rehandshake.encode(),
             "timeline": self.timeline.series,
             "pid": os.getpid(),
             "by_second": {s: h.encode() for s, h in self.by_second.items()},
@@ -417,6 +421,7 @@ class PoolResult:
     connect: HdrHistogram
     rtt: HdrHistogram
     recovery: HdrHistogram  # drop -> resumed, per reconnecting socket
+    rehandshake: HdrHistogram  # connect -> welcome of each successful reconnect
     timeline: dict[str, list[int]]
     connect_s: float
     traffic_span: dict[str, float]  # "acked"/"delivered": seconds from first send to last one
@@ -589,6 +594,7 @@ class LoaderPool:
             connect=merged([f["connect"] for f in values]),
             rtt=merged([f["rtt"] for f in values]),
             recovery=merged([f["recovery"] for f in values]),
+            rehandshake=merged([f["rehandshake"] for f in values]),
             timeline=timeline.series,
             connect_s=max(f["connect_s"] for f in values),
             traffic_span=_spans(values),

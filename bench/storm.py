@@ -12,7 +12,8 @@ Messages its sender could not send while it was away are not retried (send failu
 
 Reports the per-second p99 of delivery latency (send -> every receiver, so a message that
 waited for its receiver's reconnect counts with its wait), the steady p99 before the storm,
-the seconds from the restart until the per-second p99 is steady again, each socket's
+the seconds from the restart until the per-second p99 is steady again (three seconds in a
+row with deliveries, within ``--steady-factor`` of it), each socket's
 drop -> resumed time, and whether every acked message reached every member exactly once.
 """
 
@@ -55,8 +56,9 @@ def recovery(
     window = [p99s[s - first] for s in range(*before) if 0 <= s - first < len(p99s)]
     steady = statistics.median(window) if window else 0.0
     bound = max(steady * factor, steady + 10.0)
-    for s in range(after, first + len(p99s) - 2):
-        if all(p99s[t - first] <= bound for t in (s, s + 1, s + 2)):
+    for s in range(max(after, first), first + len(p99s) - 2):
+        # a second without deliveries (0) is the outage, not a steady second
+        if all(0 < p99s[t - first] <= bound for t in (s, s + 1, s + 2)):
             return steady, bound, s
     return steady, bound, None
 
@@ -96,6 +98,8 @@ async def run(args: argparse.Namespace) -> Path:
             "resumed": res.counts["resumed"],
             "duplicates": res.counts["duplicates"],
             "drop_to_resumed_us": percentiles_us(res.recovery),
+            # of that, the server's part: the reconnect that worked, from TCP connect to welcome
+            "reconnect_handshake_us": percentiles_us(res.rehandshake),
             "steady_p99_ms": steady,
             "steady_bound_ms": bound,
             "steady_again_after_s": None if back is None else back - at,

@@ -2,7 +2,7 @@
 end to end as its own process (own embedded NATS + PostgreSQL, gateways, load processes)
 and writes a sane JSON result and a PNG. No timing assertions: this machine is shared.
 
-The six runs start together (at most three at a time) when the first test asks for one:
+The runs start together (at most three at a time) when the first test asks for one:
 most of a tiny run is process start-up and waiting, so they overlap well."""
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ RUNS: dict[str, tuple[str, ...]] = {
         "1",
     ),
     "resume": ("--events", "40", "--repeat", "2"),
+    "storm": (
+        "--rooms",
+        "3",
+        "--members",
+        "3",
+        "--rate",
+        "2",
+        "--duration",
+        "8",
+        "--storm-at",
+        "2",
+        "--gateways",
+        "1",
+        "--loaders",
+        "1",
+    ),
     "signals": (
         "--users",
         "8",
@@ -222,6 +238,19 @@ async def test_resume(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
     for case in ("from_jetstream", "from_archive"):
         assert len(r[case]["runs_s"]) == 2 and r[case]["events_per_s"] > 0
     assert r["archive_job"]["events_per_s"] > 0
+
+
+async def test_storm(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
+    """A gateway restarted under load: every socket it held comes back and resumes, and
+    every acked message reaches every member exactly once (replayed where it was missed)."""
+    r = await result_of(runs, "storm")
+    storm = r["storm"]
+    assert storm["new_process_ready_s"][0] > 0
+    assert storm["sockets_dropped"] == storm["reconnects"] == storm["resumed"] == 9
+    assert storm["duplicates"] == 0
+    assert r["acked"] > 0 and r["missing_deliveries"] == 0
+    assert r["delivered"] >= r["expected_deliveries"] == r["acked"] * 3
+    assert storm["drop_to_resumed_us"]["count"] == 9
 
 
 async def test_overload(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
