@@ -32,8 +32,9 @@ class EdgeRequest(Request[Any, Any, Any]):
         return value
 
 
-def check_parameters(request: Request[Any, Any, Any]) -> None:
-    """``before_request``: path and query parameter strings hold no NUL or lone surrogate."""
+async def check_parameters(request: Request[Any, Any, Any]) -> None:
+    """``before_request``: path and query parameter strings hold no NUL or lone surrogate
+    (``async``: litestar would run a sync hook in a worker thread, per request)."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and (problem := text_problem(value)) is not None:
             raise Invalid(f"path parameter {name}: {problem}")

@@ -52,10 +52,12 @@ from runtime import gc_pauses
 from runtime.connections import connect, prepare
 
 
-def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def _name_span(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Names the request's span after its route (``GET /api/weddings/{wedding_id}``:
     one name per endpoint, no ids; the tracing middleware starts it before routing). The
-    first guard, so a request refused by a later one is named too."""
+    first guard, so a request refused by a later one is named too. ``async`` although it
+    never awaits: litestar runs a sync guard in a worker thread, a thread hop per request
+    and per WebSocket handshake."""
     route = connection.scope.get("path_template")
     if route and connection.scope["type"] == ScopeType.HTTP:
         span = trace.get_current_span()

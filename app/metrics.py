@@ -130,7 +130,7 @@ def merge(parts: list[tuple[str, bytes]]) -> bytes:
     return generate_latest(registry)
 
 
-def require_metrics_token(
+async def require_metrics_token(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Guard of ``/metrics``: 401 unless ``Authorization: Bearer`` carries the metrics token
