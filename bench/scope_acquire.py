@@ -87,10 +87,18 @@ async def run(n: int, runs: int, weddings: int) -> dict[str, Any]:
             pools = {
                 "owner": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
                 "runtime, unscoped": await asyncpg.create_pool(
-                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
+                    pg.service_url,
+                    min_size=1,
+                    max_size=1,
+                    setup=scope.on_acquire,
+                    reset=scope.on_release,  # as runtime/connections.py
                 ),
                 "runtime, wedding": await asyncpg.create_pool(
-                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
+                    pg.service_url,
+                    min_size=1,
+                    max_size=1,
+                    setup=scope.on_acquire,
+                    reset=scope.on_release,  # as runtime/connections.py
                 ),
                 "owner + SELECT 1": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
             }
