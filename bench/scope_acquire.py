@@ -87,18 +87,10 @@ async def run(n: int, runs: int, weddings: int) -> dict[str, Any]:
             pools = {
                 "owner": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
                 "runtime, unscoped": await asyncpg.create_pool(
-                    pg.service_url,
-                    min_size=1,
-                    max_size=1,
-                    setup=scope.on_acquire,
-                    reset=scope.on_release,  # as runtime/connections.py
+                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
                 ),
                 "runtime, wedding": await asyncpg.create_pool(
-                    pg.service_url,
-                    min_size=1,
-                    max_size=1,
-                    setup=scope.on_acquire,
-                    reset=scope.on_release,  # as runtime/connections.py
+                    pg.service_url, min_size=1, max_size=1, setup=scope.on_acquire
                 ),
                 "owner + SELECT 1": await asyncpg.create_pool(pg.url, min_size=1, max_size=1),
             }

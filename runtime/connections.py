@@ -100,8 +100,7 @@ async def connect(settings: Settings, *, name: str = "wedsync") -> AsyncIterator
                 db_url,
                 min_size=settings.database.pool_min,
                 max_size=settings.database.pool_max,
-                setup=scope.on_acquire,  # reset + the task's wedding scope (runtime/db/scope.py)
-                reset=scope.on_release,
+                setup=scope.on_acquire,  # the task's wedding scope (runtime/db/scope.py)
             ),
         )
         try:

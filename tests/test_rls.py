@@ -327,7 +327,7 @@ async def test_enter_narrows_a_system_connection_to_one_wedding(
 async def test_a_released_connection_keeps_no_scope(
     settings: Settings, conns: Connections, two: tuple[Wedding, Wedding]
 ) -> None:
-    """The next task borrowing a connection starts with no scope (reset as it is acquired)."""
+    """The pool's reset clears the scope: the next task borrowing it starts with none."""
     a, _ = two
     from runtime.connections import connect
 

@@ -8,11 +8,8 @@ query that forgot its ``WHERE wedding_id`` finds nothing instead of another tena
 The scope of the running task is a context variable (tasks inherit it): ``wedding(id)``
 around work for one wedding (the HTTP edge sets it from the path: app/edge_scope.py),
 ``system(reason)`` around a named cross-wedding path. The pool applies it when a connection
-is acquired (``on_acquire``, the pool's ``setup``): asyncpg's session reset (``RESET ALL``,
-advisory locks, cursors, ``LISTEN``s) and then the task's scope, in one round trip, so a
-connection never carries one task's scope to the next. The reset is not repeated on
-release (``on_release``, the pool's ``reset``: asyncpg still ends an open transaction and
-drops listeners there): a handshake acquires twice, and every acquire was two round trips.
+is acquired (``on_acquire``, the pool's ``setup``) and asyncpg's reset on release
+(``RESET ALL``) clears it, so a connection never carries one task's scope to the next.
 ``enter(conn, id)`` narrows an already acquired connection to one wedding for the rest of
 its transaction (a worker learns the wedding from the message it decoded).
 """
@@ -49,6 +46,7 @@ class Scope:
 
 _current: ContextVar[Scope | None] = ContextVar("wedsync_db_scope", default=None)
 
+_SET = "SELECT set_config('wedsync.wedding_id', $1, false), set_config('wedsync.scope', $2, false)"
 _SET_LOCAL = (
     "SELECT set_config('wedsync.wedding_id', $1, true), set_config('wedsync.scope', '', true)"
 )
@@ -94,26 +92,11 @@ async def system_connection(pool: asyncpg.Pool, reason: str) -> AsyncIterator[Co
 
 
 async def on_acquire(conn: Any) -> None:
-    """The pool's ``setup``: reset the session the connection's last user left, then put
-    the task's scope on it — one simple query (its values are a UUID's canonical text and
-    a constant: nothing a client wrote)."""
-    query = conn.get_reset_query()
+    """The pool's ``setup``: put the task's scope on the connection it is handed (no round
+    trip when there is none: a connection comes back from its reset without one)."""
     scope = _current.get()
     if scope is not None:
-        wedding_id, system_flag = scope.settings
-        if wedding_id:  # re-parsed: only a UUID's canonical text can reach the query
-            wedding_id = str(uuid.UUID(wedding_id))
-        query += (
-            f"; SELECT set_config('wedsync.wedding_id', '{wedding_id}', false),"
-            f" set_config('wedsync.scope', '{system_flag}', false)"
-        )
-    if query:
-        await conn.execute(query)
-
-
-async def on_release(conn: Any) -> None:
-    """The pool's ``reset``: nothing more than asyncpg's own (transaction ended, listeners
-    dropped); the session reset runs at the next acquire, with the scope."""
+        await conn.execute(_SET, *scope.settings)
 
 
 async def enter(conn: Conn, wedding_id: uuid.UUID) -> None:
