@@ -7,6 +7,7 @@ insert wedding B's rows; it cannot run DDL; it is no superuser and does not bypa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -324,25 +325,57 @@ async def test_enter_narrows_a_system_connection_to_one_wedding(
             assert await _visible(conn, "entities", b) == 1
 
 
+def _one_connection(settings: Settings) -> Settings:
+    """The same settings with a pool of exactly one connection: the next acquire is
+    certainly the connection just released."""
+    database = dataclasses.replace(settings.database, pool_min=1, pool_max=1)
+    return dataclasses.replace(settings, database=database)
+
+
 async def test_a_released_connection_keeps_no_scope(
     settings: Settings, conns: Connections, two: tuple[Wedding, Wedding]
 ) -> None:
-    """The pool's reset clears the scope: the next task borrowing it starts with none."""
-    a, _ = two
+    """The pool's reset clears the scope: the next task borrowing it starts with none, or
+    with its own (wedding A, then system, then wedding B on one server connection)."""
+    a, b = two
     from runtime.connections import connect
 
-    async with connect(settings, name="tests-one-connection") as one:
-        assert one.pool.get_max_size() >= 1
+    async with connect(_one_connection(settings), name="tests-one-connection") as one:
         with scope.wedding(a.id):
             async with one.pool.acquire() as conn:
                 assert await _visible(conn, "weddings", a) == 1
                 pid = conn.get_server_pid()
         async with one.pool.acquire() as conn:
-            if conn.get_server_pid() == pid:  # the same server connection, reused
+            assert conn.get_server_pid() == pid  # the same server connection, reused
+            assert await _visible(conn, "weddings", a) == 0
+            assert await conn.fetchval("SELECT current_setting('wedsync.wedding_id', true)") in (
+                None,
+                "",
+            )
+        with scope.system("test: every wedding"):
+            async with one.pool.acquire() as conn:
+                assert await _visible(conn, "weddings", a) == 1
+        with scope.wedding(b.id):
+            async with one.pool.acquire() as conn:
+                assert conn.get_server_pid() == pid
                 assert await _visible(conn, "weddings", a) == 0
-                assert await conn.fetchval(
-                    "SELECT current_setting('wedsync.wedding_id', true)"
-                ) in (None, "")
+                assert await _visible(conn, "weddings", b) == 1
+
+
+async def test_a_released_connection_holds_no_advisory_lock(
+    settings: Settings, conns: Connections
+) -> None:
+    """A lock a task took and did not release goes with its connection's release: another
+    process can take it at once (the outbox relay's standby relies on this)."""
+    from runtime.connections import connect
+
+    key = 0x57ED_7E57
+    async with connect(_one_connection(settings), name="tests-one-connection") as one:
+        async with one.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        async with conns.pool.acquire() as other:
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            await other.execute("SELECT pg_advisory_unlock($1)", key)
 
 
 async def test_a_wedding_created_at_the_edge_is_its_own_scope(runtime_conns: Connections) -> None:
