@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
 _PAGE = 500
 DIRECT_PAGE = 100  # events a replay reads in one batch direct get before a consumer
+# seconds a batch direct get may take (jetstreamext waits 30 s; nats-py's requests 5 s):
+# NATS gone fails the resume as fast as before, and the client resumes again
+DIRECT_TIMEOUT = 5.0
 
 
 async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
@@ -68,9 +71,18 @@ async def _stored_direct(
 ) -> AsyncGenerator[tuple[int, str, bytes, int], None]:
     """Up to :data:`DIRECT_PAGE` events after ``after_seq``, each with how many of the
     wedding's events come after it (Nats-Num-Pending)."""
-    async for msg in jetstreamext.get_batch(
-        js, EVENTS.name, batch=DIRECT_PAGE, seq=after_seq + 1, subject=wedding_wildcard(wedding_id)
-    ):
+    async with asyncio.timeout(DIRECT_TIMEOUT):
+        page = [
+            msg
+            async for msg in jetstreamext.get_batch(
+                js,
+                EVENTS.name,
+                batch=DIRECT_PAGE,
+                seq=after_seq + 1,
+                subject=wedding_wildcard(wedding_id),
+            )
+        ]
+    for msg in page:
         seq = msg.seq or 0
         if seq > upto:
             return
@@ -202,15 +214,16 @@ async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UU
 
     async def held() -> int:
         try:
-            return max(
-                [
-                    msg.seq or 0
-                    async for msg in jetstreamext.get_last_msgs_for(
-                        js, EVENTS.name, [wedding_wildcard(wedding_id)]
-                    )
-                ],
-                default=0,
-            )
+            async with asyncio.timeout(DIRECT_TIMEOUT):
+                return max(
+                    [
+                        msg.seq or 0
+                        async for msg in jetstreamext.get_last_msgs_for(
+                            js, EVENTS.name, [wedding_wildcard(wedding_id)]
+                        )
+                    ],
+                    default=0,
+                )
         except jetstreamext.NoMessagesError:
             return 0
         except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:

@@ -120,6 +120,7 @@ class Stamped:
     revision: int
 
 
+DIRECT_TIMEOUT = 5.0  # seconds for that read (jetstreamext waits 30 s; nats-py requests 5 s)
 #: keys one batch direct get answers (more: read through a consumer instead)
 DIRECT_BATCH = 1000
 _KV_SUBJECT = f"$KV.{PRESENCE_BUCKET.name}."
@@ -146,9 +147,14 @@ async def _read_direct(js: JetStreamContext, pattern: str) -> dict[str, Stamped]
     out: dict[str, Stamped] = {}
     pending = 0
     try:
-        async for msg in jetstreamext.get_last_msgs_for(
-            js, PRESENCE_BUCKET.stream, [_KV_SUBJECT + pattern], batch=DIRECT_BATCH
-        ):
+        async with asyncio.timeout(DIRECT_TIMEOUT):
+            got = [
+                msg
+                async for msg in jetstreamext.get_last_msgs_for(
+                    js, PRESENCE_BUCKET.stream, [_KV_SUBJECT + pattern], batch=DIRECT_BATCH
+                )
+            ]
+        for msg in got:
             headers = msg.headers or {}
             deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
             key = (msg.subject or "")[len(_KV_SUBJECT) :]
