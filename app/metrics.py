@@ -186,6 +186,8 @@ class ConsumerLag(tasks.Background):
     """Reads every worker consumer's backlog from JetStream every ``every`` seconds:
     ``wedsync.consumer.lag`` (not yet delivered) and ``.ack_pending`` (delivered, unacked)."""
 
+    name = "consumer-lag"
+
     def __init__(self, js: JetStreamContext, consumers: list[tuple[str, str]], every: float):
         self.js = js
         self.consumers = consumers
@@ -220,8 +222,6 @@ class ConsumerLag(tasks.Background):
                 self.readings.pop((stream, durable), None)  # that worker never ran
                 continue
             self.readings[(stream, durable)] = (info.num_pending or 0, info.num_ack_pending or 0)
-
-    name = "consumer-lag"
 
     async def run(self) -> None:
         while True:

@@ -16,7 +16,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import queue
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,9 +26,10 @@ import websockets
 from hdrh.histogram import HdrHistogram
 from websockets.exceptions import ConnectionClosed
 
-from bench.protocols import WIRES, Kind
+from bench.protocols import WIRES, Kind, Opened
 from bench.seats import Seat, raise_fd_limit
 from bench.stats import Timeline, merged, new_histogram, record_seconds
+from client.backoff import Backoff
 
 COUNTERS = (
     "opened",
@@ -70,8 +70,10 @@ class LoadSpec:
     # full-jitter backoff (sdk/js/src/backoff.ts), on its own gateway or the next of these
     reconnect: bool = False
     gateways: tuple[str, ...] = ()
-    backoff_base: float = 0.25
-    backoff_cap: float = 15.0
+    backoff: Backoff = Backoff()
+
+
+_RETRY = Backoff(base=0.5)  # a first connect refused: retried soon, spread out
 
 
 class _Gone(Exception):
@@ -117,42 +119,49 @@ class Loader:
         self.first_sent = self.last_ack = self.last_delivery = 0.0
 
     # -- connecting ---------------------------------------------------------------------
+    async def _attempt(self, url: str, seat: Seat, source: str) -> tuple[Any, Opened] | None:
+        """One connect and handshake; None (the failure counted) if either failed."""
+        timeout = self.spec.connect_timeout
+        try:
+            ws = await websockets.connect(
+                url,
+                compression=None,
+                ping_interval=None,
+                max_size=2**22,
+                open_timeout=timeout,
+                close_timeout=1,
+                proxy=None,
+                local_addr=(source, 0),
+            )
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        try:
+            return ws, await self.wire.handshake(ws, seat, timeout)
+        except Exception as exc:
+            self._failed(exc)
+            await ws.close()
+            return None
+
     async def _open(self, k: int, seat: Seat, sem: asyncio.Semaphore) -> None:
         source = self.spec.sources[k % len(self.spec.sources)]
         async with sem:
             for attempt in range(self.spec.retries + 1):
                 started = time.perf_counter()
-                try:
-                    ws = await websockets.connect(
-                        self.wire.url(seat),
-                        compression=None,
-                        ping_interval=None,
-                        max_size=2**22,
-                        open_timeout=self.spec.connect_timeout,
-                        close_timeout=1,
-                        proxy=None,
-                        local_addr=(source, 0),
-                    )
-                except Exception as exc:
-                    self._failed(exc)
-                else:
-                    try:
-                        opened = await self.wire.handshake(ws, seat, self.spec.connect_timeout)
-                    except Exception as exc:
-                        self._failed(exc)
-                        await ws.close()
-                    else:
-                        record_seconds(self.connect, time.perf_counter() - started)
-                        sock = _Socket(seat, ws, opened.epoch)
-                        self.sockets.append(sock)
-                        self.counts["opened"] += 1
-                        self.timeline.add("opened")
-                        reader = asyncio.create_task(self._read(sock, opened.rest))
-                        self.readers.add(reader)
-                        reader.add_done_callback(self.readers.discard)
-                        return
+                got = await self._attempt(self.wire.url(seat), seat, source)
+                if got is not None:
+                    ws, opened = got
+                    record_seconds(self.connect, time.perf_counter() - started)
+                    sock = _Socket(seat, ws, opened.epoch)
+                    self.sockets.append(sock)
+                    self.counts["opened"] += 1
+                    self.timeline.add("opened")
+                    reader = asyncio.create_task(self._read(sock, opened.rest))
+                    self.readers.add(reader)
+                    reader.add_done_callback(self.readers.discard)
+                    return
                 # full jitter: a refused burst must not come back all at once
-                await asyncio.sleep(random.uniform(0, 0.5 * 2**attempt))
+                await asyncio.sleep(_RETRY.delay(attempt))
         self.counts["gave_up"] += 1
 
     def _second(self, t: float) -> HdrHistogram:
@@ -193,31 +202,14 @@ class Loader:
         bases = [sock.seat.url, *(g for g in spec.gateways if g != sock.seat.url)]
         attempt = 0
         while not self.stopping:
-            cap = min(spec.backoff_cap, spec.backoff_base * 2**attempt)
-            await asyncio.sleep(random.uniform(0, cap))
-            base = bases[attempt % len(bases)]
+            await asyncio.sleep(spec.backoff.delay(attempt))
+            url = wire.url(sock.seat, bases[attempt % len(bases)], sock.seq, sock.epoch)
             attempt += 1
             started = time.perf_counter()
-            try:
-                ws = await websockets.connect(
-                    wire.url(sock.seat, base, sock.seq, sock.epoch),
-                    compression=None,
-                    ping_interval=None,
-                    max_size=2**22,
-                    open_timeout=spec.connect_timeout,
-                    close_timeout=1,
-                    proxy=None,
-                    local_addr=(spec.sources[attempt % len(spec.sources)], 0),
-                )
-            except Exception as exc:
-                self._failed(exc)
+            got = await self._attempt(url, sock.seat, spec.sources[attempt % len(spec.sources)])
+            if got is None:
                 continue
-            try:
-                opened = await wire.handshake(ws, sock.seat, spec.connect_timeout)
-            except Exception as exc:
-                self._failed(exc)
-                await ws.close()
-                continue
+            ws, opened = got
             record_seconds(self.rehandshake, time.perf_counter() - started)
             sock.ws = ws
             sock.epoch = opened.epoch or sock.epoch

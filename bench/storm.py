@@ -87,13 +87,12 @@ async def run(args: argparse.Namespace) -> Path:
     go = int(result["go_at_s"])
     at = int(event["at_s"])
     steady, bound, back = recovery(p99s, first, (go + 2, at), at, args.steady_factor)
-    c = result
     out = {
         "scenario": "storm",
         "config": {**fanout.config(args), "storm_at_s": args.storm_at, "restarted": count},
         "storm": {
             **event,
-            "sockets_dropped": c["dropped_sockets"],
+            "sockets_dropped": result["dropped_sockets"],
             "reconnects": res.counts["reconnects"],
             "resumed": res.counts["resumed"],
             "duplicates": res.counts["duplicates"],

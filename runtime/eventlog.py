@@ -11,12 +11,12 @@ import uuid
 from collections.abc import AsyncGenerator
 
 import asyncpg
-import jetstreamext
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from runtime import direct
 from runtime.db import archive
 from streams.definitions import EVENTS, stream_epoch_of
 from streams.permissions import Channel
@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 Stored = tuple[int, str, bytes]  # (seq, channel, the stored event bytes)
 _PAGE = 500
 DIRECT_PAGE = 100  # events a replay reads in one batch direct get before a consumer
-# seconds a batch direct get may take (jetstreamext waits 30 s; nats-py's requests 5 s):
-# NATS gone fails the resume as fast as before, and the client resumes again
-DIRECT_TIMEOUT = 5.0
 
 
 async def first_held(js: JetStreamContext, wedding_id: uuid.UUID, from_seq: int) -> int | None:
@@ -56,9 +53,9 @@ async def _stored(
         async for seq, channel, data, pending in _stored_direct(js, wedding_id, after_seq, upto):
             yield seq, channel, data
             after_seq, more = seq, pending > 0
-    except jetstreamext.NoMessagesError:
+    except direct.NoMessages:
         return  # nothing in range is held
-    except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+    except direct.UNSUPPORTED as exc:
         log.debug("events of %s not read directly: %r", wedding_id, exc)
     if more and after_seq < upto:
         async with contextlib.aclosing(_stored_consumed(js, wedding_id, after_seq, upto)) as rest:
@@ -71,17 +68,9 @@ async def _stored_direct(
 ) -> AsyncGenerator[tuple[int, str, bytes, int], None]:
     """Up to :data:`DIRECT_PAGE` events after ``after_seq``, each with how many of the
     wedding's events come after it (Nats-Num-Pending)."""
-    async with asyncio.timeout(DIRECT_TIMEOUT):
-        page = [
-            msg
-            async for msg in jetstreamext.get_batch(
-                js,
-                EVENTS.name,
-                batch=DIRECT_PAGE,
-                seq=after_seq + 1,
-                subject=wedding_wildcard(wedding_id),
-            )
-        ]
+    page = await direct.batch(
+        js, EVENTS.name, batch=DIRECT_PAGE, seq=after_seq + 1, subject=wedding_wildcard(wedding_id)
+    )
     for msg in page:
         seq = msg.seq or 0
         if seq > upto:
@@ -214,19 +203,11 @@ async def last_seq(js: JetStreamContext, pool: asyncpg.Pool, wedding_id: uuid.UU
 
     async def held() -> int:
         try:
-            async with asyncio.timeout(DIRECT_TIMEOUT):
-                return max(
-                    [
-                        msg.seq or 0
-                        async for msg in jetstreamext.get_last_msgs_for(
-                            js, EVENTS.name, [wedding_wildcard(wedding_id)]
-                        )
-                    ],
-                    default=0,
-                )
-        except jetstreamext.NoMessagesError:
+            last = await direct.last_for(js, EVENTS.name, [wedding_wildcard(wedding_id)])
+            return max((msg.seq or 0 for msg in last), default=0)
+        except direct.NoMessages:
             return 0
-        except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+        except direct.UNSUPPORTED as exc:
             log.debug("last events of %s not read directly: %r", wedding_id, exc)
         return max(await asyncio.gather(*(one(c) for c in Channel)))
 

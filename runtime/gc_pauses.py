@@ -66,6 +66,8 @@ def watch() -> None:
 class Freezer(tasks.Background):
     """``async with Freezer(freeze_every, reclaim_every):`` for a process's life (0: off)."""
 
+    name = "gc freezer"
+
     def __init__(self, freeze_every: float, reclaim_every: float) -> None:
         self.freeze_every, self.reclaim_every = freeze_every, reclaim_every
         self._round = asyncio.Event()  # set when a round is over, then replaced
@@ -73,8 +75,6 @@ class Freezer(tasks.Background):
     async def next_round(self) -> None:
         """Wait until the round in progress (freeze, or reclaim and freeze) is over."""
         await self._round.wait()
-
-    name = "gc freezer"
 
     def enabled(self) -> bool:
         return self.freeze_every > 0

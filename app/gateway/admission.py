@@ -39,6 +39,8 @@ FLOOR = 0.02  # never refuse everything: a trickle keeps measuring
 class Admission(tasks.Background):
     """``async with Admission(max_lag, max_inflight) as a``; ``a.refuse()`` per frame."""
 
+    name = "admission"
+
     def __init__(self, max_lag: float, max_inflight: int) -> None:
         self.max_lag, self.max_inflight = max_lag, max_inflight
         self.share = 1.0  # of frames admitted
@@ -47,8 +49,6 @@ class Admission(tasks.Background):
         self.refused = 0
         self._random = random.Random()
         self._overloaded_since: float | None = None
-
-    name = "admission"
 
     def enabled(self) -> bool:
         return self.max_lag > 0

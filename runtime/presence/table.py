@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
-import jetstreamext
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from runtime import tasks
+from runtime import direct, tasks
 from streams.buckets import PRESENCE_BUCKET, ensure_bucket
 from streams.presence import GATEWAY_PREFIX, Record
 
@@ -120,7 +119,6 @@ class Stamped:
     revision: int
 
 
-DIRECT_TIMEOUT = 5.0  # seconds for that read (jetstreamext waits 30 s; nats-py requests 5 s)
 #: keys one batch direct get answers (more: read through a consumer instead)
 DIRECT_BATCH = 1000
 _KV_SUBJECT = f"$KV.{PRESENCE_BUCKET.name}."
@@ -147,22 +145,18 @@ async def _read_direct(js: JetStreamContext, pattern: str) -> dict[str, Stamped]
     out: dict[str, Stamped] = {}
     pending = 0
     try:
-        async with asyncio.timeout(DIRECT_TIMEOUT):
-            got = [
-                msg
-                async for msg in jetstreamext.get_last_msgs_for(
-                    js, PRESENCE_BUCKET.stream, [_KV_SUBJECT + pattern], batch=DIRECT_BATCH
-                )
-            ]
+        got = await direct.last_for(
+            js, PRESENCE_BUCKET.stream, [_KV_SUBJECT + pattern], batch=DIRECT_BATCH
+        )
         for msg in got:
             headers = msg.headers or {}
             deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
             key = (msg.subject or "")[len(_KV_SUBJECT) :]
             out[key] = Stamped(None if deleted else msg.data, msg.seq or 0)
             pending = int(headers.get("Nats-Num-Pending", 0))
-    except jetstreamext.NoMessagesError:
+    except direct.NoMessages:
         return {}
-    except (jetstreamext.BatchUnsupportedError, jetstreamext.InvalidResponseError) as exc:
+    except direct.UNSUPPORTED as exc:
         log.debug("presence keys %s not read directly: %r", pattern, exc)
         return None
     return None if pending else out  # more than one batch: through a consumer
