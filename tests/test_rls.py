@@ -362,6 +362,36 @@ async def test_a_released_connection_keeps_no_scope(
                 assert await _visible(conn, "weddings", b) == 1
 
 
+class NoResetAll(asyncpg.Connection):
+    """What asyncpg sends on release to a server without ``RESET`` (CockroachDB): the same
+    reset query less ``RESET ALL``, so settings survive the release."""
+
+    def get_reset_query(self) -> str:
+        return "\n".join(q for q in super().get_reset_query().split("\n") if q != "RESET ALL;")
+
+
+async def test_a_released_connection_keeps_no_scope_where_the_reset_keeps_settings(
+    settings: Settings, two: tuple[Wedding, Wedding]
+) -> None:
+    a, _ = two
+    assert settings.database.url is not None
+    async with asyncpg.create_pool(
+        settings.database.url,
+        min_size=1,
+        max_size=1,
+        setup=scope.on_acquire,
+        connection_class=NoResetAll,
+    ) as one:
+        with scope.wedding(a.id):
+            async with one.acquire() as conn:
+                assert not scope.clears_on_release(conn)
+                assert await _visible(conn, "weddings", a) == 1
+                pid = conn.get_server_pid()
+        async with one.acquire() as conn:
+            assert conn.get_server_pid() == pid  # the same server connection, reused
+            assert await _visible(conn, "weddings", a) == 0
+
+
 async def test_a_released_connection_holds_no_advisory_lock(
     settings: Settings, conns: Connections
 ) -> None:

@@ -9,7 +9,8 @@ The scope of the running task is a context variable (tasks inherit it): ``weddin
 around work for one wedding (the HTTP edge sets it from the path: app/edge_scope.py),
 ``system(reason)`` around a named cross-wedding path. The pool applies it when a connection
 is acquired (``on_acquire``, the pool's ``setup``) and asyncpg's reset on release
-(``RESET ALL``) clears it, so a connection never carries one task's scope to the next.
+(``RESET ALL``) clears it, so a connection never carries one task's scope to the next (on
+a server whose reset has no ``RESET ALL``, an unscoped acquire clears it instead).
 ``enter(conn, id)`` narrows an already acquired connection to one wedding for the rest of
 its transaction (a worker learns the wedding from the message it decoded).
 """
@@ -91,12 +92,22 @@ async def system_connection(pool: asyncpg.Pool, reason: str) -> AsyncIterator[Co
             yield conn
 
 
+def clears_on_release(conn: Any) -> bool:
+    """Whether asyncpg's reset on release clears the settings (``RESET ALL``): PostgreSQL,
+    yes; a server without ``RESET`` (asyncpg leaves it out of the reset query, e.g. on
+    CockroachDB), no."""
+    return "RESET ALL" in conn.get_reset_query()
+
+
 async def on_acquire(conn: Any) -> None:
-    """The pool's ``setup``: put the task's scope on the connection it is handed (no round
-    trip when there is none: a connection comes back from its reset without one)."""
+    """The pool's ``setup``: put the task's scope on the connection it is handed. No round
+    trip when there is none and the reset on release cleared the last one; where the
+    reset does not clear settings, an unscoped acquire clears them itself."""
     scope = _current.get()
     if scope is not None:
         await conn.execute(_SET, *scope.settings)
+    elif not clears_on_release(conn):
+        await conn.execute(_SET, "", "")
 
 
 async def enter(conn: Conn, wedding_id: uuid.UUID) -> None:
