@@ -181,11 +181,12 @@ class Telemetry:
         self.meter_provider = MeterProvider(
             resource=resource,
             metric_readers=_metric_readers(settings, self.registry),
-            views=[
+            views=[  # the SDK's default buckets (0, 5, 10, 25 ... 10 000) suit milliseconds
                 View(
-                    instrument_name="*latency*",
+                    instrument_name=name,
                     aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS),
                 )
+                for name in ("*latency*", "wedsync.gc.pause")
             ],
         )
 

@@ -282,6 +282,9 @@ async def test_metrics_of_every_process_in_one_scrape(
     # sampled (at most one event per 5 ms per process): some, never more than the events
     assert 1 <= _total(latency, "_count") <= _total(fams["wedsync_events_delivered"], "_total")
     assert 0 < _total(latency, "_sum") / _total(latency, "_count") < 5  # seconds: plausible
+    pauses = fams["wedsync_gc_pause_seconds"]  # every collection of every process
+    bounds = {s.labels["le"] for s in pauses.samples if s.name.endswith("_bucket")}
+    assert {"0.001", "0.01", "0.1"} <= bounds  # millisecond buckets, not the SDK's 0-5 s one
     assert _total(fams["wedsync_presence_entries"]) >= 2
     pool = fams["wedsync_db_pool_connections"]
     for p in processes:
