@@ -95,11 +95,14 @@ async def drive(
     args: argparse.Namespace,
     server_pids: dict[str, list[int]],
     event: tuple[float, Callable[[], Awaitable[dict[str, Any]]]] | None = None,
+    gc_pauses: Callable[[], Awaitable[dict[str, dict[str, float]]]] | None = None,
     **spec_options: Any,
 ) -> tuple[dict[str, Any], PoolResult]:
     """Open every seat's socket, send for ``args.duration``, drain; the run's numbers.
     ``event``: (seconds after the start of sending, what happens then), its report under
-    "event"; ``spec_options``: more `LoadSpec` fields (reconnecting, gateways)."""
+    "event"; ``gc_pauses``: the server's collector pauses so far (`System.gc_pauses`),
+    reported for the sending phase; ``spec_options``: more `LoadSpec` fields (reconnecting,
+    gateways)."""
     epoch = time.time()
     specs = [
         LoadSpec(
@@ -120,6 +123,7 @@ async def drive(
     try:
         await pool.wait_connected(timeout=300)
         meter = CpuMeter({**server_pids, "load generators": pool.pids})
+        gc_before = None if gc_pauses is None else await gc_pauses()
         meter.start()
         go_at = time.time() - epoch
         pool.go()
@@ -135,6 +139,7 @@ async def drive(
         await pool.watch(args.duration)
         happened = None if happening is None else await happening
         cpu = meter.stop()  # the sending phase only: drain and teardown would dilute it
+        gc_during = None if gc_pauses is None else _since(gc_before or {}, await gc_pauses())
         drained = await pool.watch(0, everything_delivered(args.members), timeout=args.drain)
         rss = {name: round(rss_bytes(pids) / 2**20, 1) for name, pids in server_pids.items()}
     finally:
@@ -181,7 +186,26 @@ async def drive(
     }
     if happened is not None:
         result["event"] = happened
+    if gc_during is not None:
+        result["gc_pause"] = gc_during
     return result, res
+
+
+def _since(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Collector pauses between two readings, per generation (seconds as milliseconds)."""
+    out = {}
+    for gen, now in sorted(after.items()):
+        then = before.get(gen, {})
+        d = {k: v - then.get(k, 0.0) for k, v in now.items()}
+        out[gen] = {
+            "count": int(d["count"]),
+            "ms": round(d.pop("seconds") * 1000, 1),
+            "over_10ms": int(d["over_10ms"]),
+            "over_50ms": int(d["over_50ms"]),
+        }
+    return out
 
 
 def event_size(pad: int) -> int:
@@ -232,7 +256,9 @@ async def _run(args: argparse.Namespace, sink: Sink | None) -> Path:
         )
         print(f"JetStream ceiling of one Python process: {top['msgs_per_s']:,} msgs/s", flush=True)
         pids = {"gateways": [p.pid for p in system.procs], **service_pids()}
-        result, res = await drive("fanout", "wedsync", seats, args, pids)
+        result, res = await drive(
+            "fanout", "wedsync", seats, args, pids, gc_pauses=system.gc_pauses
+        )
     ratio = round(result["accepted_per_s"] / top["msgs_per_s"], 3)
     result = {
         "scenario": "fanout",

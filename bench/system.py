@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import psutil
 from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth import issue_token
 from bench.seats import Seat, raise_fd_limit
@@ -65,6 +66,42 @@ class System:
         self.procs[i] = await self.spawn(self.urls[i])
         await asyncio.wait_for(wait_ready(self.urls[i], self.procs), 60)
         return time.perf_counter() - started
+
+    async def gc_pauses(self) -> dict[str, dict[str, float]]:
+        """The API processes' garbage-collector pauses so far (``wedsync.gc.pause``, from
+        one `/metrics` scrape), summed per generation: collections, seconds stopped, and
+        collections that stopped a process for more than 10 ms and 50 ms."""
+        token = self.settings.auth.admin_token
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.get(
+                f"{self.urls[0]}/metrics", headers={"Authorization": f"Bearer {token}"}
+            )
+        r.raise_for_status()
+        out: dict[str, dict[str, float]] = {}
+        for family in text_string_to_metric_families(r.text):
+            if not family.name.startswith("wedsync_gc_pause"):
+                continue
+            for sample in family.samples:
+                if not sample.labels.get("process", "api").startswith("api"):
+                    continue
+                gen = out.setdefault(
+                    sample.labels.get("generation", "?"),
+                    {"count": 0.0, "seconds": 0.0, "over_10ms": 0.0, "over_50ms": 0.0},
+                )
+                if sample.name.endswith("_count"):
+                    gen["count"] += sample.value
+                    gen["over_10ms"] += sample.value
+                    gen["over_50ms"] += sample.value
+                elif sample.name.endswith("_sum"):
+                    gen["seconds"] += sample.value
+                elif sample.name.endswith("_bucket") and sample.labels.get("le") in (
+                    "0.01",
+                    "0.05",
+                ):
+                    gen["over_10ms" if sample.labels["le"] == "0.01" else "over_50ms"] -= (
+                        sample.value
+                    )
+        return out
 
     def gateway_rss(self) -> int:
         total = 0

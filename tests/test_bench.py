@@ -192,6 +192,9 @@ async def test_fanout(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
     assert r["jetstream_ceiling"]["msgs_per_s"] > 0
     assert r["ingest_over_ceiling"] > 0
     assert set(r["cpu_percent"]) >= {"gateways", "nats-server", "postgres", "load generators"}
+    gc = r["gc_pause"]  # the gateways' collections while sending, per generation
+    assert "0" in gc and sum(g["count"] for g in gc.values()) > 0
+    assert all(g["count"] >= g["over_10ms"] >= g["over_50ms"] >= 0 for g in gc.values())
 
 
 async def test_connections(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
@@ -213,6 +216,7 @@ async def test_peers(runs: dict[str, asyncio.Task[dict[str, Any]]]) -> None:
         assert_fanned_out(r["targets"][name], members=3, sockets=6)
         assert r["ratios"].get(name, {"p99": 1.0})["p99"] is not None
     assert r["versions"]["python-socketio"]
+    assert "gc_pause" in r["targets"]["wedsync"]  # and not in the peers: no such reading
     if "node" in r["skipped"]:
         pytest.skip(f"node socket.io peer skipped: {r['skipped']['node']}")
     assert r["ratios"]["node"]["accepted_per_s"] > 0

@@ -130,7 +130,9 @@ async def _run_target(name: str, args: argparse.Namespace) -> tuple[dict[str, An
         async with running_system(args.gateways) as system:
             seats = await populate(system, args.rooms, args.members, fanout.ROLES)
             pids = {"server": [p.pid for p in system.procs], **service_pids()}
-            return await fanout.drive(label, "wedsync", seats, args, pids)
+            return await fanout.drive(
+                label, "wedsync", seats, args, pids, gc_pauses=system.gc_pauses
+            )
     port = free_port()
     if name == "python-socketio":
         cmd = [sys.executable, "-m", "bench.peers.socketio_server", str(port)]
