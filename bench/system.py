@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,31 +78,25 @@ class System:
                 f"{self.urls[0]}/metrics", headers={"Authorization": f"Bearer {token}"}
             )
         r.raise_for_status()
-        out: dict[str, dict[str, float]] = {}
+        # generation -> count, sum, le=<bound> -> value
+        sums: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         for family in text_string_to_metric_families(r.text):
-            if not family.name.startswith("wedsync_gc_pause"):
+            if family.name != "wedsync_gc_pause_seconds":
                 continue
             for sample in family.samples:
-                if not sample.labels.get("process", "api").startswith("api"):
-                    continue
-                gen = out.setdefault(
-                    sample.labels.get("generation", "?"),
-                    {"count": 0.0, "seconds": 0.0, "over_10ms": 0.0, "over_50ms": 0.0},
-                )
-                if sample.name.endswith("_count"):
-                    gen["count"] += sample.value
-                    gen["over_10ms"] += sample.value
-                    gen["over_50ms"] += sample.value
-                elif sample.name.endswith("_sum"):
-                    gen["seconds"] += sample.value
-                elif sample.name.endswith("_bucket") and sample.labels.get("le") in (
-                    "0.01",
-                    "0.05",
-                ):
-                    gen["over_10ms" if sample.labels["le"] == "0.01" else "over_50ms"] -= (
-                        sample.value
-                    )
-        return out
+                if sample.labels.get("process", "api").startswith("api"):
+                    kind = sample.name.rsplit("_", 1)[1]  # count, sum or bucket
+                    key = f"le={sample.labels['le']}" if kind == "bucket" else kind
+                    sums[sample.labels.get("generation", "?")][key] += sample.value
+        return {
+            gen: {
+                "count": c["count"],
+                "seconds": c["sum"],
+                "over_10ms": c["count"] - c["le=0.01"],
+                "over_50ms": c["count"] - c["le=0.05"],
+            }
+            for gen, c in sums.items()
+        }
 
     def gateway_rss(self) -> int:
         total = 0
