@@ -411,3 +411,42 @@ async def test_the_readme_try_it_steps_work_as_written(tmp_path: Path) -> None:
         assert "EventFrame(seq=2" in text and "'hello again'" in text  # the Python client
         dev.proc.terminate()
         assert await asyncio.wait_for(dev.proc.wait(), 60) == 0
+
+
+async def test_a_worker_stopped_while_it_waits_for_its_services_exits(tmp_path: Path) -> None:
+    """SIGTERM while NATS is not there (a supervisor that died took it along; nats-py retries
+    its first connect): the worker
+    exits at once instead of waiting for it forever (an orphan that held its parent's
+    pipes open, and so a test's ``wait()``, once)."""
+    from wedsync.embedded.process import free_port
+
+    nowhere = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
+    full_env |= {
+        "WEDSYNC_DATA_DIR": str(tmp_path / "data"),
+        "WEDSYNC_NATS_URL": f"nats://127.0.0.1:{nowhere}",
+        "WEDSYNC_DATABASE_URL": f"postgresql://wedsync@127.0.0.1:{nowhere}/wedsync",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wedsync.cli",
+        "worker",
+        "notifications",
+        env=full_env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while b"nats: encountered error" not in await proc.stderr.readline():
+                assert proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+        assert proc.returncode == 0
+        assert "wedsync worker notifications: stopped before it was up" in err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -55,22 +55,44 @@ async def _worker(settings: Settings, name: str) -> int:
     db_scope.process_system(f"worker {name}: consumers and timers of every wedding")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # a stop signal while it still waits for NATS or PostgreSQL (which may never come: the
+    # supervisor that started them is gone) ends the wait; once it is up, a graceful stop
+    starting = asyncio.current_task()
+
+    def on_signal() -> None:
+        stop.set()
+        if starting is not None:
+            starting.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     async with contextlib.AsyncExitStack() as stack:
-        telemetry = await stack.enter_async_context(Telemetry(settings.telemetry, name))
-        conns = await stack.enter_async_context(connect(settings, name=f"wedsync-worker-{name}"))
-        watch_pool(conns.pool)
-        await stack.enter_async_context(MetricsResponder(conns.nc, telemetry))
-        if definition.service is not None:
-            running: Any = await stack.enter_async_context(definition.service(conns))
-        else:
-            assert definition.consumer is not None and definition.handler is not None
-            running = await stack.enter_async_context(
-                ConsumerRunner(
-                    conns.js, conns.pool, definition.consumer, definition.handler, settings.worker
-                )
+        try:
+            telemetry = await stack.enter_async_context(Telemetry(settings.telemetry, name))
+            conns = await stack.enter_async_context(
+                connect(settings, name=f"wedsync-worker-{name}")
             )
+            watch_pool(conns.pool)
+            await stack.enter_async_context(MetricsResponder(conns.nc, telemetry))
+            if definition.service is not None:
+                running: Any = await stack.enter_async_context(definition.service(conns))
+            else:
+                assert definition.consumer is not None and definition.handler is not None
+                running = await stack.enter_async_context(
+                    ConsumerRunner(
+                        conns.js,
+                        conns.pool,
+                        definition.consumer,
+                        definition.handler,
+                        settings.worker,
+                    )
+                )
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            print(f"wedsync worker {name}: stopped before it was up", file=sys.stderr)
+            return 0
+        starting = None  # up: a signal only sets stop from here on
         stopped = asyncio.ensure_future(stop.wait())
         failed = asyncio.ensure_future(running.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
