@@ -414,10 +414,9 @@ async def test_the_readme_try_it_steps_work_as_written(tmp_path: Path) -> None:
 
 
 async def test_a_worker_stopped_while_it_waits_for_its_services_exits(tmp_path: Path) -> None:
-    """SIGTERM while NATS is not there (a supervisor that died took it along; nats-py retries
-    its first connect): the worker
-    exits at once instead of waiting for it forever (an orphan that held its parent's
-    pipes open, and so a test's ``wait()``, once)."""
+    """SIGTERM while NATS is not there (a supervisor that died took it along; nats-py
+    retries its first connect): the worker exits at once instead of waiting for it forever
+    (an orphan that held its parent's pipes open, and so a test's ``wait()``, once)."""
     from wedsync.embedded.process import free_port
 
     nowhere = free_port()
