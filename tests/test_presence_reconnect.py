@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
@@ -20,61 +18,12 @@ from runtime.connections import Connections
 from runtime.presence import read_keys
 from streams.buckets import PRESENCE_BUCKET
 from streams.presence import Record
+from tests.kits.relay import Relay
 from tests.kits.world import World, connect, eventually, recv_type, running_gateways, send
 
 _decode = msgspec.json.Decoder(Record)
 ENV = {"WEDSYNC_PRESENCE_GRACE": "0.5"}
 KINDS = ("joins", "updates", "leaves")
-
-
-class Relay:
-    """A TCP relay to ``target`` whose links can be cut: while cut, the open ones are
-    dropped and new ones closed at once; ``restore`` lets clients in again."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 4222
-        self.cut_off = False
-        self._open: set[asyncio.StreamWriter] = set()
-
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
-        server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        try:
-            yield f"nats://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        finally:
-            self.cut()
-            server.close()
-            await server.wait_closed()
-
-    def cut(self) -> None:
-        self.cut_off = True
-        for w in self._open:
-            w.transport.abort()  # what is still buffered is lost, as on a broken link
-
-    def restore(self) -> None:
-        self.cut_off = False
-
-    async def _link(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-        if self.cut_off:
-            down_w.transport.abort()
-            return
-        up_r, up_w = await asyncio.open_connection(self.host, self.port)
-        self._open |= {down_w, up_w}
-        try:
-            await asyncio.gather(_pump(down_r, up_w), _pump(up_r, down_w))
-        finally:
-            self._open -= {down_w, up_w}
-            down_w.transport.abort()
-            up_w.transport.abort()
-
-
-async def _pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await r.read(65536):
-            w.write(data)
-            await w.drain()
-    w.transport.abort()  # one direction ended: so does the other
 
 
 def fold(view: dict[str, tuple[str, str]], diff: dict[str, Any]) -> None:
