@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -53,22 +54,28 @@ class Dev:
         return token
 
 
-@asynccontextmanager
-async def wedsync_dev(data_dir: Path, **env: str) -> AsyncIterator[Dev]:
+async def spawn_cli(
+    data_dir: Path, *args: str, stderr: Any = asyncio.subprocess.PIPE, **env: str
+) -> asyncio.subprocess.Process:
+    """``wedsync ARGS`` started with this data dir and ``env``, and none of our own
+    ``WEDSYNC_*`` settings (stdout piped)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
     full_env |= {"WEDSYNC_DATA_DIR": str(data_dir), **env}
-    log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "wedsync.cli",
-        "dev",
-        "--port",
-        "0",
+        *args,
         env=full_env,
         stdout=asyncio.subprocess.PIPE,
-        stderr=log,
+        stderr=stderr,
     )
+
+
+@asynccontextmanager
+async def wedsync_dev(data_dir: Path, **env: str) -> AsyncIterator[Dev]:
+    log = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
+    proc = await spawn_cli(data_dir, "dev", "--port", "0", stderr=log, **env)
     try:
         assert proc.stdout is not None
         while True:
@@ -224,17 +231,7 @@ async def test_a_crash_loop_stops_everything_with_a_clear_message(tmp_path: Path
 
 async def run_cli(data_dir: Path, *args: str, **env: str) -> tuple[int, str, str]:
     """``wedsync ARGS`` to its end: (exit code, stdout, stderr)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
-    full_env |= {"WEDSYNC_DATA_DIR": str(data_dir), **env}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wedsync.cli",
-        *args,
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_cli(data_dir, *args, **env)
     out, err = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -420,21 +417,12 @@ async def test_a_worker_stopped_while_it_waits_for_its_services_exits(tmp_path: 
     from wedsync.embedded.process import free_port
 
     nowhere = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEDSYNC_")}
-    full_env |= {
-        "WEDSYNC_DATA_DIR": str(tmp_path / "data"),
-        "WEDSYNC_NATS_URL": f"nats://127.0.0.1:{nowhere}",
-        "WEDSYNC_DATABASE_URL": f"postgresql://wedsync@127.0.0.1:{nowhere}/wedsync",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wedsync.cli",
+    proc = await spawn_cli(
+        tmp_path / "data",
         "worker",
         "notifications",
-        env=full_env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        WEDSYNC_NATS_URL=f"nats://127.0.0.1:{nowhere}",
+        WEDSYNC_DATABASE_URL=f"postgresql://wedsync@127.0.0.1:{nowhere}/wedsync",
     )
     try:
         assert proc.stderr is not None
