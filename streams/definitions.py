@@ -23,7 +23,7 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from streams.changes import partition_filter
 from streams.documents import DOCS_ROOT
@@ -189,6 +189,21 @@ def stream_epoch_of(info: StreamInfo) -> str:
     return (info.config.metadata or {}).get(EPOCH_KEY) or created_epoch(info)
 
 
+ALREADY_IN_USE = 10058  # JetStream's "stream name already in use with a different configuration"
+
+
+async def create_stream(js: JetStreamContext, wanted: StreamConfig) -> bool:
+    """Add the stream; False if another process added it meanwhile (several API processes
+    starting at once on a fresh server: one created it and stamped its epoch first)."""
+    try:
+        await js.add_stream(wanted)
+    except BadRequestError as exc:
+        if exc.err_code != ALREADY_IN_USE:
+            raise
+        return False
+    return True
+
+
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
     """Create the stream with ``replicas``, or bring it to its declaration and ``replicas``
     (no default: nothing is created with one replica by accident)."""
@@ -197,9 +212,10 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
-        await js.add_stream(wanted)
-        log.info("created stream %s (replicas %d)", spec.name, replicas)
-        info, created = await js.stream_info(spec.name), True
+        created = await create_stream(js, wanted)
+        if created:
+            log.info("created stream %s (replicas %d)", spec.name, replicas)
+        info = await js.stream_info(spec.name)
     have = info.config
     # keep the metadata the server and operators put there, and stamp the epoch once
     wanted.metadata = {**(have.metadata or {}), EPOCH_KEY: stream_epoch_of(info)}

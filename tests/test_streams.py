@@ -95,3 +95,22 @@ async def test_a_bucket_is_created_then_reconciled_with_a_log_line(
 
 async def test_erasure_never_creates_the_presence_bucket(conns: Connections) -> None:
     assert await existing_bucket(conns.js, BucketSpec(f"T_{uuid.uuid4().hex[:8]}", "x")) is None
+
+
+async def test_a_stream_another_process_created_and_stamped_meanwhile_is_taken_as_is(
+    conns: Connections,
+) -> None:
+    """Two API processes starting on a fresh server: both find no stream, the first
+    creates it and stamps its epoch, the second's create (the plain declaration) is
+    refused by JetStream as a different configuration and must not stop its start."""
+    from streams.definitions import create_stream
+
+    s = spec()
+    try:
+        await ensure_stream(conns.js, s, replicas=1)  # the first process, all the way
+        epoch = (await conns.js.stream_info(s.name)).config.metadata
+        assert not await create_stream(conns.js, s.config(1))  # the second: already there
+        await ensure_stream(conns.js, s, replicas=1)  # and it goes on from what it finds
+        assert (await conns.js.stream_info(s.name)).config.metadata == epoch
+    finally:
+        await conns.js.delete_stream(s.name)
