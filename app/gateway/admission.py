@@ -65,11 +65,12 @@ class Admission(tasks.Background):
         return round(min(5.0, 0.5 / max(self.share, 0.1)), 2)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        expected = loop.time() + TICK
+        # perf_counter, not loop.time(): uvloop's clock moves in whole milliseconds, so a
+        # timer a fraction of a millisecond late would read as punctual
+        expected = time.perf_counter() + TICK
         while True:
-            await asyncio.sleep(max(0.0, expected - loop.time()))
-            now = loop.time()
+            await asyncio.sleep(max(0.0, expected - time.perf_counter()))
+            now = time.perf_counter()
             self.lag = max(0.0, now - expected)
             expected = now + TICK
             if self.lag > self.max_lag:
