@@ -17,10 +17,10 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RePublish, StorageType
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
-from streams.definitions import StreamConfigError
+from streams.definitions import ALREADY_IN_USE, StreamConfigError
 from streams.presence import BUCKET
 from streams.subjects import PRESENCE_LIVE_ROOT
 
@@ -75,8 +75,8 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int
     try:
         info = await js.stream_info(spec.stream)
     except NotFoundError:
-        await js.create_key_value(spec.config(replicas))
-        log.info("created bucket %s (replicas %d)", spec.name, replicas)
+        if await create_bucket(js, spec.config(replicas)):
+            log.info("created bucket %s (replicas %d)", spec.name, replicas)
         info = await js.stream_info(spec.stream)  # what KeyValueConfig cannot say: below
     have = info.config
     if have.storage != StorageType.FILE:
@@ -99,6 +99,19 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, replicas: int
         await js.update_stream(dataclasses.replace(have, **wanted))
         log.info("updated bucket %s: %s", spec.name, drift)
     return await js.key_value(spec.name)
+
+
+async def create_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
+    """Create the bucket; False if another process created it meanwhile and brought it to
+    its declaration (what the plain KeyValueConfig cannot say, such as its consumer cap),
+    so that JetStream refuses ours as a different configuration."""
+    try:
+        await js.create_key_value(config)
+    except BadRequestError as exc:
+        if exc.err_code != ALREADY_IN_USE:
+            raise
+        return False
+    return True
 
 
 def _differs(have: Any, want: Any) -> bool:

@@ -114,3 +114,22 @@ async def test_a_stream_another_process_created_and_stamped_meanwhile_is_taken_a
         assert (await conns.js.stream_info(s.name)).config.metadata == epoch
     finally:
         await conns.js.delete_stream(s.name)
+
+
+async def test_a_bucket_another_process_created_and_reconciled_meanwhile_is_taken_as_is(
+    conns: Connections,
+) -> None:
+    """As for streams: the second process's create (the plain KeyValueConfig, without the
+    consumer cap the first one added) is refused as a different configuration and must not
+    stop its start."""
+    from streams.buckets import create_bucket
+
+    b = BucketSpec(name=f"T_{uuid.uuid4().hex[:8]}", description="declared")
+    try:
+        await ensure_bucket(conns.js, b, replicas=1)  # the first process, all the way
+        assert not await create_bucket(conns.js, b.config(1))  # the second: already there
+        kv = await ensure_bucket(conns.js, b, replicas=1)  # and it goes on from what it finds
+        await kv.put("k", b"v")
+        assert (await conns.js.stream_info(b.stream)).config.max_consumers == b.max_consumers
+    finally:
+        await conns.js.delete_stream(b.stream)
