@@ -1,8 +1,9 @@
-"""The gateway hub of one process: rooms per wedding, one JetStream subscription per room.
+"""The gateway hub of one process: rooms per wedding, one ordered JetStream consumer per room.
 
-Every event of a wedding reaches this process once (an ordered JetStream consumer on
-``wedsync.wedding.<id>.>``, delivering only new events), is turned into its ``event`` frame
-once, and is offered to each local socket of that wedding. Control messages on
+Every event of a wedding reaches this process once (an ordered consumer on
+``wedsync.wedding.<id>.>``, delivering only new events, all of the process's on one
+subscription: app/gateway/feeds.py), is turned into its ``event`` frame once, and is
+offered to each local socket of that wedding. Control messages on
 ``wedsync.control.>`` (sessions ended, roles and statuses changed) reach every process at
 once.
 Presence is scoped per room (app/gateway/roster.py): a process reads and follows only the
@@ -29,7 +30,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -38,6 +38,7 @@ from app.gateway import signals
 from app.gateway.admission import Admission
 from app.gateway.connection import Connection
 from app.gateway.diffs import DiffBatcher, diff_frame
+from app.gateway.feeds import Feed, Feeds
 from app.gateway.limits import ReplayBudgets
 from app.gateway.roster import Gateways, Roster
 from app.gateway.tracker import PresenceTracker
@@ -178,7 +179,7 @@ class Room:
         self.tally = tally
         self.contacts = contacts
         self.connections: set[Connection] = set()
-        self.sub: JetStreamContext.PushSubscription | None = None
+        self.sub: Feed | None = None  # its events (app/gateway/feeds.py)
         self.roster: Roster | None = None  # its presence records (app/gateway/roster.py)
         self.signals: Subscription | None = None  # core NATS: typing... (app/gateway/signals.py)
         self.presence = DiffBatcher(batch_window, self.on_presence)
@@ -203,8 +204,8 @@ class Room:
     def local(self, connection_id: str) -> list[Connection]:
         return [c for c in self.connections if str(c.session_id) == connection_id]
 
-    async def on_event(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+    def on_event(self, msg: Msg, meta: Msg.Metadata) -> None:
+        seq = meta.sequence.stream
         self.head = max(self.head, seq)
         channel = msg.subject.rsplit(".", 1)[1]
         data = msg.data
@@ -218,7 +219,7 @@ class Room:
         now = time.time()
         if now - tally.sampled_at >= LATENCY_SAMPLE_EVERY:
             tally.sampled_at = now
-            DELIVERY_LATENCY.record(max(now - msg.metadata.timestamp.timestamp(), 0.0))
+            DELIVERY_LATENCY.record(max(now - meta.timestamp.timestamp(), 0.0))
 
 
 class Hub:
@@ -246,6 +247,7 @@ class Hub:
         self._gateways: Gateways | None = None
         self._checked: dict[str, float] = {}  # presence key -> when last checked (ghosts)
         self._tracker: PresenceTracker | None = None
+        self._feeds: Feeds | None = None
         self.tally = Tally()
         g = settings.gateway
         self.admission = Admission(g.max_lag, g.max_inflight)
@@ -259,6 +261,7 @@ class Hub:
         self._kv = kv = await presence_bucket(self.js, replicas=self.settings.nats.replicas)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.admission)
+            self._feeds = await stack.enter_async_context(Feeds(self.nc, self.js, EVENTS.name))
             self._gateways = await stack.enter_async_context(Gateways(self.nc))
             self._tracker = await stack.enter_async_context(
                 PresenceTracker(self.js, kv, self.table, self.settings.presence)
@@ -292,6 +295,11 @@ class Hub:
     def head(self, wedding_id: uuid.UUID) -> int:
         """The newest event seq of a wedding with local sockets (joined rooms only)."""
         return self.rooms[wedding_id].head
+
+    @property
+    def feeds(self) -> Feeds:
+        assert self._feeds is not None, "Hub not entered"
+        return self._feeds
 
     @property
     def kv(self) -> KeyValue:
@@ -389,7 +397,7 @@ class Hub:
 
     async def _opened(self, wedding_id: uuid.UUID) -> Room:
         room = Room(wedding_id, self.settings.presence.batch, self.tally, self.contacts)
-        room.sub = await self._subscribe(room, None)
+        room.sub = await self.feeds.open(wedding_wildcard(wedding_id), room.on_event)
         # after subscribing: older events are in the lookup, newer reach on_event
         try:
             room.roster = Roster(
@@ -400,6 +408,7 @@ class Hub:
                 signal_subject(wedding_id), cb=partial(_on_signal, room)
             )
             room.head = max(room.head, await last_seq(self.js, self.pool, wedding_id))
+            room.sub.covered(room.head)
         except BaseException:
             await self._drop(room)
             raise
@@ -433,66 +442,33 @@ class Hub:
             room.presence.cancel()
             await self._drop(room)
 
-    async def _subscribe(
-        self, room: Room, from_seq: int | None
-    ) -> JetStreamContext.PushSubscription:
-        """The room's live subscription: new events, or every event from ``from_seq``."""
-        config = None
-        if from_seq is not None:
-            config = ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
-            )
-        return await self.js.subscribe(
-            wedding_wildcard(room.wedding_id),
-            stream=EVENTS.name,
-            ordered_consumer=True,
-            deliver_policy=None if config else DeliverPolicy.NEW,
-            config=config,
-            cb=room.on_event,
-        )
-
     async def resubscribe(self) -> None:
-        """After NATS came back: every room's subscription again, from the event after the
-        last one it delivered. nats-py would notice a restarted server itself only after
-        missed heartbeats (~10-15 s without live events); sockets drop what they have
-        already (by seq), so nothing arrives twice and nothing is skipped."""
+        """After NATS came back: every room's consumer again, from the event after the last
+        one it delivered (sockets drop what they have already, by seq: nothing arrives twice
+        and nothing is skipped), and what presence changed while the connection was down."""
+        self.feeds.restart_all()  # each re-created in its own time (backing off)
         delay = 0.25
         pending = list(self.rooms.values())
         while pending:
             room = pending.pop(0)
-            if self.rooms.get(room.wedding_id) is not room:
+            if room.roster is None or self.rooms.get(room.wedding_id) is not room:
                 continue  # closed meanwhile
             try:
-                fresh = await self._subscribe(room, room.head + 1)
+                await room.roster.reload()
             except Exception as exc:  # JetStream not ready yet after the restart
-                log.info("room %s not resubscribed yet: %r", room.wedding_id, exc)
+                log.info("room %s presence not reloaded yet: %r", room.wedding_id, exc)
                 pending.insert(0, room)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             else:
-                if self.rooms.get(room.wedding_id) is not room:  # closed while subscribing
-                    with contextlib.suppress(Exception):
-                        await fresh.unsubscribe()
-                    continue
-                old, room.sub = room.sub, fresh
-                if old is not None:
-                    with contextlib.suppress(Exception):
-                        await old.unsubscribe()
-                if room.roster is not None:  # what changed while the connection was down
-                    try:
-                        await room.roster.reload()
-                    except Exception as exc:
-                        log.info("room %s presence not reloaded: %r", room.wedding_id, exc)
                 delay = 0.25
-                continue
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     async def _drop(self, room: Room) -> None:
         if room.roster is not None:
             await room.roster.close()
             room.roster = None
         if room.sub is not None:
-            with contextlib.suppress(Exception):
-                await room.sub.unsubscribe()
+            await self.feeds.close(room.sub)
             room.sub = None
         if room.signals is not None:
             with contextlib.suppress(Exception):
