@@ -79,6 +79,7 @@ async def read(ctx: SocketContext) -> None:
     """The socket's reader: every client frame, in order, until the socket closes."""
     socket, hub, conn, settings = ctx.socket, ctx.hub, ctx.conn, ctx.gateway
     pool, ttl = ctx.conns.pool, ctx.settings.auth.session_ttl
+    extender = hub.sessions
     bucket = TokenBucket(settings.rate, settings.burst)
     tally = hub.tally
     while not conn.closed:
@@ -86,7 +87,7 @@ async def read(ctx: SocketContext) -> None:
             raw = await socket.receive_data("text")
         except WebSocketDisconnect:
             return
-        await session.use(pool, conn, ttl)  # every frame is use; expired: 4500
+        await session.use(pool, extender, conn, ttl)  # every frame is use; expired: 4500
         if conn.closed:
             return
         tally.frames_in += 1

@@ -41,6 +41,7 @@ from app.gateway.diffs import DiffBatcher, diff_frame
 from app.gateway.feeds import Feed, Feeds
 from app.gateway.limits import ReplayBudgets
 from app.gateway.roster import Gateways, Roster
+from app.gateway.session import Extender
 from app.gateway.tracker import PresenceTracker
 from config.settings import Settings
 from runtime import tasks
@@ -251,6 +252,7 @@ class Hub:
         self.tally = Tally()
         g = settings.gateway
         self.admission = Admission(g.max_lag, g.max_inflight)
+        self.sessions = Extender(pool, settings.auth.session_ttl)  # sockets' session use
         key = settings.auth.data_key
         self.contacts = GuestContacts(ContactCipher(key)) if key else None
         self.replays = ReplayBudgets(g.resume_rate, g.resume_burst)
@@ -262,6 +264,7 @@ class Hub:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.admission)
             self._feeds = await stack.enter_async_context(Feeds(self.nc, self.js, EVENTS.name))
+            await stack.enter_async_context(self.sessions)
             self._gateways = await stack.enter_async_context(Gateways(self.nc))
             self._tracker = await stack.enter_async_context(
                 PresenceTracker(self.js, kv, self.table, self.settings.presence)

@@ -124,6 +124,21 @@ async def touch(conn: Conn, session_id: uuid.UUID, *, extend_by: float) -> dt.da
     return expires
 
 
+async def touch_many(
+    conn: Conn, session_ids: list[uuid.UUID], *, extend_by: float
+) -> dict[uuid.UUID, dt.datetime]:
+    """:func:`touch` for many sessions in one statement: the new expiry of each still live
+    (one that ended or expired is missing)."""
+    rows = await conn.fetch(
+        f"""UPDATE sessions SET last_seen_at = now(),
+                   expires_at = GREATEST(expires_at, now() + make_interval(secs => $2))
+            WHERE id = ANY($1::uuid[]) AND {_ACTIVE} RETURNING id, expires_at""",
+        session_ids,
+        extend_by,
+    )
+    return {r["id"]: r["expires_at"] for r in rows}
+
+
 async def expiry(conn: Conn, session_id: uuid.UUID) -> dt.datetime | None:
     """When a live session expires (it may have been extended elsewhere); None: it ended or
     expired."""
