@@ -143,15 +143,20 @@ class Feeds:
             config.opt_start_seq = feed.sseq + 1
         # subscribed first: deliveries may arrive before the create's reply
         sub = await self.nc.subscribe(inbox, cb=partial(self._on_msg, feed, inbox))
-        feed.inbox, feed.dseq, feed.heard = inbox, 0, True
+        feed.inbox, feed.sub, feed.consumer, feed.dseq, feed.heard = inbox, sub, None, 0, True
         try:
+            # (a consumer created but not answered has no subscription left: the server
+            # removes it after its inactivity threshold)
             info = await self.js.add_consumer(self.stream, config)
         except BaseException:
+            if feed.inbox == inbox:
+                feed.inbox, feed.sub = "", None
             await self._retire(sub, None)
             raise
-        feed.sub, feed.consumer = sub, info.name
-        if feed.closed:  # closed while it was being created
+        if feed.inbox != inbox or feed.closed:  # replaced (a gap meanwhile) or closed
             await self._retire(sub, info.name)
+            return
+        feed.consumer = info.name
 
     def _reset(self, feed: Feed, why: str) -> None:
         """Replace the feed's consumer (once at a time); its deliveries are ignored now."""
