@@ -1,8 +1,8 @@
 """The gateway hub of one process: rooms per wedding, one ordered JetStream consumer per room.
 
 Every event of a wedding reaches this process once (an ordered consumer on
-``wedsync.wedding.<id>.>``, delivering only new events, all of the process's on one
-subscription: app/gateway/feeds.py), is turned into its ``event`` frame once, and is
+``wedsync.wedding.<id>.>``, delivering only new events, without a timer per room:
+app/gateway/feeds.py), is turned into its ``event`` frame once, and is
 offered to each local socket of that wedding. Control messages on
 ``wedsync.control.>`` (sessions ended, roles and statuses changed) reach every process at
 once.
