@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerInfo
 
 from app.gateway.feeds import Feed, Feeds
 from runtime.connections import Connections
@@ -65,8 +67,10 @@ async def test_new_events_arrive_once_in_order_and_a_closed_feed_leaves_no_consu
     await publish(conns, wedding, ["before"])  # not new: not delivered
     async with Feeds(conns.nc, conns.js, EVENTS.name) as feeds:
         seen = Seen()
+        last = (await conns.js.stream_info(EVENTS.name)).state.last_seq
         feed = await feeds.open(wedding_wildcard(wedding), seen)
         assert feed.consumer in await consumers(conns)
+        assert feed.sseq == last  # where a re-created consumer would start again
         texts = [f"m{i}" for i in range(50)]
         seqs = await publish(conns, wedding, texts)
         assert await seen.until(50) == [t.encode() for t in texts]
@@ -122,3 +126,51 @@ async def test_a_feed_costs_one_task_its_message_loop(conns: Connections) -> Non
         assert len(asyncio.all_tasks()) - tasks_before == 50
         for feed in opened:
             await feeds.close(feed)
+
+
+async def test_a_restart_before_the_room_knows_its_head_loses_nothing(
+    conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS reconnects while the room is still opening (before its head lookup): the
+    re-created consumer starts where the first one did, not at "new" (found by review)."""
+    wedding = str(uuid.uuid4())
+    real, calls, recreating = conns.js.add_consumer, 0, asyncio.Event()
+
+    async def slow_second(stream: str, config: Any = None, **kw: Any) -> ConsumerInfo:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            recreating.set()
+            await asyncio.sleep(0.3)  # JetStream slow right after a reconnect
+        return await real(stream, config, **kw)
+
+    monkeypatch.setattr(conns.js, "add_consumer", slow_second)
+    async with Feeds(conns.nc, conns.js, EVENTS.name) as feeds:
+        seen = Seen()
+        feed = await feeds.open(wedding_wildcard(wedding), seen)
+        feeds.restart_all()
+        await asyncio.wait_for(recreating.wait(), 10)  # its consumer's start is decided
+        feed.covered(0)  # the head lookup: nothing stored for this wedding yet
+        await publish(conns, wedding, ["during the re-creation"])
+        await settled(feed)
+        await publish(conns, wedding, ["after"])
+        assert await seen.until(2) == [b"during the re-creation", b"after"]
+
+
+async def test_an_open_whose_reply_was_lost_leaves_no_consumer(
+    conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = conns.js.add_consumer
+
+    async def lost_reply(stream: str, config: Any = None, **kw: Any) -> ConsumerInfo:
+        await real(stream, config, **kw)  # created on the server
+        raise TimeoutError  # but the reply never came
+
+    before = await consumers(conns)
+    async with Feeds(conns.nc, conns.js, EVENTS.name) as feeds:
+        monkeypatch.setattr(conns.js, "add_consumer", lost_reply)
+        with pytest.raises(TimeoutError):
+            await feeds.open(wedding_wildcard(str(uuid.uuid4())), Seen())
+        monkeypatch.undo()
+        assert len(feeds) == 0
+    assert await consumers(conns) - before == set()

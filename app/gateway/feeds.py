@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between the server's idle heartbeats on a consumer with nothing to deliver
 HEARTBEAT = 5.0
+#: consumers re-created at the same time (after a reconnect every room's is: in turn)
+RECREATE_AT_ONCE = 16
 
 OnEvent = Callable[[Msg, Msg.Metadata], None]
 
@@ -68,6 +70,8 @@ class Feed:
     heard: bool = True  # anything (event or heartbeat) since the last activity check
     closed: bool = False
     resetting: asyncio.Task[None] | None = field(default=None, repr=False)
+    # a re-creation asked for before the first consumer said where it starts (see _reset)
+    deferred: str | None = None
 
     def covered(self, seq: int) -> None:
         """Events up to ``seq`` are accounted for (a head looked up after subscribing): a
@@ -85,6 +89,7 @@ class Feeds:
         self.nc, self.js, self.stream, self.heartbeat = nc, js, stream, heartbeat
         self._feeds: set[Feed] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(RECREATE_AT_ONCE)
         self.resets = 0  # consumers re-created (lost, gapped or silent)
 
     def __len__(self) -> int:
@@ -105,7 +110,11 @@ class Feeds:
     async def open(self, filter_subject: str, on_event: OnEvent) -> Feed:
         """A feed of the events stored from now on under ``filter_subject``."""
         feed = Feed(filter_subject, on_event)
-        await self._create(feed)
+        try:
+            await self._create(feed)
+        except BaseException:  # nothing of it may live on (a re-creation it asked for)
+            await self.close(feed)
+            raise
         self._feeds.add(feed)
         return feed
 
@@ -125,7 +134,9 @@ class Feeds:
 
     async def _create(self, feed: Feed) -> None:
         inbox = self.nc.new_inbox()
+        name = inbox.rsplit(".", 1)[1]  # ours: deleted by name even if no reply came
         config = ConsumerConfig(
+            name=name,
             deliver_subject=inbox,
             filter_subject=feed.filter_subject,
             ack_policy=AckPolicy.NONE,
@@ -145,22 +156,28 @@ class Feeds:
         sub = await self.nc.subscribe(inbox, cb=partial(self._on_msg, feed, inbox))
         feed.inbox, feed.sub, feed.consumer, feed.dseq, feed.heard = inbox, sub, None, 0, True
         try:
-            # (a consumer created but not answered has no subscription left: the server
-            # removes it after its inactivity threshold)
             info = await self.js.add_consumer(self.stream, config)
-        except BaseException:
-            if feed.inbox == inbox:
+        except BaseException:  # (not deleted if cancelled: it has no subscription left,
+            if feed.inbox == inbox:  # and the server removes it after its threshold)
                 feed.inbox, feed.sub = "", None
-            await self._retire(sub, None)
+            await self._retire(sub, name)
             raise
         if feed.inbox != inbox or feed.closed:  # replaced (a gap meanwhile) or closed
             await self._retire(sub, info.name)
             return
         feed.consumer = info.name
+        if feed.sseq is None:  # a new consumer starts after the stream's last message
+            feed.sseq = info.delivered.stream_seq if info.delivered is not None else 0
+        if feed.deferred is not None:
+            why, feed.deferred = feed.deferred, None
+            self._reset(feed, why)
 
     def _reset(self, feed: Feed, why: str) -> None:
         """Replace the feed's consumer (once at a time); its deliveries are ignored now."""
         if feed.closed or feed.resetting is not None:
+            return
+        if feed.sseq is None:  # where to start again is known once the create answers
+            feed.deferred = why
             return
         self.resets += 1
         log.info("re-creating the feed of %s after %s (%s)", feed.filter_subject, feed.sseq, why)
@@ -173,7 +190,8 @@ class Feeds:
             await self._retire(old_sub, old)
             while not feed.closed:
                 try:
-                    await self._create(feed)
+                    async with self._slots:
+                        await self._create(feed)
                     break
                 except Exception as exc:  # JetStream not back yet: again, backing off
                     log.info("feed of %s not re-created yet: %r", feed.filter_subject, exc)

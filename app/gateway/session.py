@@ -3,13 +3,13 @@
 A session lives ``WEDSYNC_SESSION_TTL`` seconds after its last use. A socket uses it by
 opening (app/gateway/handshake.py) and by every frame it sends; a socket extends it at
 most every :func:`touch_every` seconds, not per frame. While its session is known to be
-valid for longer than that, the extension is queued, and the process's :class:`Extender`
-extends every queued session in one UPDATE a second (an UPDATE, an acquire and a release
-per socket and minute were 7 % of a gateway holding 10 000 sockets, and most of
-PostgreSQL's CPU). Closer to (or past) its known expiry a frame waits for the database to
-say whether the session still lives. A socket that sends nothing does not extend it: when
-the session expires the socket is closed with 4500, as a frame after the expiry would be
-(never acknowledged).
+valid for longer than that (and the few seconds a flush may take), the extension is
+queued, and the process's :class:`Extender` extends every queued session in one UPDATE a
+second (an UPDATE, an acquire and a release per socket and minute were 7 % of a gateway
+holding 10 000 sockets, and most of PostgreSQL's CPU). Closer to (or past) its known
+expiry a frame waits for the database to say whether the session still lives. A socket
+that sends nothing does not extend it: when the session expires the socket is closed with
+4500, as a frame after the expiry would be (never acknowledged).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ async def use(pool: asyncpg.Pool, extender: Extender, conn: Connection, ttl: flo
     if now - conn.touched_at < every and time.time() < conn.expires_at:
         return
     conn.touched_at = now
-    if conn.expires_at - time.time() > every:  # a queued extension lands well before it
+    if conn.expires_at - time.time() > every + extender.margin:  # queued: lands before it
         extender.queue(conn)
         return
     try:
@@ -85,6 +85,9 @@ class Extender(tasks.Background):
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
         self.pool, self.ttl = pool, ttl
         self.every = min(1.0, touch_every(ttl) / 2)
+        # how long a queued extension may take to land: the wait for the next flush and
+        # that flush's wait for a connection
+        self.margin = self.every + RETRY_TOUCH
         self._due: dict[uuid.UUID, set[Connection]] = {}  # at most one entry per socket
         self.statements = 0
 
