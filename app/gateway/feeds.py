@@ -60,8 +60,8 @@ class Feed:
 
     filter_subject: str
     on_event: OnEvent
-    # the last stream sequence delivered or otherwise covered (None: none yet, and none
-    # needed: a consumer re-created then delivers what is new from then on)
+    # the last stream sequence delivered or otherwise covered: a re-created consumer starts
+    # after it (None only until the first consumer's create answers where it started)
     sseq: int | None = None
     dseq: int = 0  # the last consumer sequence handled (of the current consumer)
     inbox: str = ""  # the current consumer's deliver subject
