@@ -17,10 +17,10 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RePublish, StorageType
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from streams.definitions import ALREADY_IN_USE, StreamConfigError
+from streams.definitions import StreamConfigError, created
 from streams.presence import BUCKET
 from streams.subjects import PRESENCE_LIVE_ROOT
 
@@ -105,13 +105,7 @@ async def create_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
     """Create the bucket; False if another process created it meanwhile and brought it to
     its declaration (what the plain KeyValueConfig cannot say, such as its consumer cap),
     so that JetStream refuses ours as a different configuration."""
-    try:
-        await js.create_key_value(config)
-    except BadRequestError as exc:
-        if exc.err_code != ALREADY_IN_USE:
-            raise
-        return False
-    return True
+    return await created(js.create_key_value(config))
 
 
 def _differs(have: Any, want: Any) -> bool:

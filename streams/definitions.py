@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,16 +193,23 @@ def stream_epoch_of(info: StreamInfo) -> str:
 ALREADY_IN_USE = 10058  # JetStream's "stream name already in use with a different configuration"
 
 
-async def create_stream(js: JetStreamContext, wanted: StreamConfig) -> bool:
-    """Add the stream; False if another process added it meanwhile (several API processes
-    starting at once on a fresh server: one created it and stamped its epoch first)."""
+async def created(create: Awaitable[object]) -> bool:
+    """Await a stream's (or bucket's) create; False if JetStream refused it because another
+    process created that stream meanwhile and already brought it to its declaration
+    (several API processes starting at once on a fresh server)."""
     try:
-        await js.add_stream(wanted)
+        await create
     except BadRequestError as exc:
         if exc.err_code != ALREADY_IN_USE:
             raise
         return False
     return True
+
+
+async def create_stream(js: JetStreamContext, wanted: StreamConfig) -> bool:
+    """Add the stream; False if another process added it meanwhile (and stamped its epoch
+    first)."""
+    return await created(js.add_stream(wanted))
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> None:
